@@ -1,0 +1,43 @@
+# drostudy: `make study` runs the whole study, `make test` the test suite; both set up .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+# FULL=1 selects each notebook's larger (GPU) configuration.
+FULL ?= 0
+
+.PHONY: setup study test lint lab sweep data clean-cache
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup
+	$(PY) -m drostudy data build
+
+study: data
+	$(PY) -m drostudy study --full $(FULL)
+
+test: setup
+	$(PY) scripts/check_notebooks.py
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+sweep: data
+	$(PY) -m drostudy sweep --grid default
+
+clean-cache:
+	rm -rf .cache

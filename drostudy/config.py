@@ -1,0 +1,73 @@
+"""Config dataclasses <-> command lines, with the one-line docstring under each field as its help text."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from typing import Any
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Map each dataclass field to the string literal written on the line under it (cleanrl/tyro style)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for stmt, nxt in zip(body, body[1:]):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parser_for(tp: Any):
+    """argparse `type=` for a field annotation; tuples of strings are comma-separated lists."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item, *_) = typing.get_args(tp) or (str,)
+        return lambda s: tuple(item(x) for x in s.split(",") if x)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _parser_for(inner[0])
+    if tp is bool:
+        return _parse_bool
+    return tp
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in {"1", "true", "yes"}:
+        return True
+    if s.lower() in {"0", "false", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add `--field-name` for every field of dataclass `cls`, typed, with its default and docstring."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=_parser_for(hints[f.name]),
+            default=default,
+            help=f"{docs.get(f.name, '')} (default: {shown})",
+        )
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace):
+    """Build `cls` from parsed arguments (its __post_init__ validates the values)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,1 @@
+"""Training loops on TRL: reward models (`reward`), DPO (`dpo`) and reward-based RL (`rl`)."""
