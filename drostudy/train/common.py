@@ -1,0 +1,58 @@
+"""What the rm, dpo and rl commands share: run-or-resume into an output folder, and the metrics layout.
+
+Every run folder holds one `metrics.json`, written atomically, with at least:
+
+    {"stage": "rm" | "dpo" | "rl",
+     "method": "ordinary" | "robust" | "dr_dpo" | ...,       # the loss family
+     "config": {...},                                        # the config dataclass, as a dict
+     "per_domain": {domain: {"accuracy": float, ...}},       # test split, every evaluated domain
+     "in_distribution": {metric: mean over train domains},
+     "out_of_distribution": {metric: mean over eval domains},
+     "timings": {"total_s": float, ...},
+     "history": [{"step": int, "loss": float, "dro/...": float, ...}, ...]}
+
+`drostudy.results` turns such files into one tidy table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from drostudy.io import METRICS_FILE, atomic_write_json, finished_run
+
+
+def domain_means(
+    per_domain: dict[str, dict[str, float]], domains: Sequence[str]
+) -> dict[str, float]:
+    """Mean of each metric over `domains` (those present in `per_domain`)."""
+    rows = [per_domain[d] for d in domains if d in per_domain]
+    if not rows:
+        return {}
+    keys = set.intersection(*(set(r) for r in rows))
+    return {k: sum(r[k] for r in rows) / len(rows) for k in sorted(keys)}
+
+
+def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object], dict]) -> dict:
+    """Run `train_fn(config)` unless `out_dir` already holds the finished run of this config.
+
+    `train_fn` returns the metrics dict (without `config`); this adds `config`, the in/out-of-distribution
+    means over `config.train_domains` / `config.eval_domains`, the total time, and writes
+    `out_dir/metrics.json` atomically. A crash leaves no metrics file, so a rerun redoes only this run.
+    """
+    cfg = dataclasses.asdict(config)
+    if out_dir is not None and (done := finished_run(out_dir, cfg)) is not None:
+        print(f"{Path(out_dir) / METRICS_FILE} exists for this config: skipping the run")
+        return done
+    start = time.perf_counter()
+    metrics = dict(train_fn(config))
+    metrics["config"] = cfg
+    per_domain = metrics.get("per_domain", {})
+    metrics["in_distribution"] = domain_means(per_domain, getattr(config, "train_domains", ()))
+    metrics["out_of_distribution"] = domain_means(per_domain, getattr(config, "eval_domains", ()))
+    metrics.setdefault("timings", {})["total_s"] = time.perf_counter() - start
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
+    return metrics
