@@ -7,16 +7,17 @@ detached losses, computes the same global weights, and keeps the entries of its 
 Gradient convention (DDP averages gradients over the P processes):
 
     local objective = P * sum_{i in local} w_i l_i
-    => mean over processes of its gradient = sum_{i in global} w_i grad l_i = grad of the global robust loss
+    => mean over processes of its gradient = sum_{i in global} w_i grad l_i
+                                           = gradient of the global robust loss
 
 which holds for uneven local sizes too, because the weights already carry the global normalisation. The
 objective returned by `ddp_objective` has that gradient but the *value* of the global loss (a detached
-correction is added), so `loss.item()` logs the same global robust value on every process, and the mean of
-the logged values over processes (what trainers report) is that value as well.
+correction is added), so `loss.item()` logs the same global robust value on every process, and the mean
+of the logged values over processes (what trainers report) is that value as well.
 
-Everything here is the identity when torch.distributed is not initialised or the world size is 1, so single
-process code pays nothing. Works with gloo (CPU tensors) and nccl (CUDA tensors): gathered buffers live on
-the input's device.
+Everything here is the identity when torch.distributed is not initialised or the world size is 1, so
+single process code pays nothing. Works with gloo (CPU tensors) and nccl (CUDA tensors): gathered buffers
+live on the input's device.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def gather(local: Tensor) -> tuple[Tensor, slice]:
     """All-gather a 1-D tensor whose length may differ between processes.
 
     local: (n_local,). Returns (global (N,), local_slice) with global[local_slice] == local and the
-    slices of ranks 0..P-1 laid end to end in rank order. No gradient flows through the gather: the caller
-    passes detached values (Danskin: weights are constants). Sizes are gathered first, then every process
-    pads to the largest size (all_gather needs equal shapes) and the padding is trimmed.
+    slices of ranks 0..P-1 laid end to end in rank order. No gradient flows through the gather: the
+    caller passes detached values (Danskin: weights are constants). Sizes are gathered first, then every
+    process pads to the largest size (all_gather needs equal shapes) and the padding is trimmed.
     """
     if local.dim() != 1:
         raise ValueError(f"gather expects a 1-D tensor; got shape {tuple(local.shape)}")
@@ -61,12 +62,12 @@ def gather(local: Tensor) -> tuple[Tensor, slice]:
 
 
 def gather_losses(local: Tensor) -> tuple[Tensor, slice]:
-    """Detached per-example losses of the global batch: local (n_local,) -> (global (N,), local_slice)."""
+    """Detached losses of the global batch: local (n_local,) -> (global (N,), local_slice)."""
     return gather(local.detach())
 
 
 def gather_groups(local_groups: Tensor) -> tuple[Tensor, slice]:
-    """Group ids of the global batch, in the same order as `gather_losses`: (n_local,) -> ((N,), slice)."""
+    """Group ids of the global batch, ordered as in `gather_losses`: (n_local,) -> ((N,), slice)."""
     return gather(local_groups.detach())
 
 
@@ -75,17 +76,16 @@ def global_weights(
 ) -> Tensor:
     """Worst-case weights of this process's examples, computed once on the global batch.
 
-    local_losses: (n_local,); groups: (n_local,) integer ids or None. Returns detached (n_local,) weights:
-    the local slice of the global weights w* (which sum to 1 over all N examples, so the local part sums to
-    at most 1). With one process these are the ordinary minibatch weights.
+    local_losses: (n_local,); groups: (n_local,) integer ids or None. Returns detached (n_local,)
+    weights: the local slice of the global weights w* (which sum to 1 over all N examples, so the local
+    part sums to at most 1). With one process these are the ordinary minibatch weights.
     """
     global_losses, local = gather_losses(local_losses)
     if groups is None:
         return dro_weights.worst_case_weights(global_losses, divergence, radius)[local]
     if groups.shape != local_losses.shape:
-        raise ValueError(
-            f"groups must have the shape of the losses {tuple(local_losses.shape)}; got {tuple(groups.shape)}"
-        )
+        shapes = f"{tuple(local_losses.shape)}; got {tuple(groups.shape)}"
+        raise ValueError(f"groups must have the shape of the losses {shapes}")
     global_groups, _ = gather_groups(groups)
     return dro_weights.group_worst_case_weights(global_losses, global_groups, divergence, radius)[local]
 

@@ -1,14 +1,14 @@
 """Robust losses: per-example Bradley-Terry / DPO losses and their worst case over a divergence ball.
 
 Paper symbols (methods.md): l_i = `per_example[i]`, w* = `weights`, D = `divergence`, the ball size rho =
-`radius` (for cvar the tail fraction alpha), the DPO coefficient beta = `beta`. Every robust loss returns a
-`RobustLoss(loss, weights, per_example, metrics)`; weights are detached (Danskin: grad of the robust loss is
-sum_i w*_i grad l_i), and under torch.distributed they are computed on the global batch (see
+`radius` (for cvar the tail fraction alpha), the DPO coefficient beta = `beta`. Every robust loss returns
+a `RobustLoss(loss, weights, per_example, metrics)`; weights are detached (Danskin: grad of the robust
+loss is sum_i w*_i grad l_i), and under torch.distributed they are computed on the global batch (see
 drostudy.distributed for the gradient convention). Functions use their inputs' device and dtype.
 
 Peers on the same per-example DPO losses: Dr. DPO (`dr_dpo_loss`), KLDPO (`kldpo_loss`), group-robust DPO
-(`eg_update` + `group_robust_loss`). rDPO is TRL's `DPOConfig(loss_type="robust")` (a label-flip correction,
-not DRO), so it has no function here.
+(`eg_update` + `group_robust_loss`). rDPO is TRL's `DPOConfig(loss_type="robust")` (a label-flip
+correction, not DRO), so it has no function here.
 """
 
 from __future__ import annotations
@@ -85,12 +85,12 @@ def robust_loss(
 ) -> RobustLoss:
     """Worst-case expected loss sum_i w*_i l_i over the ball {q : D(q || uniform) <= radius}.
 
-    per_example: (n,) with grad; groups: (n,) integer ids for group-level robustness (weights over groups,
-    shared equally inside a group) or None for per-example weights. radius 0 (cvar: 1) gives the ordinary
-    mean. Under torch.distributed with P > 1 processes the weights are those of the global batch and `loss`
-    follows the DDP convention of drostudy.distributed (gradient P * sum_local w_i grad l_i, value the
-    global robust loss); at radius 0 that is the global mean, which differs from the DDP average of local
-    means only when local sizes are uneven.
+    per_example: (n,) with grad; groups: (n,) integer ids for group-level robustness (weights over
+    groups, shared equally inside a group) or None for per-example weights. radius 0 (cvar: 1) gives the
+    ordinary mean. Under torch.distributed with P > 1 processes the weights are those of the global batch
+    and `loss` follows the DDP convention of drostudy.distributed (gradient P * sum_local w_i grad l_i,
+    value the global robust loss); at radius 0 that is the global mean, which differs from the DDP
+    average of local means only when local sizes are uneven.
     """
     _check_per_example(per_example)
     global_losses, local = distributed.gather_losses(per_example)
@@ -127,7 +127,10 @@ def robust_bradley_terry_loss(
     groups: Tensor | None = None,
     margin: Tensor | None = None,
 ) -> RobustLoss:
-    """`robust_loss` of `bradley_terry_loss`; inputs (n,). Adds `rewards/accuracy`, `rewards/margins` (local batch)."""
+    """`robust_loss` of `bradley_terry_loss`; inputs (n,).
+
+    Adds `rewards/accuracy` and `rewards/margins` (on the local batch) to the metrics.
+    """
     out = robust_loss(
         bradley_terry_loss(chosen_rewards, rejected_rewards, margin), divergence, radius, groups
     )
@@ -146,8 +149,8 @@ def dpo_loss(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Sigmoid DPO: l_i = -log sigmoid(beta * [(pi_w - ref_w) - (pi_l - ref_l)]) on summed log-probs.
 
-    All inputs (n,). Returns (losses (n,) with grad, chosen_rewards (n,), rejected_rewards (n,)) where the
-    implicit rewards beta * (log pi - log pi_ref) are detached, as in TRL's DPOTrainer.dpo_loss.
+    All inputs (n,). Returns (losses (n,) with grad, chosen_rewards (n,), rejected_rewards (n,)) where
+    the implicit rewards beta * (log pi - log pi_ref) are detached, as in TRL's DPOTrainer.dpo_loss.
     """
     _check_positive(beta, "beta")
     _check_per_example(policy_chosen_logps, "policy_chosen_logps")
@@ -173,7 +176,10 @@ def robust_dpo_loss(
     radius: float = 0.0,
     groups: Tensor | None = None,
 ) -> RobustLoss:
-    """`robust_loss` of `dpo_loss`; inputs (n,). Adds `rewards/accuracy`, `rewards/margins` (local batch)."""
+    """`robust_loss` of `dpo_loss`; inputs (n,).
+
+    Adds `rewards/accuracy` and `rewards/margins` (on the local batch) to the metrics.
+    """
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
     )
@@ -213,10 +219,10 @@ def dr_dpo_loss(per_example: Tensor, beta_prime: float) -> RobustLoss:
 def kldpo_loss(per_example: Tensor, tau: float, clamp: float = 10.0) -> RobustLoss:
     """KLDPO (Xu et al., 2025): loss = mean_i(v_i l_i), v_i = min(exp((l_i - mean l) / tau), clamp).
 
-    per_example: (n,) with grad; tau > 0 is the temperature, clamp > 0 the cap on v. The raw v is detached and
-    NOT renormalised (that is the paper's estimator); `weights` reports v / sum(v) so that it sums to 1 like
-    every other RobustLoss, i.e. loss == (sum v / n) * sum(weights * l). Under torch.distributed both means
-    run over the global batch (the paper averages over all processes).
+    per_example: (n,) with grad; tau > 0 is the temperature, clamp > 0 the cap on v. The raw v is
+    detached and NOT renormalised (that is the paper's estimator); `weights` reports v / sum(v) so that
+    it sums to 1 like every other RobustLoss, i.e. loss == (sum v / n) * sum(weights * l). Under
+    torch.distributed both means run over the global batch (the paper averages over all processes).
     """
     _check_positive(tau, "tau")
     _check_positive(clamp, "clamp")
@@ -234,10 +240,10 @@ def kldpo_loss(per_example: Tensor, tau: float, clamp: float = 10.0) -> RobustLo
 def eg_update(q: Tensor, group_losses: Tensor, step: float) -> Tensor:
     """One exponentiated-gradient ascent step on group weights (group-robust DPO, Ramesh et al., 2024).
 
-    q: (G,) on the simplex; group_losses: (G,) mean loss of each group, NaN for a group absent from the batch;
-    step: eta > 0. Returns q' (G,) with q'_g ∝ q_g exp(eta l_g) over the present groups, computed in log
-    space. Absent groups keep their mass exactly (no data, no evidence to move it); the present groups share
-    the rest. The caller holds q between steps.
+    q: (G,) on the simplex; group_losses: (G,) mean loss of each group (`group_mean_losses`), NaN for a
+    group absent from the batch; step: eta > 0. Returns q' (G,) with q'_g ∝ q_g exp(eta l_g) over the
+    present groups, computed in log space. Absent groups keep their mass exactly (no data, no evidence to
+    move it); the present groups share the rest. The caller holds q between steps.
     """
     _check_positive(step, "step")
     _check_per_example(q, "q")
@@ -246,7 +252,7 @@ def eg_update(q: Tensor, group_losses: Tensor, step: float) -> Tensor:
         raise ValueError("q must be non-negative (a distribution over groups)")
     q = q.detach() / q.detach().sum()
     present = ~torch.isnan(group_losses)
-    if not present.any():
+    if not q[present].sum() > 0:  # nothing observed, or no mass to move among what was observed
         return q
     logits = torch.log(q[present]) + step * group_losses.detach()[present]
     q_new = q.clone()
@@ -255,7 +261,7 @@ def eg_update(q: Tensor, group_losses: Tensor, step: float) -> Tensor:
 
 
 def group_mean_losses(per_example: Tensor, groups: Tensor, num_groups: int) -> Tensor:
-    """Detached mean loss of each group over the (global) batch: (n,), (n,) ids -> (G,), NaN where absent."""
+    """Detached mean loss of each group over the (global) batch: (n,), ids (n,) -> (G,); NaN: absent."""
     _check_per_example(per_example)
     _check_same_shape(per_example, groups, "per_example", "groups")
     global_losses, _ = distributed.gather_losses(per_example)
@@ -288,6 +294,9 @@ def group_robust_loss(per_example: Tensor, groups: Tensor, q: Tensor) -> RobustL
     """
     _check_per_example(per_example)
     _check_same_shape(per_example, groups, "per_example", "groups")
+    _check_per_example(q, "q")
+    if (q < 0).any():
+        raise ValueError("q must be non-negative (a distribution over groups)")
     global_losses, local = distributed.gather_losses(per_example)
     global_groups, _ = distributed.gather_groups(groups)
     _, counts = _group_sums(global_losses, global_groups, q.numel())

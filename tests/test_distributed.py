@@ -1,4 +1,4 @@
-"""Global-batch weights: two gloo processes under DDP reproduce one process on the whole batch exactly."""
+"""Global-batch weights: two gloo processes under DDP reproduce one process on the whole batch."""
 
 import os
 import socket
@@ -40,7 +40,7 @@ def _model():
 
 
 def _run_cases(model, rows):
-    """{(split, case): (weights, loss value, parameter gradient)}; rows(split) -> this process's (x, y, g)."""
+    """{(split, case): (weights, loss value, parameter gradient)}; rows(split) -> local (x, y, g)."""
     results = {}
     for split in SPLITS:
         x, y, groups = rows(split)

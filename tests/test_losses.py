@@ -155,6 +155,8 @@ def test_eg_update_moves_mass_to_the_worst_group_and_stays_on_the_simplex():
     assert torch.isfinite(q_extreme).all() and q_extreme[1].item() == pytest.approx(1.0)
     absent = losses.eg_update(q, torch.tensor([1.0, 3.0, float("nan")], dtype=torch.float64), step=0.5)
     assert absent[2] == q[2] and absent.sum().item() == pytest.approx(1.0) and absent[1] > absent[0]
+    dead = losses.eg_update(torch.tensor([0.0, 1.0]), torch.tensor([5.0, 1.0]), step=1.0)
+    assert dead.tolist() == [0.0, 1.0]  # multiplicative updates cannot revive a group with zero mass
 
 
 def test_group_robust_loss_by_hand_and_absent_groups():
