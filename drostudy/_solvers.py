@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,7 +24,12 @@ _KL_MAX_ITER = 200
 
 def _levels(losses: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct values ascending (K,), each element's level index (n,), prior mass per level (K,)."""
-    values, index = torch.unique(losses, sorted=True, return_inverse=True)
+    if losses.device.type == "cpu":
+        # torch 2.13's CPU sort is ~5x slower than numpy's at n = 65536; on CPU the arrays share memory.
+        values_np, index_np = np.unique(losses.numpy(), return_inverse=True)
+        values, index = torch.from_numpy(values_np), torch.from_numpy(index_np.reshape(-1))
+    else:
+        values, index = torch.unique(losses, sorted=True, return_inverse=True)
     mass = torch.zeros_like(values).index_add_(0, index, prior)
     return values, index, mass
 
@@ -62,22 +68,29 @@ def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     Safeguarded Newton in log t (a bracket that Newton steps must stay inside, else bisection) converges to
     machine precision in ~5-15 steps; each step is O(n) vectorised work.
     """
-    values, index, mass = _levels(losses, prior)
-    top = index == len(values) - 1
-    if radius >= -math.log(mass[-1].item()):
+    highest, lowest = losses.max(), losses.min()  # no sort needed: only the argmax set matters
+    top = losses == highest
+    top_mass = torch.where(top, prior, torch.zeros_like(prior)).sum().item()
+    if radius >= -math.log(top_mass):
         return _vertex(prior, top)
     # Scale to unit range and centre at the prior mean: t is then dimensionless, and for small t both
     # terms of KL = t E_q[s] - log E_p[exp(t s)] are O(t^2), so their difference keeps its precision.
-    scaled = (losses - values[-1]) / (values[-1] - values[0])
+    scaled = (losses - highest) / (highest - lowest)
     scaled = scaled - (prior * scaled).sum()
+    scaled_sq = scaled**2
     log_prior = torch.log(prior)
 
     def evaluate(t: float) -> tuple[float, float, Tensor]:
-        logits = log_prior + t * scaled
-        q = torch.softmax(logits, 0)  # stable for any t: softmax subtracts the max
-        mean = (q * scaled).sum()
-        kl = t * mean - torch.logsumexp(logits, 0)
-        slope = t * t * (q * (scaled - mean) ** 2).sum()
+        logits = torch.add(log_prior, scaled, alpha=t)
+        shift = logits.max()
+        q = torch.exp_(logits - shift)
+        total = q.sum()
+        q = q.div_(total)
+        mean = torch.dot(q, scaled)
+        kl = t * mean - (shift + torch.log(total))
+        # The slope only steers Newton (the bracket guarantees convergence), so the one-pass variance
+        # formula is precise enough and saves a pass over the data.
+        slope = t * t * (torch.dot(q, scaled_sq) - mean**2)
         kl_value, slope_value = torch.stack([kl, slope]).tolist()
         return kl_value, slope_value, q
 
