@@ -31,7 +31,7 @@ def metrics(method="ordinary", radius=0.0, seed=0, acc=(0.8, 0.6, 0.5), divergen
             "seed": seed,
             "train_domains": ("chat",),
             "eval_domains": ["math", "code"],
-        },  # fmt: skip
+        },
         "per_domain": {
             "chat": {"accuracy": acc[0], "loss": 0.5, "note": "text is dropped"},
             "math": {"accuracy": acc[1], "loss": 0.7},
@@ -51,7 +51,12 @@ def test_tidy_one_row_per_domain_and_numeric_metric():
     assert chat["in_distribution"] is True and chat["value"] == 0.8
     assert {r["domain"] for r in rows if not r["in_distribution"]} == {"math", "code"}
     assert (chat["stage"], chat["method"], chat["divergence"], chat["radius"], chat["seed"]) == (
-        "rm", "robust", "tv", 0.1, 3)  # fmt: skip
+        "rm",
+        "robust",
+        "tv",
+        0.1,
+        3,
+    )
     assert chat["train_domains"] == "chat" and chat["eval_domains"] == "math,code"
     assert chat["run_dir"] == "runs/x"
 
@@ -80,8 +85,10 @@ def test_t_interval_matches_scipy():
 
 def test_collect_reads_metrics_and_notebook_results(tmp_path):
     atomic_write_json(tmp_path / "run_a" / "metrics.json", metrics(seed=0))
-    atomic_write_json(tmp_path / "results" / "02_rm.json",
-                      {"runs": [metrics("robust", 0.1, s) for s in (0, 1)], "notes": "x"})  # fmt: skip
+    atomic_write_json(
+        tmp_path / "results" / "02_rm.json",
+        {"runs": [metrics("robust", 0.1, s) for s in (0, 1)], "notes": "x"},
+    )
     df = collect([tmp_path / "run_a" / "metrics.json", str(tmp_path / "results" / "0*_*.json")])
     assert len(df) == 3 * 6
     assert df["run"].nunique() == 3  # a run without run_dir is named by its file and index

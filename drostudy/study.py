@@ -1,0 +1,109 @@
+"""`python -m drostudy study [--full 0|1] [--smoke]`: every numbered notebook, in order, headless (`make study`).
+
+Each notebook NN_slug.ipynb runs through papermill into runs/study/NN_slug/ (the executed copy, log.txt,
+params.json, then done.json or error.txt); the sources in notebooks/ are never written. Parameters passed:
+FULL (the larger GPU configuration) and SMOKE (the CI-sized one), each only to notebooks whose parameters
+cell defines it. Resumable: a notebook is skipped when it finished before with the same parameters, the same
+code, and the same results of the notebooks before it (results/MM_*.json, MM < NN), so that rerunning
+notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
+the exit status is non-zero when any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from drostudy.notebooks import (
+    ERROR,
+    LOG,
+    Task,
+    is_done,
+    notebook_fingerprint,
+    notebook_parameters,
+    notebook_paths,
+    run_task,
+)
+from drostudy.results import results_dir
+from drostudy.sweep import runs_root
+
+
+def study_parameters(path: Path, full: bool, smoke: bool) -> dict:
+    """FULL / SMOKE for the notebook at `path`, only those its parameters cell defines."""
+    defined = notebook_parameters(path)
+    wanted = {"FULL": bool(full), "SMOKE": bool(smoke)}
+    return {name: value for name, value in wanted.items() if name in defined}
+
+
+def upstream_fingerprint(path: Path, results: Path) -> str:
+    """Hash of the result files of the notebooks numbered before `path` (what it may read)."""
+    digest = hashlib.sha256()
+    for prior in sorted(results.glob("[0-9][0-9]_*.json")):
+        if prior.name[:2] < path.name[:2]:
+            digest.update(prior.name.encode() + b"\0" + prior.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def study_task(path: Path, out_dir: Path, full: bool, smoke: bool) -> Task:
+    """The run of one notebook; built just before it runs, as it depends on the results written so far."""
+    fingerprint = notebook_fingerprint(path) + "+" + upstream_fingerprint(path, results_dir())
+    return Task(
+        "notebook", str(path), study_parameters(path, full, smoke), out_dir / path.stem, fingerprint
+    )
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full", type=int, choices=(0, 1), default=0, help="1: each notebook's GPU configuration"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="each notebook's smallest (CI) configuration"
+    )
+    parser.add_argument("--only", default="", help="comma-separated notebook numbers to run, e.g. 02,05")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per notebook (default: none)"
+    )
+    parser.add_argument(
+        "--runs-dir", default=None, help="root of runs/ (default: $DROSTUDY_RUNS or runs/)"
+    )
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    paths = notebook_paths()
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {p.name[:2] for p in paths}
+    if unknown:
+        raise ValueError(
+            f"unknown notebook number(s) {sorted(unknown)}; expected one of {[p.name[:2] for p in paths]}"
+        )
+    paths = [p for p in paths if not only or p.name[:2] in only]
+    out_dir = (Path(args.runs_dir) if args.runs_dir else runs_root()) / "study"
+    print(f"study: {len(paths)} notebooks into {out_dir} (FULL={bool(args.full)}, SMOKE={args.smoke})")
+    records = []
+    for path in paths:
+        task = study_task(path, out_dir, bool(args.full), args.smoke)
+        if is_done(task):
+            print(f"{path.name}: finished before with these parameters and inputs, skipped")
+            records.append({"run_id": path.stem, "status": "skipped", "wall_s": None})
+            continue
+        print(f"{path.name}: running {task.params or ''} (log: {task.run_dir / LOG})", flush=True)
+        record = run_task(task, timeout=args.timeout)
+        print(f"{path.name}: {record['status']} in {record['wall_s']:.0f} s", flush=True)
+        records.append(record)
+    print_summary(records, out_dir)
+    return int(any(r["status"] == "failed" for r in records))
+
+
+def print_summary(records: list[dict], out_dir: Path) -> None:
+    """One line per notebook: status and seconds (wall, and in its cells), then where failures are told."""
+    print("\nnotebook                          status    wall s   cells s")
+    for r in records:
+        wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.1f}"
+        cells = "" if r.get("run_s") is None else f"{r['run_s']:.1f}"
+        print(f"{r['run_id']:<33} {r['status']:<8} {wall:>7} {cells:>9}")
+    total = sum(r.get("wall_s") or 0.0 for r in records)
+    print(f"total {total:.0f} s")
+    for r in records:
+        if r["status"] == "failed":
+            print(f"FAILED {r['run_id']}: see {out_dir / r['run_id'] / ERROR}")

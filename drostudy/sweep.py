@@ -1,0 +1,248 @@
+"""`python -m drostudy sweep`: a notebook or a training command over a grid of parameters, resumably.
+
+    python -m drostudy sweep --notebook notebooks/02_reward_models.ipynb --param RADIUS=0,0.1 --param SEED=0,1
+    python -m drostudy sweep --command rm --param radius=0,0.1,0.2 --param divergence=tv,cvar --workers 2
+    python -m drostudy sweep --grid default          # the study's preset (PRESETS), what `make sweep` runs
+
+Each run goes to runs/<sweep-name>/<run-id>/ (run-id: the sorted parameters, `divergence=tv,radius=0.1,seed=0`)
+and holds params.json, log.txt (the run's stdout/stderr), the executed notebook or the command's
+metrics.json, and at the end either done.json (written atomically, last: the run is finished) or error.txt
+(the tail of the log). A rerun skips finished runs and redoes the missing and failed ones. Notebook runs write
+their results/ and figures/ inside their run folder. All runs' results land in one tidy table,
+runs/<sweep-name>/results.{parquet,csv} (drostudy.results), with each run's parameters, status and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from drostudy import results
+from drostudy.io import atomic_write_text
+from drostudy.notebooks import (
+    COMMANDS,
+    DONE,
+    ERROR,
+    Task,
+    check_parameters,
+    flag_value,
+    notebook_fingerprint,
+    notebook_parameters,
+    run_tasks,
+)
+
+# The study's default grid. cvar's radius is its tail fraction alpha in (0, 1] (alpha 1 = ordinary), so it
+# gets its own sub-grid; tv radius 0 is the ordinary baseline shared by both.
+PRESETS = {
+    "default": {
+        "command": "rm",
+        "grid": [
+            {"divergence": ["tv"], "radius": [0.0, 0.1, 0.3], "seed": [0, 1, 2]},
+            {"divergence": ["cvar"], "radius": [0.1, 0.3], "seed": [0, 1, 2]},
+        ],
+    }
+}
+
+
+def runs_root() -> Path:
+    """Where sweeps and the study write: $DROSTUDY_RUNS or <repo>/runs."""
+    root = os.environ.get("DROSTUDY_RUNS")
+    return Path(root) if root else Path(__file__).resolve().parent.parent / "runs"
+
+
+def parse_value(text: str):
+    """A command-line value: JSON literal (0.1, 3, true, null, "s"), True/False, else the string itself."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_param(spec: str) -> tuple[str, list]:
+    """'radius=0,0.1,0.2' -> ('radius', [0, 0.1, 0.2]); ValueError naming the parameter when malformed."""
+    name, sep, values = spec.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ValueError(f"--param {spec!r}: expected NAME=VALUE1,VALUE2,... with NAME an identifier")
+    parsed = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    if not parsed:
+        raise ValueError(f"parameter {name!r} has no values")
+    if len({json.dumps(v) for v in parsed}) < len(parsed):
+        raise ValueError(f"parameter {name!r} repeats a value: {parsed!r}")
+    return name, parsed
+
+
+def expand_grid(grid: dict | list[dict]) -> list[dict]:
+    """All parameter combinations of a grid (name -> values) or of a list of grids, in order."""
+    combos = []
+    for part in [grid] if isinstance(grid, dict) else grid:
+        names = list(part)
+        combos += [dict(zip(names, values, strict=True)) for values in itertools.product(*part.values())]
+    return combos
+
+
+def run_id(params: dict) -> str:
+    """Readable, stable folder name of a run: its parameters sorted by name, `a=1,b=x`."""
+    text = ",".join(
+        f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(params.items())
+    )
+    return text.replace(os.sep, "_").replace(" ", "") or "default"
+
+
+def validate_grid(kind: str, target: str, names: list[str], combos: list[dict]) -> list[dict]:
+    """Check every parameter against the notebook's parameters cell or the command's options (ValueError)."""
+    if kind == "notebook":
+        check_parameters(target, dict.fromkeys(names))
+        defaults = notebook_parameters(target)
+        return [{k: _coerce(k, v, defaults[k]) for k, v in c.items()} for c in combos]
+    if target not in COMMANDS:
+        raise ValueError(f"unknown command {target!r}; expected one of {sorted(COMMANDS)}")
+    try:
+        module = importlib.import_module(COMMANDS[target])
+    except ImportError:  # a command still being written: its own parser checks the values at run time
+        return combos
+    parser = argparse.ArgumentParser()
+    module.add_cli_arguments(parser)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "out")}
+    for combo in combos:
+        for name, value in combo.items():
+            _check_option(target, name, value, actions)
+    return combos
+
+
+def _coerce(name: str, value, default):
+    """`value` as the type of the notebook's default; ValueError naming the parameter when impossible."""
+    kind = type(default)
+    if kind is bool and value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)):
+        return str(value)
+    if kind in (bool, int, float, str) and type(value) is not kind:
+        raise ValueError(
+            f"parameter {name!r}: {value!r} is not a {kind.__name__} (its default is {default!r})"
+        )
+    return value
+
+
+def _check_option(command: str, name: str, value, actions: dict) -> None:
+    if name not in actions:
+        raise ValueError(
+            f"unknown parameter {name!r} for command {command!r}; expected one of {sorted(actions)}"
+        )
+    action = actions[name]
+    try:
+        parsed = action.type(flag_value(value)) if callable(action.type) else value
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
+        raise ValueError(
+            f"parameter {name!r}: bad value {value!r} for command {command!r} ({err})"
+        ) from None
+    if action.choices is not None and parsed not in action.choices:
+        raise ValueError(f"parameter {name!r}: {value!r}; expected one of {list(action.choices)}")
+
+
+def results_table(tasks: list[Task], records: list[dict]) -> pd.DataFrame:
+    """The tidy rows of every run (a run without metrics gives one row), with its params, status, timings."""
+    frames = []
+    for task, record in zip(tasks, records, strict=True):
+        done = json.loads((task.run_dir / DONE).read_text()) if (task.run_dir / DONE).exists() else {}
+        info = {**{k: done.get(k) for k in ("wall_s", "run_s", "overhead_s")}, **record}
+        info["status"] = "ok" if record["status"] == "skipped" else record["status"]
+        rows = results.collect(task.run_dir) if task.run_dir.exists() else pd.DataFrame()
+        rows = rows if len(rows) else pd.DataFrame([{"run_dir": str(task.run_dir)}])
+        for name, value in task.params.items():  # a column the metrics filled wins over the parameter
+            rows[name] = rows[name].where(rows[name].notna(), value) if name in rows else value
+        frames.append(
+            rows.assign(
+                **{k: info.get(k) for k in ("run_id", "status", "wall_s", "run_s", "overhead_s")}
+            )
+        )
+    table = pd.concat(frames, ignore_index=True)
+    return table.reindex(columns=list(dict.fromkeys([*results.COLUMNS, *table.columns])))
+
+
+def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str]:
+    """(kind, target, parameter combinations, sweep name) from the command line."""
+    preset = PRESETS[args.grid] if args.grid else None
+    if args.grid and args.grid not in PRESETS:
+        raise ValueError(f"unknown grid {args.grid!r}; expected one of {sorted(PRESETS)}")
+    overrides = {}
+    for name, values in map(parse_param, args.param):
+        if name in overrides:
+            raise ValueError(f"parameter {name!r} is given twice")
+        overrides[name] = values
+    grids = [{**g, **overrides} for g in preset["grid"]] if preset else [overrides]
+    kind = "notebook" if args.notebook else "command"
+    target = args.notebook or args.command or preset["command"]
+    combos = validate_grid(kind, str(target), sorted({k for g in grids for k in g}), expand_grid(grids))
+    name = args.name or args.grid or (Path(target).stem if kind == "notebook" else target)
+    return kind, str(target), combos, name
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--notebook", help="notebook to run per grid point (papermill parameters)")
+    what.add_argument(
+        "--command", help=f"training command to run per grid point: one of {sorted(COMMANDS)}"
+    )
+    what.add_argument("--grid", help=f"a named preset: one of {sorted(PRESETS)}")
+    parser.add_argument(
+        "--param", action="append", default=[], help="NAME=V1,V2,... (repeat; overrides a preset)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument(
+        "--name", default=None, help="sweep folder name under runs/ (default: notebook/command/grid)"
+    )
+    parser.add_argument(
+        "--runs-dir", default=None, help="root of the sweep folders (default: $DROSTUDY_RUNS or runs/)"
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run (default: none)")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    kind, target, combos, name = plan(args)
+    sweep_dir = Path(args.runs_dir) if args.runs_dir else runs_root()
+    sweep_dir = sweep_dir / name
+    fingerprint = notebook_fingerprint(target) if kind == "notebook" else ""
+    tasks = [Task(kind, target, c, sweep_dir / run_id(c), fingerprint) for c in combos]
+    if len({t.run_dir for t in tasks}) < len(tasks):
+        raise ValueError("two grid points map to the same run folder; give distinct parameter values")
+    print(f"sweep {name!r}: {len(tasks)} runs of {target} into {sweep_dir}")
+
+    def env_of(task: Task) -> dict:  # each notebook run records into its own folder, never into results/
+        return {
+            "DROSTUDY_RESULTS": str(task.run_dir / "results"),
+            "DROSTUDY_FIGURES": str(task.run_dir / "figures"),
+        }
+
+    records = run_tasks(tasks, args.workers, args.timeout, env_of if kind == "notebook" else None)
+    table = results_table(tasks, records)
+    table.to_parquet(sweep_dir / "results.parquet", index=False)
+    atomic_write_text(sweep_dir / "results.csv", table.to_csv(index=False))
+    report(records, sweep_dir)
+    return int(any(r["status"] == "failed" for r in records))
+
+
+def report(records: list[dict], sweep_dir: Path) -> None:
+    """Print counts, the failed runs, and the sweep's overhead per run (time beyond the run itself)."""
+    counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} ran, {counts['skipped']} already finished, {counts['failed']} failed")
+    ran = [r for r in records if r["status"] == "ok" and r.get("overhead_s") is not None]
+    if ran:
+        wall, over = (sum(r[k] for r in ran) / len(ran) for k in ("wall_s", "overhead_s"))
+        print(
+            f"per run: {wall:.1f} s wall, of which {over:.1f} s overhead (process, imports, kernel start)"
+        )
+    for r in records:
+        if r["status"] == "failed":
+            print(f"FAILED {r['run_id']}: see {sweep_dir / r['run_id'] / ERROR}")
+    print(f"table: {sweep_dir / 'results.parquet'} (and .csv)")
