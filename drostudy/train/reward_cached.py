@@ -1,0 +1,229 @@
+"""The cached-encoder fast path for BERT-style reward models (what notebook 02 trains).
+
+With the embeddings and the lower `frozen_layers` blocks frozen, their output for a text never changes, so it
+is computed once per text (`FrozenFeatures`, kept across runs) and only the top blocks, the pooler and the
+scalar head are trained. The model function is exactly BertForSequenceClassification's (tested against the
+full forward); the loss is the same drostudy.losses.robust_bradley_terry_loss as the TRL path, and the
+optimiser is TRL's default (AdamW, linear decay to 0, no warm-up, gradient norm clipped at 1).
+
+Per step it logs what the worst case did: `dro/weight_mass/<domain>` and `dro/kind_mass/<kind>` (total weight
+on each training domain and pair kind; uniform weights give their batch shares), and per pair the mean
+relative weight n * w_i it received (`pair_weights`, 1 = ordinary).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
+from transformers.masking_utils import create_bidirectional_mask
+
+from drostudy.io import seed_everything
+from drostudy.losses import robust_bradley_terry_loss
+from drostudy.train.reward import freeze_lower_layers
+from drostudy.train.reward_data import encode_pair_texts, pair_metrics, prepare_splits
+
+
+class FrozenFeatures:
+    """Outputs of a reward model's frozen lower part, one (length, hidden) tensor per text, computed once.
+
+    model: a BertForSequenceClassification-like model (base_model.encoder.layer, pooler, classifier).
+    Texts are keyed by pair id and side, so datasets sharing pairs share the work.
+    """
+
+    def __init__(self, model, tokenizer, frozen_layers: int, max_length: int, batch_size: int = 64):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.frozen_layers, self.max_length = frozen_layers, max_length
+        self._store: dict[str, torch.Tensor] = {}
+
+    def pairs(self, dataset) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(chosen, rejected) lists of (length_i, hidden) tensors for the pairs of `dataset`, in order."""
+        for side in ("chosen", "rejected"):
+            missing = [i for i, pid in enumerate(dataset["id"]) if f"{pid}/{side}" not in self._store]
+            if missing:
+                rows = dataset.select(missing)
+                ids = encode_pair_texts(self.tokenizer, rows["prompt"], rows[side], self.max_length)
+                for pid, hidden in zip(rows["id"], self._encode(ids), strict=True):
+                    self._store[f"{pid}/{side}"] = hidden
+        return tuple(
+            [self._store[f"{pid}/{side}"] for pid in dataset["id"]] for side in ("chosen", "rejected")
+        )
+
+    @torch.no_grad()
+    def _encode(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        base, out = self.model.base_model, [None] * len(ids)
+        order = np.argsort([len(x) for x in ids], kind="stable")  # batch by length: little padding
+        batches = range(0, len(ids), self.batch_size)
+        for start in tqdm(batches, desc="frozen layers", leave=False, disable=len(batches) < 4):
+            idx = order[start : start + self.batch_size]
+            input_ids = pad_sequence([torch.tensor(ids[i]) for i in idx], batch_first=True)
+            mask = pad_sequence(
+                [torch.ones(len(ids[i]), dtype=torch.long) for i in idx], batch_first=True
+            )
+            states = base(
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+            ).hidden_states
+            for row, i in enumerate(idx):  # hidden_states[k] is the input of block k
+                out[i] = states[self.frozen_layers][row, : len(ids[i])].clone()
+        return out
+
+
+def top_rewards(model, hidden: torch.Tensor, mask: torch.Tensor, frozen_layers: int) -> torch.Tensor:
+    """Rewards from cached inputs of block `frozen_layers`: hidden (B, T, H), mask (B, T) -> (B,)."""
+    base = model.base_model
+    attention = create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask)
+    for layer in base.encoder.layer[frozen_layers:]:
+        hidden = layer(hidden, attention)
+    pooled = base.pooler(hidden) if base.pooler is not None else hidden[:, 0]
+    return model.classifier(model.dropout(pooled)).squeeze(-1)  # (B, 1) -> (B,)
+
+
+def _padded(texts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """list of (length_i, H) -> (B, T, H) zero-padded and its (B, T) attention mask."""
+    mask = pad_sequence([torch.ones(len(t), dtype=torch.long) for t in texts], batch_first=True)
+    return pad_sequence(texts, batch_first=True), mask
+
+
+def pair_rewards(model, chosen, rejected, frozen_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r(x, y_w), r(x, y_l)), each (B,), from one forward over the 2B texts [chosen; rejected] (as TRL)."""
+    hidden, mask = _padded(list(chosen) + list(rejected))
+    return torch.chunk(top_rewards(model, hidden, mask, frozen_layers), 2)  # (2B,) -> 2 x (B,)
+
+
+@torch.no_grad()
+def cached_margins(model, chosen, rejected, frozen_layers: int, batch_size: int = 128) -> np.ndarray:
+    """r(x, y_w) - r(x, y_l) for every cached pair: (n,) float64."""
+    model.eval()
+    order = np.argsort(
+        [max(len(c), len(r)) for c, r in zip(chosen, rejected, strict=True)], kind="stable"
+    )
+    margins = np.empty(len(order))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rc, rr = pair_rewards(model, [chosen[i] for i in idx], [rejected[i] for i in idx], frozen_layers)
+        margins[idx] = (rc - rr).double().numpy()
+    return margins
+
+
+def reset_trainable(model, initial: dict[str, torch.Tensor], seed: int) -> None:
+    """Restore the pretrained top weights and draw a new scalar head from `seed` (BERT's normal init)."""
+    model.load_state_dict(initial, strict=False)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head = model.classifier
+        head.weight.copy_(
+            torch.randn(head.weight.shape, generator=generator) * model.config.initializer_range
+        )
+        head.bias.zero_()
+
+
+def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], np.ndarray]:
+    """Minimise the (robust) BT loss of `config` over cached training pairs; returns (history, pair_weights).
+
+    train: the pairs' dataset (for domain and kind); chosen, rejected: their cached features.
+    pair_weights (n,): mean of n_batch * w_i over the steps that saw pair i (1 everywhere when ordinary).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    n, bs = len(chosen), config.batch_size
+    total = math.ceil(n / bs) * config.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+    domains, kinds = np.asarray(train["domain"]), np.asarray(train["kind"])
+    group_of = {d: i for i, d in enumerate(config.train_domains)}
+    groups = torch.tensor([group_of[d] for d in domains])
+    generator = torch.Generator().manual_seed(config.seed)
+    weight_sum, seen = np.zeros(n), np.zeros(n)
+    history, window = [], defaultdict(list)
+    model.train()
+    for step in tqdm(range(total), desc=f"rm {config.divergence} {config.radius}", leave=False):
+        if step % math.ceil(n / bs) == 0:
+            order = torch.randperm(n, generator=generator)
+        idx = order[(step % math.ceil(n / bs)) * bs :][:bs]
+        rc, rr = pair_rewards(
+            model, [chosen[i] for i in idx], [rejected[i] for i in idx], config.frozen_layers
+        )
+        level_groups = groups[idx] if config.level == "group" else None
+        out = robust_bradley_terry_loss(rc, rr, config.divergence, config.radius, groups=level_groups)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        w = out.weights.double().numpy()
+        weight_sum[idx.numpy()] += len(idx) * w
+        seen[idx.numpy()] += 1
+        for key, value in _step_metrics(
+            out, w, domains[idx.numpy()], kinds[idx.numpy()], config
+        ).items():
+            window[key].append(value)
+        if (step + 1) % config.logging_steps == 0 or step + 1 == total:
+            history.append({"step": step + 1, "epoch": (step + 1) / math.ceil(n / bs)} | _means(window))
+            window.clear()
+    return history, weight_sum / np.maximum(seen, 1)
+
+
+def _step_metrics(
+    out, w: np.ndarray, domains: np.ndarray, kinds: np.ndarray, config
+) -> dict[str, float]:
+    metrics = {"loss": float(out.loss), "accuracy": out.metrics["rewards/accuracy"]}
+    metrics |= {k: v for k, v in out.metrics.items() if k.startswith("dro/")}
+    metrics |= {f"dro/weight_mass/{d}": float(w[domains == d].sum()) for d in config.train_domains}
+    return metrics | {
+        f"dro/kind_mass/{k}": float(w[kinds == k].sum()) for k in sorted(set(kinds.tolist()))
+    }
+
+
+def _means(window: dict[str, list[float]]) -> dict[str, float]:
+    return {key: float(np.mean(values)) for key, values in window.items()}
+
+
+def load_cached_model(config):
+    """(model, tokenizer, initial trainable weights) for the cached engine of `config`."""
+    from drostudy.models import load_reward_model
+
+    model, tokenizer = load_reward_model(config.model)
+    if not hasattr(model, "classifier") or not hasattr(model.base_model, "encoder"):
+        raise ValueError(
+            f"engine 'cached' needs a BERT-style model; got {type(model).__name__} ({config.model!r})"
+        )
+    freeze_lower_layers(model, config.frozen_layers)
+    model.eval()  # dropout off, as TRL's disable_dropout; train_on_cache switches to train mode
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    initial = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    return model, tokenizer, initial
+
+
+def run_cached(config, model, initial, features: FrozenFeatures, train, test) -> dict:
+    """One run of `config` on shared cached features: train from the pretrained top, evaluate every domain."""
+    seed_everything(config.seed)
+    reset_trainable(model, initial, config.seed)
+    start = time.perf_counter()
+    chosen, rejected = features.pairs(train)
+    history, pair_weights = train_on_cache(config, model, train, chosen, rejected)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    margins = cached_margins(model, *features.pairs(test), config.frozen_layers)
+    metrics = pair_metrics(margins, test["domain"], test["kind"])
+    metrics["timings"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
+    metrics["pair_weights"] = {
+        "id": list(train["id"]),
+        "relative_weight": pair_weights.round(4).tolist(),
+    }
+    return {"stage": "rm", "method": config.method, "engine": "cached", **metrics, "history": history}
+
+
+def train_cached_reward_model(config) -> dict:
+    """The cached engine for one config on its own (the CLI with --engine cached)."""
+    if config.frozen_layers == 0:
+        raise ValueError("engine 'cached' needs frozen_layers >= 1 (nothing to cache otherwise)")
+    train, test = prepare_splits(config)
+    model, tokenizer, initial = load_cached_model(config)
+    features = FrozenFeatures(model, tokenizer, config.frozen_layers, config.max_length)
+    return run_cached(config, model, initial, features, train, test)
