@@ -1,0 +1,282 @@
+"""Train a (robust) DPO policy on some domains of the suite and evaluate it on all of them.
+
+    python -m drostudy dpo --loss robust --divergence tv --radius 0.1 --train-domains math,code \
+        --eval-domains reasoning,knowledge --seed 0 --out runs/dpo_tv
+
+The policy is SmolLM2-135M-Instruct with LoRA adapters on its top `lora_layers` layers (the lower layers stay
+frozen, so backward stops there and a CPU run is feasible); the reference is the same model with the adapters
+off, and its log-probs on the training pairs are computed once before training. The loss (module
+`drostudy.train.dpo_trainer`) is chosen by name: ordinary DPO, robust DPO over a divergence ball, Dr. DPO,
+KLDPO, group-robust DPO over the training domains, or rDPO. `out/metrics.json` follows the layout of
+`drostudy.train.common`, with per_domain {accuracy, margin, correct, correct_before, kl, n}
+(drostudy.evaluate) and the TRL training log, dro/* metrics included, as history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+from drostudy import evaluate
+from drostudy.config import add_dataclass_arguments, dataclass_from_args
+from drostudy.io import atomic_write_json, cache_dir, seed_everything
+from drostudy.train.common import run_or_resume
+from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
+
+
+@dataclass(frozen=True)
+class DPORunConfig:
+    loss: str = "ordinary"
+    """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.train.dpo_trainer)"""
+    divergence: str = "tv"
+    """ball of the robust loss: tv, kl, chi2 or cvar (used by --loss robust only)"""
+    radius: float = 0.0
+    """ball size of the robust loss (cvar: tail fraction); 0 is ordinary DPO"""
+    beta: float = 0.1
+    """DPO coefficient beta (KL strength to the reference)"""
+    beta_prime: float = 1.0
+    """Dr. DPO temperature beta' (--loss dr_dpo)"""
+    tau: float = 1.0
+    """KLDPO temperature tau (--loss kldpo)"""
+    group_step: float = 0.5
+    """exponentiated-gradient step of group-robust DPO (--loss group); few steps need a large one"""
+    label_smoothing: float = 0.1
+    """rDPO's assumed label-flip rate epsilon in [0, 0.5) (--loss rdpo)"""
+    train_domains: tuple[str, ...] = ("math", "code")
+    """suite domains to train on (in distribution)"""
+    eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
+    """held-out suite domains (out of distribution); the train domains are evaluated too"""
+    policy: str = "smollm2-135m-instruct"
+    """policy name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
+    lora_layers: int = 4
+    """LoRA adapters on this many top transformer layers; the layers below stay frozen"""
+    lora_rank: int = 8
+    """LoRA rank r (alpha = 2r)"""
+    n_train: int = 128
+    """training pairs, split evenly over the train domains"""
+    steps: int = 16
+    """optimiser steps"""
+    batch_size: int = 8
+    """pairs per step"""
+    learning_rate: float = 1e-3
+    """AdamW learning rate of the LoRA weights (linear decay)"""
+    max_length: int = 96
+    """longest prompt + response in tokens; longer pairs are left out (not truncated)"""
+    n_eval: int = 48
+    """held-out pairs per domain for preference accuracy, margin and KL"""
+    n_generate: int = 24
+    """held-out prompts per domain for greedy answers"""
+    max_new_tokens: int = 12
+    """greedy answer length in tokens"""
+    system_prompt: str = "Answer briefly."
+    """system message of every chat prompt (a short one keeps sequences short)"""
+    seed: int = 0
+    """seed of the training sample, LoRA initialisation and batch order (the test sets do not change)"""
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
+        from drostudy.data import DOMAINS
+
+        for domain in (*self.train_domains, *self.eval_domains):
+            if domain not in DOMAINS:
+                raise ValueError(f"unknown domain {domain!r}; expected one of {list(DOMAINS)}")
+        if not self.train_domains:
+            raise ValueError("train_domains must name at least one domain")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5); got {self.label_smoothing!r}")
+        positive = ("beta", "learning_rate", "n_train", "steps", "batch_size", "max_length", "n_eval")
+        for name in (*positive, "n_generate", "max_new_tokens", "lora_layers", "lora_rank"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        self.dro_settings()  # validates divergence/radius and the peers' parameters
+
+    def dro_settings(self) -> DROSettings:
+        return DROSettings(
+            loss=self.loss,
+            divergence=self.divergence,
+            radius=self.radius,
+            beta_prime=self.beta_prime,
+            tau=self.tau,
+            group_step=self.group_step,
+            num_groups=len(self.train_domains),
+        )
+
+
+def chat_row(row: dict, system_prompt: str) -> dict:
+    """A suite row as TRL conversational data: prompt messages, chosen/rejected assistant turns."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return {
+        "prompt": [*system, {"role": "user", "content": row["prompt"]}],
+        "chosen": [{"role": "assistant", "content": row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+        "domain": row["domain"],
+        "answer": evaluate.reference_answer(row["chosen"]),
+    }
+
+
+def fitting_rows(ds, domain: str, n: int, tokenizer, config: DPORunConfig, seed: int) -> list[dict]:
+    """Up to `n` chat rows of `domain` whose prompt + longer response fit `config.max_length` tokens."""
+    from drostudy.data import select
+
+    rows = []
+    for row in select(ds, domains=[domain], seed=seed):
+        chat = chat_row(row, config.system_prompt)
+        pairs = evaluate.encode(tokenizer, [chat["prompt"]] * 2, [row["chosen"], row["rejected"]])
+        if max(len(p) + len(c) for p, c in pairs) <= config.max_length:
+            rows.append(chat)
+        if len(rows) == n:
+            break
+    return rows
+
+
+def build_data(config: DPORunConfig, tokenizer):
+    """(train Dataset with group_id, {domain: test rows}) for this config."""
+    from datasets import Dataset
+
+    from drostudy.data import load_suite
+
+    suite = load_suite()
+    per_domain = -(-config.n_train // len(config.train_domains))  # ceil
+    train = []
+    for group, domain in enumerate(config.train_domains):
+        rows = fitting_rows(suite["train"], domain, per_domain, tokenizer, config, config.seed)
+        train += [{**r, "group_id": group} for r in rows]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+    train = Dataset.from_list([train[i] for i in order[: config.n_train].tolist()])
+    domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
+    test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
+    return train.remove_columns(["domain", "answer"]), test
+
+
+def trl_config(config: DPORunConfig, output_dir: str):
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=output_dir,
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        beta=config.beta,
+        loss_type=[TRL_LOSS_TYPES[config.loss]],
+        label_smoothing=config.label_smoothing if config.loss == "rdpo" else 0.0,
+        precompute_ref_log_probs=True,
+        max_length=config.max_length,
+        seed=config.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+
+
+def lora_config(config: DPORunConfig, num_layers: int):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=2 * config.lora_rank,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        layers_to_transform=list(range(max(0, num_layers - config.lora_layers), num_layers)),
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
+    """The RobustDPOTrainer of `config` on a train Dataset (chat rows with group_id)."""
+    return RobustDPOTrainer(
+        model=model,
+        args=trl_config(config, output_dir),
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=lora_config(config, model.config.num_hidden_layers),
+        dro=config.dro_settings(),
+    )
+
+
+def history(log_history: list[dict]) -> list[dict]:
+    """TRL's per-step logs (loss, rewards/*, logps/*, dro/*, ...) as the metrics.json history."""
+    return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]
+
+
+def base_answers(model, tokenizer, rows_by_domain: dict, config: DPORunConfig) -> dict[str, float]:
+    """Fraction correct of the reference policy per domain, cached on disk (the same in every run)."""
+    rows_by_domain = {
+        d: evaluate.unique_prompts(rows, config.n_generate) for d, rows in rows_by_domain.items()
+    }
+    prompts = {d: [r["prompt"] for r in rows] for d, rows in rows_by_domain.items()}
+    key = json.dumps([config.policy, config.max_new_tokens, prompts], sort_keys=True)
+    path = cache_dir() / "dpo_base_answers" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    with evaluate.reference_context(model):
+        out = {
+            d: evaluate.answer_accuracy(model, tokenizer, rows, config.max_new_tokens)
+            for d, rows in rows_by_domain.items()
+        }
+    if config.policy != "tiny-llama":
+        atomic_write_json(path, out)
+    return out
+
+
+def train_and_evaluate(config: DPORunConfig) -> dict:
+    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout)."""
+    from drostudy.models import load_policy
+
+    seed_everything(config.seed)
+    model, tokenizer = load_policy(config.policy)
+    train, test = build_data(config, tokenizer)
+    timings = {}
+    with tempfile.TemporaryDirectory() as output_dir:
+        start = time.perf_counter()
+        trainer = build_trainer(config, model, tokenizer, train, output_dir)
+        timings["setup_s"] = time.perf_counter() - start
+        trainer.train()
+        timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
+    policy = trainer.model
+    start = time.perf_counter()
+    before = base_answers(policy, tokenizer, test, config)
+    per_domain = {}
+    for domain, rows in test.items():
+        stats = evaluate.evaluate_domain(
+            policy, tokenizer, rows, config.beta, max_new_tokens=config.max_new_tokens,
+            n_generate=config.n_generate,
+        )  # fmt: skip
+        per_domain[domain] = {**stats, "correct_before": before[domain]}
+    timings["eval_s"] = time.perf_counter() - start
+    robust = config.loss == "robust"
+    return {
+        "stage": "dpo",
+        "method": config.loss,
+        "divergence": config.divergence if robust else None,
+        "radius": config.radius if robust else None,
+        "seed": config.seed,
+        "per_domain": per_domain,
+        "timings": {**timings, "train_step_s": timings["train_s"] / config.steps},
+        "n_train": len(train),
+        "history": history(trainer.state.log_history),
+    }
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(parser, DPORunConfig)
+    parser.add_argument(
+        "--out", default=None, help="run folder for metrics.json (a finished run is skipped)"
+    )
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    config = dataclass_from_args(DPORunConfig, args)
+    metrics = run_or_resume(config, args.out, train_and_evaluate)
+    print(json.dumps({"in_distribution": metrics["in_distribution"],
+                      "out_of_distribution": metrics["out_of_distribution"]}, indent=2))  # fmt: skip
+    return 0
