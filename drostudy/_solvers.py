@@ -73,28 +73,33 @@ def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     top_mass = torch.where(top, prior, torch.zeros_like(prior)).sum().item()
     if radius >= -math.log(top_mass):
         return _vertex(prior, top)
-    # Scale to unit range and centre at the prior mean: t is then dimensionless, and for small t both
-    # terms of KL = t E_q[s] - log E_p[exp(t s)] are O(t^2), so their difference keeps its precision.
+    # Scale to unit range and centre at the prior mean, so t is dimensionless. KL(q_t || p) =
+    # E_q[a] - log E_p[exp(a)] with a = t (s - c) holds for any shift c; to keep the difference precise,
+    # small t uses c = the prior mean (both terms O(t^2); log1p/expm1 keep it for t ~ 1e-5) and large t
+    # uses c = max (the top's log-ratio -log E_p[exp(a)] is then O(1), not a difference of two O(t) terms).
     scaled = (losses - highest) / (highest - lowest)
     scaled = scaled - (prior * scaled).sum()
-    scaled_sq = scaled**2
+    from_top = scaled - scaled.max()
     log_prior = torch.log(prior)
 
     def evaluate(t: float) -> tuple[float, float, Tensor]:
-        logits = torch.add(log_prior, scaled, alpha=t)
-        shift = logits.max()
-        q = torch.exp_(logits - shift)
-        total = q.sum()
-        q = q.div_(total)
-        mean = torch.dot(q, scaled)
-        kl = t * mean - (shift + torch.log(total))
-        # The slope only steers Newton (the bracket guarantees convergence), so the one-pass variance
-        # formula is precise enough and saves a pass over the data.
-        slope = t * t * (torch.dot(q, scaled_sq) - mean**2)
-        kl_value, slope_value = torch.stack([kl, slope]).tolist()
+        if t <= 1.0:
+            a = t * scaled  # (n,) in [-1, 1]
+            excess = torch.dot(prior, torch.expm1(a))
+            log_z = torch.log1p(excess)
+            q = prior * torch.exp(a) / (1.0 + excess)
+        else:
+            a = t * from_top  # (n,) <= 0
+            logits = log_prior + a
+            q = torch.softmax(logits, 0)
+            log_z = torch.logsumexp(logits, 0)
+        mean = torch.dot(q, a)
+        # The slope only steers Newton (the bracket guarantees convergence): one-pass variance suffices.
+        slope = torch.dot(q, a * a) - mean**2  # d KL / d log t = t^2 Var_q(s)
+        kl_value, slope_value = torch.stack([mean - log_z, slope]).tolist()
         return kl_value, slope_value, q
 
-    variance = (prior * scaled**2).sum().item()
+    variance = torch.dot(prior, scaled**2).item()
     t = math.sqrt(2.0 * radius / variance)  # KL ≈ t^2 Var_p / 2 for small t
     lo, hi = 0.0, math.inf
     for _ in range(_KL_MAX_ITER):
@@ -107,7 +112,7 @@ def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
         if abs(gap) <= _KL_RTOL * radius or (hi - lo <= _KL_RTOL * hi < math.inf):
             break
         step = -gap / slope if slope > 0 else math.inf
-        candidate = t * math.exp(max(min(step, 30.0), -30.0))
+        candidate = t * math.exp(max(min(step, 4.0), -4.0))  # plateaus make long Newton steps wild
         if not lo < candidate < hi:  # Newton left the bracket: bisect (geometrically) instead
             candidate = 4.0 * lo if math.isinf(hi) else (0.5 * hi if lo == 0 else math.sqrt(lo * hi))
         if candidate == t:
