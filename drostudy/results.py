@@ -119,6 +119,22 @@ def collect(paths_or_globs: str | os.PathLike | Iterable) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def find_inputs(results: str | os.PathLike, numbers=("02", "03", "04")) -> tuple[list[Path], list[str]]:
+    """The result files results/NN_*.json of the notebooks `numbers`, and one message per missing one
+    saying which notebook makes it."""
+    from drostudy.notebooks import notebook_paths
+
+    found, missing = [], []
+    makers = {p.name[:2]: p for p in notebook_paths()}
+    for number in numbers:
+        files = sorted(Path(results).glob(f"{number}_*.json"))
+        found += files
+        maker = f"notebooks/{makers[number].name}" if number in makers else f"notebooks/{number}_*.ipynb"
+        if not files:
+            missing.append(f"{Path(results) / number}_*.json missing: run {maker} or `make study`")
+    return found, missing
+
+
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width) of the Student-t interval of the mean; the half-width is NaN for fewer than 2."""
     from scipy import stats
@@ -166,6 +182,18 @@ def label(df: pd.DataFrame) -> pd.Series:
     return df["method"].astype(str).where(~robust, df["method"].astype(str) + "/" + div)
 
 
+def label_colors(labels) -> dict[str, str]:
+    """Colour per `label` value: ordinary in its fixed black, `method/divergence` in the divergence's colour
+    (drostudy.plotting.METHOD_COLORS); anything else, or colliding names, from the Okabe-Ito cycle."""
+    from drostudy.plotting import METHOD_COLORS, color_map
+
+    distinct = list(dict.fromkeys(map(str, labels)))
+    keys = [v.split("/")[-1] for v in distinct]
+    if all(k in METHOD_COLORS for k in keys) and len(set(keys)) == len(keys):
+        return {v: METHOD_COLORS[k] for v, k in zip(distinct, keys, strict=True)}
+    return color_map(distinct)
+
+
 def compare_to_ordinary(df: pd.DataFrame, metric: str = "accuracy") -> list[dict]:
     """Per stage: the setting with the best mean OOD `metric` against ordinary training (means over seeds).
 
@@ -176,7 +204,7 @@ def compare_to_ordinary(df: pd.DataFrame, metric: str = "accuracy") -> list[dict
     runs = id_ood(df, metric)
     records = []
     for stage, part in runs.groupby("stage", dropna=False, sort=True):
-        settings = _setting_means(part)
+        settings = setting_means(part)
         base = settings[settings["method"] == ORDINARY]
         base = base if len(base) else settings[settings["radius"].fillna(-1) == 0]
         robust = settings.drop(base.index)
@@ -187,7 +215,9 @@ def compare_to_ordinary(df: pd.DataFrame, metric: str = "accuracy") -> list[dict
     return records
 
 
-def _setting_means(runs: pd.DataFrame) -> pd.DataFrame:
+def setting_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per setting (stage/method/divergence/radius) of an `id_ood` table: ID and OOD means over seeds,
+    their 95% half-widths (NaN below two seeds) and the seed count."""
     rows = []
     for key, g in runs.groupby(list(SETTING_KEYS), dropna=False, sort=True):
         row = dict(zip(SETTING_KEYS, key, strict=True))

@@ -14,6 +14,7 @@ from drostudy.results import (
     compare_to_ordinary,
     conclusion_text,
     id_ood,
+    label_colors,
     summary,
     t_interval,
     tidy,
@@ -138,3 +139,17 @@ def test_comparison_with_one_seed_has_no_interval_verdict():
     assert rec["ood_intervals_overlap"] is None
     assert "fewer than two seeds" in conclusion_text([rec])
     assert compare_to_ordinary(df[df["method"] == "robust"]) == []
+
+
+def test_label_colors_follow_the_divergence_palette():
+    from drostudy.plotting import METHOD_COLORS
+
+    colors = label_colors(["ordinary", "robust/tv", "robust/cvar"])
+    assert colors == {
+        "ordinary": METHOD_COLORS["ordinary"],
+        "robust/tv": METHOD_COLORS["tv"],
+        "robust/cvar": METHOD_COLORS["cvar"],
+    }
+    # two methods on one divergence would share a colour: fall back to distinct ones
+    clash = label_colors(["robust/tv", "group/tv"])
+    assert len(set(clash.values())) == 2

@@ -1,0 +1,80 @@
+"""Notebook 05 on fake-but-schema-correct results, and on none: it records, or says which runs to make."""
+
+import json
+
+import nbformat
+import pytest
+
+from drostudy.io import atomic_write_json
+from drostudy.notebooks import execute_notebook, notebooks_dir
+from drostudy.results import collect
+
+pytestmark = pytest.mark.slow
+NOTEBOOK = notebooks_dir() / "05_ood_analysis.ipynb"
+
+
+def metrics(stage, method, radius, seed, ood):
+    """A run in the train/common.py layout: trained on chat and safety, tested on math and code too."""
+    per_domain = {"chat": 0.80, "safety": 0.75, "math": ood, "code": ood - 0.02}
+    return {
+        "stage": stage,
+        "method": method,
+        "config": {
+            "divergence": "tv",
+            "radius": radius,
+            "seed": seed,
+            "train_domains": ["chat", "safety"],
+            "eval_domains": ["math", "code"],
+        },
+        "per_domain": {
+            d: {"accuracy": a - (0.05 if radius and d in ("chat", "safety") else 0)}
+            for d, a in per_domain.items()
+        },
+        "timings": {"total_s": 1.0},
+        "history": [],
+    }
+
+
+def run(tmp_path, results, **params):
+    out = tmp_path / "executed.ipynb"
+    env = {"DROSTUDY_FIGURES": str(tmp_path / "figures"), "DROSTUDY_NO_PNG": "1"}
+    execute_notebook(NOTEBOOK, out, {"RESULTS_DIR": str(results), "SMOKE": True, **params}, env=env)
+    nb = nbformat.read(out, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_notebook_05_on_recorded_results(tmp_path):
+    results = tmp_path / "results"
+    rm_runs = [metrics("rm", "ordinary", 0.0, s, 0.55 + 0.01 * s) for s in range(3)]
+    rm_runs += [
+        metrics("rm", "robust", r, s, 0.55 + 2 * r + 0.01 * s) for r in (0.05, 0.1) for s in range(3)
+    ]
+    atomic_write_json(results / "02_reward_models.json", {"runs": rm_runs})
+    dpo_runs = [metrics("dpo", m, r, 0, 0.5 + r) for m, r in (("ordinary", 0.0), ("robust", 0.1))]
+    atomic_write_json(results / "03_dpo.json", {"runs": dpo_runs})
+    # a sweep table of one more rm run (seed 3 of the best setting)
+    atomic_write_json(tmp_path / "sweep" / "r" / "metrics.json", metrics("rm", "robust", 0.1, 3, 0.78))
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    collect(tmp_path / "sweep" / "r").to_parquet(tmp_path / "runs" / "s" / "results.parquet")
+
+    printed = run(tmp_path, results, SWEEP_TABLES=str(tmp_path / "runs" / "*" / "results.parquet"))
+    assert "04_*.json missing: run notebooks/04" in printed  # the missing input is named, the rest runs
+    record = json.loads((results / "05_ood_analysis.json").read_text())
+    assert record["n_runs"] == 9 + 2 + 1
+    rm = next(c for c in record["comparisons"] if c["stage"] == "rm")
+    assert rm["best"]["radius"] == 0.1 and rm["best"]["seeds"] == 4
+    assert rm["id_cost"] == pytest.approx(0.05)
+    assert rm["ood_intervals_overlap"] is False
+    assert {c["stage"] for c in record["comparisons"]} == {"rm", "dpo"}
+    assert (
+        record["conclusion"] in printed and "[rm] best OOD accuracy: robust (tv, radius 0.1)" in printed
+    )
+    names = {p.name for p in (tmp_path / "figures").glob("05_*.html")}
+    assert {"05_ood_analysis_rm_vs_radius.html", "05_ood_analysis_id_vs_ood.html"} <= names
+
+
+def test_notebook_05_without_inputs_says_what_to_run(tmp_path):
+    printed = run(tmp_path, tmp_path / "empty", SWEEP_TABLES="none")
+    assert "02_*.json missing: run notebooks/02" in printed and "`make study`" in printed
+    assert "Nothing to analyse yet" in printed
+    assert not (tmp_path / "empty" / "05_ood_analysis.json").exists()
