@@ -1,0 +1,309 @@
+"""Prompt-robust RL against a learned reward model: `python -m drostudy rl ...`.
+
+    python -m drostudy rl --divergence tv --radius 0.1 --reward-model DIR --train-domains math,code \
+        --eval-domains reasoning,safety --seed 0 --out runs/rl/tv-0.1-s0
+
+Reads top to bottom: `RLConfig` -> `train_rl(config)`: load the policy (LoRA on its top layers; the reference
+is the same model with the adapters off) and the reward model (a folder saved with save_pretrained, e.g. by
+`train_reward_for_rl`), draw training prompts of the train domains, run `RobustRLOOTrainer` (TRL's RLOO:
+G sampled completions per prompt, leave-one-out baseline, KL penalty beta in the reward, clipped sequence
+surrogate; its advantages scaled by worst-case prompt weights, see drostudy.train.rl_trainer), then score
+greedy answers on held-out prompts of every domain (drostudy.train.rl_eval). radius 0 is plain RLOO.
+
+metrics.json (drostudy.train.common layout): stage "rl", method "ordinary" | "robust", per_domain
+{domain: {learned_reward, correct, kl, n, learned_reward_before, correct_before}} (the *_before are the
+reference policy's, computed once per evaluation set and cached), and a per-step history with TRL's
+`reward`, `kl`, `rewards/learned_reward/mean`, `samples/correct`, `loss` and `dro/*`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from drostudy.config import add_dataclass_arguments, dataclass_from_args
+from drostudy.io import atomic_write_json, cache_dir, seed_everything
+from drostudy.train.common import run_or_resume
+from drostudy.train.rl_eval import LearnedReward, evaluate_rl_policy, prompt_rows
+from drostudy.train.rl_trainer import RobustRLOOTrainer, is_ordinary
+from drostudy.weights import validate_radius
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    divergence: str = "tv"
+    """ball over prompt distributions: tv, kl, chi2 or cvar (drostudy.weights.DIVERGENCES)"""
+    radius: float = 0.0
+    """ball size rho (cvar: tail fraction alpha, 1 = ordinary); 0 = plain RLOO"""
+    reward_model: str = ""
+    """reward model: a folder saved with save_pretrained (train_reward_for_rl), or a name (tiny-bert: tests)"""
+    reward_max_length: int = 128
+    """tokens per (prompt, response) text fed to the reward model, as in its training"""
+    policy: str = "smollm2-135m-instruct"
+    """policy name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
+    train_domains: tuple[str, ...] = ("math", "code")
+    """suite domains whose prompts the policy is trained on (in distribution)"""
+    eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
+    """held-out suite domains (out of distribution); the train domains are evaluated too"""
+    lora_layers: int = 4
+    """LoRA adapters on this many top transformer layers; the layers below stay frozen"""
+    lora_rank: int = 8
+    """LoRA rank r (alpha = 2r)"""
+    n_train: int = 64
+    """distinct training prompts, split evenly over the train domains"""
+    steps: int = 16
+    """optimiser steps (one generation batch each)"""
+    prompts_per_step: int = 4
+    """prompts per generation batch: the worst case is taken over this many prompts (times processes)"""
+    num_generations: int = 4
+    """sampled completions per prompt (G); RLOO's baseline for one is the mean of the other G - 1"""
+    max_completion_length: int = 16
+    """sampled completion length in tokens (the suite's answers are short)"""
+    temperature: float = 1.0
+    """sampling temperature of the completions"""
+    beta: float = 0.05
+    """KL coefficient: the reward is r - beta * KL(pi || pi_ref) summed over the completion's tokens"""
+    learning_rate: float = 5e-4
+    """AdamW learning rate of the LoRA weights (linear decay)"""
+    max_prompt_tokens: int = 160
+    """prompts longer than this (chat template included) are left out, not truncated"""
+    n_eval: int = 24
+    """held-out prompts per domain for greedy answers"""
+    max_new_tokens: int = 16
+    """greedy answer length in tokens"""
+    system_prompt: str = "Answer briefly."
+    """system message of every chat prompt (as in the DPO stage)"""
+    seed: int = 0
+    """seed of the training prompts, LoRA initialisation and sampling (the evaluation prompts do not change)"""
+
+    def __post_init__(self):
+        from drostudy.data import DOMAINS
+
+        object.__setattr__(self, "train_domains", tuple(self.train_domains))
+        object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+        for name in ("train_domains", "eval_domains"):
+            for domain in getattr(self, name):
+                if domain not in DOMAINS:
+                    raise ValueError(
+                        f"{name}: unknown domain {domain!r}; expected one of {list(DOMAINS)}"
+                    )
+        if not self.train_domains:
+            raise ValueError(f"train_domains must name at least one of {list(DOMAINS)}")
+        validate_radius(self.divergence, self.radius)
+        if not self.reward_model:
+            raise ValueError(
+                "reward_model must name a saved reward-model folder or one of drostudy.models'"
+            )
+        counts = (
+            "reward_max_length",
+            "lora_layers",
+            "lora_rank",
+            "n_train",
+            "steps",
+            "prompts_per_step",
+        )
+        for name in (*counts, "max_completion_length", "max_prompt_tokens", "n_eval", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if isinstance(self.num_generations, bool) or not isinstance(self.num_generations, int):
+            raise ValueError(f"num_generations must be an integer >= 2; got {self.num_generations!r}")
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2 (RLOO's baseline); got {self.num_generations!r}"
+            )
+        for name in ("temperature", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0; got {self.beta!r}")
+
+    @property
+    def method(self) -> str:
+        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust`."""
+        return "ordinary" if is_ordinary(self.divergence, self.radius) else "robust"
+
+
+def build_data(config: RLConfig, tokenizer):
+    """(train Dataset of chat prompts with answer and domain, {domain: held-out rows}) for this config."""
+    from datasets import Dataset
+
+    from drostudy.data import load_suite
+
+    suite = load_suite()
+    per_domain = -(-config.n_train // len(config.train_domains))  # ceil
+    args = (tokenizer, config.max_prompt_tokens, config.system_prompt)
+    train = []
+    for domain in config.train_domains:
+        train += prompt_rows(suite["train"], domain, per_domain, *args, seed=config.seed)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+    train = Dataset.from_list([train[i] for i in order[: config.n_train].tolist()])
+    domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
+    test = {d: prompt_rows(suite["test"], d, config.n_eval, *args, seed=0) for d in domains}
+    return train, test
+
+
+def trl_config(config: RLConfig, output_dir: str, **overrides):
+    """TRL RLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
+    from trl import RLOOConfig
+
+    kwargs = dict(
+        output_dir=output_dir,
+        max_steps=config.steps,
+        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+    return RLOOConfig(**(kwargs | overrides))
+
+
+def lora_config(config: RLConfig, num_layers: int):
+    """LoRA on every projection of the top `config.lora_layers` layers."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=2 * config.lora_rank,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        layers_to_transform=list(range(max(0, num_layers - config.lora_layers), num_layers)),
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_reward(config: RLConfig) -> LearnedReward:
+    from drostudy.models import load_reward_model
+
+    model, tokenizer = load_reward_model(config.reward_model)
+    return LearnedReward(model, tokenizer, config.reward_max_length)
+
+
+def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, train, output_dir: str):
+    """The RobustRLOOTrainer of `config` (LoRA policy) on a Dataset of chat prompts."""
+    trainer = RobustRLOOTrainer(
+        model=policy,
+        reward_funcs=reward,
+        args=trl_config(config, output_dir),
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=lora_config(config, policy.config.num_hidden_layers),
+        divergence=config.divergence,
+        radius=config.radius,
+    )
+    reward.model.to(trainer.accelerator.device)
+    return trainer
+
+
+def reference_metrics(policy, tokenizer, reward: LearnedReward, test: dict, config: RLConfig) -> dict:
+    """Per-domain learned reward and correctness of the reference policy, cached (the same in every run)."""
+    prompts = {d: [r["prompt"] for r in rows] for d, rows in test.items()}
+    key = [config.policy, _reward_identity(config.reward_model), config.reward_max_length, config.max_new_tokens,
+           prompts]  # fmt: skip
+    path = (
+        cache_dir()
+        / "rl_reference"
+        / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.json"
+    )
+    if path.exists():
+        return json.loads(path.read_text())
+    with torch.no_grad(), _adapters_off(policy):
+        out = evaluate_rl_policy(
+            policy, tokenizer, reward, test, config.max_new_tokens, reference=policy
+        )
+    if (
+        config.policy != "tiny-llama"
+    ):  # a random tiny policy is rebuilt every time: nothing worth caching
+        atomic_write_json(path, out)
+    return out
+
+
+def _adapters_off(policy):
+    from drostudy.evaluate import reference_context
+
+    return reference_context(policy)
+
+
+def _reward_identity(name: str) -> str:
+    """The reward model's name, plus its weights' modification time when it is a folder (a retrained one)."""
+    folder = Path(name)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return f"{folder.resolve()}@{max(f.stat().st_mtime_ns for f in files)}" if files else name
+
+
+def history(log_history: list[dict]) -> list[dict]:
+    """TRL's per-step logs (loss, reward, kl, samples/correct, dro/*, ...) as the metrics.json history."""
+    return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]
+
+
+def train_rl(config: RLConfig) -> dict:
+    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout)."""
+    from drostudy.models import load_policy
+
+    seed_everything(config.seed)
+    policy, tokenizer = load_policy(config.policy)
+    reward = load_reward(config)
+    train, test = build_data(config, tokenizer)
+    timings = {}
+    with tempfile.TemporaryDirectory() as output_dir:
+        start = time.perf_counter()
+        trainer = build_trainer(config, policy, tokenizer, reward, train, output_dir)
+        timings["setup_s"] = time.perf_counter() - start
+        trainer.train()
+        timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
+    model = trainer.model
+    start = time.perf_counter()
+    before = reference_metrics(model, tokenizer, reward, test, config)
+    per_domain = evaluate_rl_policy(model, tokenizer, reward, test, config.max_new_tokens)
+    for domain, stats in per_domain.items():
+        stats["learned_reward_before"] = before[domain]["learned_reward"]
+        stats["correct_before"] = before[domain]["correct"]
+    timings["eval_s"] = time.perf_counter() - start
+    return {
+        "stage": "rl",
+        "method": config.method,
+        "divergence": config.divergence,
+        "radius": config.radius,
+        "seed": config.seed,
+        "per_domain": per_domain,
+        "timings": {**timings, "train_step_s": timings["train_s"] / config.steps},
+        "n_train": len(train),
+        "history": history(trainer.state.log_history),
+    }
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """`python -m drostudy rl --divergence tv --radius 0.1 --reward-model DIR ... --out DIR`."""
+    add_dataclass_arguments(parser, RLConfig)
+    parser.add_argument(
+        "--out", required=True, help="run folder: DIR/metrics.json (a finished run is skipped)"
+    )
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    config = dataclass_from_args(RLConfig, args)
+    metrics = run_or_resume(config, args.out, train_rl)
+    print(
+        {
+            "in_distribution": metrics["in_distribution"],
+            "out_of_distribution": metrics["out_of_distribution"],
+        }
+    )
+    return 0
