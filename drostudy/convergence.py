@@ -296,6 +296,35 @@ def gap_curves(
     return table, optimum
 
 
+def batch_size_study(
+    data: PreferenceData,
+    divergences: tuple[str, ...],
+    radius: float,
+    batch_sizes: tuple[int, ...],
+    steps: int,
+    lr: float,
+    seed: int = 0,
+    l2: float = DEFAULT_L2,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """`gap_curves` for each divergence: one table with a `divergence` column, and F* per divergence."""
+    tables, optima = [], {}
+    for divergence in divergences:
+        table, optima[divergence] = gap_curves(
+            data, divergence, radius, batch_sizes, steps, lr, seed, l2
+        )
+        tables.append(table.assign(divergence=divergence))
+    return pd.concat(tables, ignore_index=True), optima
+
+
+def final_gaps(table: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """{divergence: {batch_size: gap of the averaged iterate at the last step}} from `batch_size_study`."""
+    last = table[table.step == table.step.max()]
+    return {
+        divergence: {int(b): float(g) for b, g in zip(part.batch_size, part.avg_gap, strict=True)}
+        for divergence, part in last.groupby("divergence")
+    }
+
+
 _F_DIVERGENCE = {
     "tv": lambda t: 0.5 * np.abs(t - 1.0),
     "kl": lambda t: np.where(t > 0, t * np.log(np.where(t > 0, t, 1.0)), 0.0),

@@ -1,0 +1,384 @@
+"""Figures and widgets of notebook 01: what the worst-case weights look like, and minibatch DRO's gap.
+
+`build_explorer(...)` returns ipywidgets controls ("divergence", "radius", "reg", "examples", "losses",
+"seed") and three plotly FigureWidgets that update in place when a control changes:
+  weights   the worst-case weights (trace "worst-case weights") and the penalised ones (trace "penalised
+            weights (reg)", kl and chi2 only) against the sorted losses, with the uniform 1/n;
+  value     the robust value against the radius, one panel per divergence, with the mean and max loss;
+  ess       the effective sample size (1 / sum w^2, as a fraction of n) against the radius.
+Under papermill the figures are built once, from the parameters, and can be saved with save_figure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from drostudy.plotting import METHOD_COLORS, TEMPLATE, method_color
+from drostudy.weights import DIVERGENCES, PENALTIES, penalised_weights, worst_case_weights
+
+# How losses are drawn (numpy Generator -> (n,) float64); all positive, as per-example losses are.
+LOSS_DISTRIBUTIONS = {
+    "lognormal": lambda rng, n: rng.lognormal(mean=-0.5, sigma=0.75, size=n),  # skewed, a long tail
+    "exponential": lambda rng, n: rng.exponential(scale=0.7, size=n),
+    "uniform": lambda rng, n: rng.uniform(0.0, 2.0, size=n),  # no tail: weights stay spread
+    # a minority (10%) with high loss, as a minority domain the model underfits
+    "bimodal": lambda rng, n: np.where(
+        rng.random(n) < 0.9, rng.normal(0.4, 0.1, n), rng.normal(2.0, 0.3, n)
+    ).clip(0.0),
+}
+# The slider range of each divergence's radius (cvar: alpha, where 1 is the plain mean).
+RADIUS_RANGES = {"tv": (0.0, 1.0), "kl": (0.0, 3.0), "chi2": (0.0, 5.0), "cvar": (0.02, 1.0)}
+RADIUS_LABELS = {d: "radius" for d in DIVERGENCES} | {"cvar": "alpha (tail fraction)"}
+
+
+def sample_losses(n: int, distribution: str, seed: int = 0) -> torch.Tensor:
+    """n per-example losses (n,) float64 drawn from `distribution` (a LOSS_DISTRIBUTIONS key)."""
+    if distribution not in LOSS_DISTRIBUTIONS:
+        raise ValueError(
+            f"unknown loss distribution {distribution!r}; expected one of {sorted(LOSS_DISTRIBUTIONS)}"
+        )
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n!r}")
+    return torch.from_numpy(LOSS_DISTRIBUTIONS[distribution](np.random.default_rng(seed), n))
+
+
+def effective_sample_size(weights: torch.Tensor) -> float:
+    """1 / sum w_i^2 for weights (n,) summing to 1: n for uniform weights, 1 for a point mass."""
+    return float(1.0 / (weights.double() ** 2).sum())
+
+
+def radius_grid(divergence: str, num: int = 25) -> np.ndarray:
+    """`num` radii across the divergence's slider range (denser near 0, where the weights change fastest)."""
+    low, high = RADIUS_RANGES[divergence]
+    return low + (high - low) * np.linspace(0.0, 1.0, num) ** 2
+
+
+def radius_sweep(losses: torch.Tensor, num: int = 25) -> pd.DataFrame:
+    """Robust value, effective sample size (fraction of n) and max weight over each divergence's radii.
+
+    Columns: divergence, radius, value, ess, max_weight (one row per divergence and radius).
+    """
+    rows = []
+    for divergence in DIVERGENCES:
+        for radius in radius_grid(divergence, num):
+            w = worst_case_weights(losses, divergence, float(radius))
+            ess = effective_sample_size(w) / len(losses)
+            value = float(w @ losses)
+            rows.append(
+                dict(
+                    divergence=divergence, radius=radius, value=value, ess=ess, max_weight=float(w.max())
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def weights_traces(losses: torch.Tensor, divergence: str, radius: float, reg: float) -> dict[str, dict]:
+    """x/y of the weights figure's traces, by trace name; penalised weights are empty for tv and cvar."""
+    order = torch.argsort(losses)
+    sorted_losses = losses[order].numpy()
+    worst = worst_case_weights(losses, divergence, radius)[order].numpy()
+    if divergence in PENALTIES:
+        penalised = penalised_weights(losses, divergence, reg)[order].numpy()
+    else:
+        penalised = np.array([])
+    uniform = np.full(2, 1.0 / len(losses))
+    return {
+        "worst-case weights": dict(x=sorted_losses, y=worst),
+        "penalised weights (reg)": dict(x=sorted_losses[: len(penalised)], y=penalised),
+        "uniform 1/n": dict(x=sorted_losses[[0, -1]], y=uniform),
+    }
+
+
+def weights_figure(
+    losses: torch.Tensor, divergence: str, radius: float, reg: float, widget: bool = False
+) -> go.Figure:
+    """Worst-case (and penalised) weights against the losses; a FigureWidget when `widget`."""
+    fig = (go.FigureWidget if widget else go.Figure)()
+    color = method_color(divergence)
+    styles = {
+        "worst-case weights": dict(mode="lines+markers", line=dict(color=color, width=3)),
+        "penalised weights (reg)": dict(mode="lines", line=dict(color=color, dash="dot", width=2)),
+        "uniform 1/n": dict(mode="lines", line=dict(color="#000000", dash="dash", width=1.5)),
+    }
+    for name, xy in weights_traces(losses, divergence, radius, reg).items():
+        fig.add_scatter(name=name, **xy, **styles[name])
+    fig.update_layout(template=TEMPLATE, title=_weights_title(divergence, radius, reg, len(losses)))
+    fig.update_xaxes(title="per-example loss l_i (nats)")
+    fig.update_yaxes(title="weight q_i (sums to 1)")
+    return fig
+
+
+def update_weights_figure(
+    fig: go.Figure, losses: torch.Tensor, divergence: str, radius: float, reg: float
+) -> None:
+    """Redraw the weights figure in place (a FigureWidget updates in the browser)."""
+    traces = weights_traces(losses, divergence, radius, reg)
+    color = method_color(divergence)
+    with fig.batch_update():
+        for trace in fig.data:
+            trace.x, trace.y = traces[trace.name]["x"], traces[trace.name]["y"]
+            if trace.name != "uniform 1/n":
+                trace.line.color = color
+        fig.layout.title.text = _weights_title(divergence, radius, reg, len(losses))
+
+
+def _weights_title(divergence: str, radius: float, reg: float, n: int) -> str:
+    penalty = f", penalised reg={reg:g}" if divergence in PENALTIES else ""
+    return f"worst-case weights: {divergence}, {RADIUS_LABELS[divergence]}={radius:.3g}{penalty}, n={n}"
+
+
+def sweep_figure(
+    sweep: pd.DataFrame,
+    column: str,
+    y_title: str,
+    losses: torch.Tensor | None = None,
+    widget: bool = False,
+):
+    """One panel per divergence: `column` of `radius_sweep` against the radius (mean/max loss lines if given)."""
+    fig = make_subplots(
+        rows=1, cols=len(DIVERGENCES), subplot_titles=list(DIVERGENCES), shared_yaxes=True
+    )
+    fig = go.FigureWidget(fig) if widget else fig
+    _fill_sweep_figure(fig, sweep, column, losses)
+    for col, divergence in enumerate(DIVERGENCES, start=1):
+        fig.update_xaxes(title_text=RADIUS_LABELS[divergence], row=1, col=col)
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    title = "robust value" if column == "value" else column
+    fig.update_layout(
+        template=TEMPLATE, showlegend=losses is not None, height=420, title=f"{title} against the radius"
+    )
+    return fig
+
+
+def _fill_sweep_figure(
+    fig: go.Figure, sweep: pd.DataFrame, column: str, losses: torch.Tensor | None
+) -> None:
+    for col, (divergence, part) in enumerate(sweep.groupby("divergence", sort=True), start=1):
+        line = dict(color=METHOD_COLORS[divergence], width=3)
+        fig.add_scatter(
+            x=part.radius, y=part[column], name=divergence, line=line, showlegend=False, row=1, col=col
+        )
+        if losses is not None:
+            for name, level, dash in (
+                ("mean loss", losses.mean(), "dash"),
+                ("max loss", losses.max(), "dot"),
+            ):
+                fig.add_scatter(
+                    x=part.radius.iloc[[0, -1]],
+                    y=[float(level)] * 2,
+                    name=name,
+                    mode="lines",
+                    row=1,
+                    col=col,
+                    line=dict(color="#000000", dash=dash, width=1.5),
+                    showlegend=col == 1,
+                )
+
+
+def refill_sweep_figure(
+    fig: go.Figure, sweep: pd.DataFrame, column: str, losses: torch.Tensor | None = None
+) -> None:
+    """Replace the sweep figure's traces in place (new losses: new sweep)."""
+    with fig.batch_update():
+        fig.data = ()
+        _fill_sweep_figure(fig, sweep, column, losses)
+
+
+def build_explorer(
+    divergence: str = "tv",
+    radius: float = 0.2,
+    reg: float = 1.0,
+    n_examples: int = 64,
+    distribution: str = "lognormal",
+    seed: int = 0,
+):
+    """(controls, figures): an ipywidgets VBox and {"weights", "value", "ess"} FigureWidgets, linked.
+
+    Moving "radius", "reg" or "divergence" redraws the weights; changing "examples", "losses" or "seed"
+    draws new losses and redraws all three. The radius slider's range follows the divergence.
+    """
+    import ipywidgets as widgets
+
+    low, high = RADIUS_RANGES[divergence]
+    controls = {
+        "divergence": widgets.Dropdown(
+            options=list(DIVERGENCES), value=divergence, description="divergence"
+        ),
+        "radius": widgets.FloatSlider(
+            value=radius, min=low, max=high, step=0.01, description="radius", continuous_update=False
+        ),
+        "reg": widgets.FloatLogSlider(value=reg, base=10, min=-2, max=1, step=0.05, description="reg"),
+        "examples": widgets.IntSlider(value=n_examples, min=4, max=512, description="examples"),
+        "losses": widgets.Dropdown(
+            options=sorted(LOSS_DISTRIBUTIONS), value=distribution, description="losses"
+        ),
+        "seed": widgets.IntText(value=seed, description="seed"),
+    }
+    state = {"losses": sample_losses(n_examples, distribution, seed)}
+    sweep = radius_sweep(state["losses"])
+    figures = {
+        "weights": weights_figure(state["losses"], divergence, radius, reg, widget=True),
+        "value": sweep_figure(
+            sweep, "value", "robust value sum_i w_i l_i", state["losses"], widget=True
+        ),
+        "ess": sweep_figure(sweep, "ess", "effective sample size / n", widget=True),
+    }
+
+    def redraw_weights(_=None):
+        c = {k: w.value for k, w in controls.items()}
+        update_weights_figure(
+            figures["weights"], state["losses"], c["divergence"], c["radius"], c["reg"]
+        )
+
+    def new_losses(_=None):
+        state["losses"] = sample_losses(
+            controls["examples"].value, controls["losses"].value, controls["seed"].value
+        )
+        sweep = radius_sweep(state["losses"])
+        refill_sweep_figure(figures["value"], sweep, "value", state["losses"])
+        refill_sweep_figure(figures["ess"], sweep, "ess")
+        redraw_weights()
+
+    def new_divergence(change):
+        slider, (low, high) = controls["radius"], RADIUS_RANGES[change["new"]]
+        value = min(max(slider.value, low), high)
+        with slider.hold_trait_notifications():  # one redraw, and never an invalid radius
+            slider.min, slider.max = min(low, slider.min), max(high, slider.max)
+            slider.value, slider.min, slider.max = value, low, high
+        redraw_weights()
+
+    controls["divergence"].observe(new_divergence, names="value")
+    for name in ("radius", "reg"):
+        controls[name].observe(redraw_weights, names="value")
+    for name in ("examples", "losses", "seed"):
+        controls[name].observe(new_losses, names="value")
+    ui = widgets.VBox(
+        [widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:])]
+    )
+    return ui, figures
+
+
+def gap_figure(table: pd.DataFrame, divergence: str, radius: float) -> go.Figure:
+    """Gap F(theta_t) - F* of the averaged iterate against the step, one line per batch size (log-log)."""
+    fig = go.Figure()
+    sizes = sorted(table.batch_size.unique())
+    shades = np.linspace(0.35, 1.0, len(sizes))  # darker = larger batch, all in the divergence's colour
+    for size, shade in zip(sizes, shades, strict=True):
+        part = table[table.batch_size == size]
+        fig.add_scatter(
+            x=part.step,
+            y=part.avg_gap.clip(lower=1e-8),
+            name=f"batch {size}",
+            mode="lines+markers",
+            line=dict(color=method_color(divergence), width=1 + 2.5 * shade),
+            opacity=float(shade),
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"minibatch {divergence} DRO ({RADIUS_LABELS[divergence]} {radius:g}): gap to the exact optimum",
+    )
+    fig.update_xaxes(title="step (gradient updates)", type="log")
+    fig.update_yaxes(title="F(averaged iterate) - F* (nats)", type="log")
+    return fig
+
+
+def shift_figure(result: dict, divergence: str, radius: float) -> go.Figure:
+    """Per-domain test loss of each model, plus the loss under the in-ball shift and the worst domain."""
+    colors = {
+        "ordinary": METHOD_COLORS["ordinary"],
+        "robust": method_color(divergence),
+        "group_robust": METHOD_COLORS["group"],
+    }
+    fig = go.Figure()
+    for model, per_domain in result["per_domain"].items():
+        values = [*per_domain, result["shifted_loss"][model], result["worst_domain_loss"][model]]
+        names = [f"domain {k}" for k in range(len(per_domain))] + ["shifted mix", "worst domain"]
+        fig.add_bar(x=names, y=values, name=model, marker_color=colors[model])
+    mix = ", ".join(f"{p:.2f}" for p in result["shifted_mix"])
+    fig.update_layout(
+        template=TEMPLATE,
+        barmode="group",
+        title=f"test loss under an in-ball shift ({divergence} {radius:g}): domain mix -> ({mix})",
+    )
+    fig.update_yaxes(title="Bradley-Terry test loss (nats)")
+    return fig
+
+
+def weights_summary(losses: torch.Tensor, divergence: str, radius: float) -> dict[str, float]:
+    """Scalars of the worst case at one radius: mean loss, robust value, max weight x n, ESS / n."""
+    w = worst_case_weights(losses, divergence, radius)
+    return {
+        "mean_loss": float(losses.mean()),
+        "robust_value": float(w @ losses),
+        "max_weight_times_n": float(w.max()) * len(losses),
+        "ess_fraction": effective_sample_size(w) / len(losses),
+    }
+
+
+def conclusion_text(record: dict) -> str:
+    """What notebook 01 found, in sentences written from the recorded numbers (any parameters)."""
+    p, w = record["parameters"], record["weights"]
+    lines = [
+        f"Weights ({p['DIVERGENCE']}, {RADIUS_LABELS[p['DIVERGENCE']]} {p['RADIUS']:g}, n={p['N_EXAMPLES']} "
+        f"{p['LOSS_DISTRIBUTION']} losses): the largest loss gets {w['max_weight_times_n']:.2f}x the uniform "
+        f"weight, the effective sample size is {w['ess_fraction']:.0%} of n, and the robust value is "
+        f"{w['robust_value']:.3f} against a mean loss of {w['mean_loss']:.3f}."
+    ]
+    gaps = {int(k): v for k, v in record["convergence"][p["DIVERGENCE"]]["final_gap"].items()}
+    sizes = sorted(gaps)
+    shrinks = all(gaps[a] > gaps[b] for a, b in zip(sizes, sizes[1:], strict=False))
+    lines.append(
+        f"Minibatch {p['DIVERGENCE']} DRO after {record['convergence']['steps']} steps: the averaged iterate's "
+        f"gap to the exact optimum is "
+        + ", ".join(f"{gaps[b]:.2g} (batch {b})" for b in sizes)
+        + (
+            ": the floor shrinks as the batch grows."
+            if shrinks
+            else ": the floor does not shrink monotonically with the batch."
+        )
+    )
+    s = record["domain_shift"]
+    shifted, worst = s["shifted_loss"], s["worst_domain_loss"]
+
+    def verdict(model):
+        return (
+            f"{model} {'beats' if shifted[model] < shifted['ordinary'] else 'does not beat'} ordinary under the "
+            f"shift ({shifted[model]:.3f} vs {shifted['ordinary']:.3f}) and "
+            f"{'beats' if worst[model] < worst['ordinary'] else 'does not beat'} it on the worst domain "
+            f"({worst[model]:.3f} vs {worst['ordinary']:.3f})"
+        )
+
+    lines.append(
+        f"Domain shift inside the ball (divergence {s['shift_divergence']:.3g} <= {p['RADIUS']:g} for "
+        f"{p['DIVERGENCE']}; mix {_mix(s['nominal_mix'])} -> {_mix(s['shifted_mix'])}): "
+        f"{verdict('robust')}; {verdict('group_robust')}."
+    )
+    return "\n".join(lines)
+
+
+def _mix(mix: list[float]) -> str:
+    return "(" + ", ".join(f"{m:.2f}" for m in mix) + ")"
+
+
+def floor_figure(gaps: dict[str, dict[int, float]], radius: float) -> go.Figure:
+    """Final gap of the averaged iterate against the batch size, one line per divergence (log-log)."""
+    fig = go.Figure()
+    for divergence, by_size in gaps.items():
+        sizes = sorted(by_size)
+        fig.add_scatter(
+            x=sizes,
+            y=[max(by_size[b], 1e-8) for b in sizes],
+            name=divergence,
+            mode="lines+markers",
+            line=dict(color=method_color(divergence), width=3),
+        )
+    fig.update_layout(
+        template=TEMPLATE, title=f"where minibatch DRO stalls (radius {radius:g}; cvar: alpha)"
+    )
+    fig.update_xaxes(title="batch size (pairs)", type="log")
+    fig.update_yaxes(title="final gap F(averaged iterate) - F* (nats)", type="log")
+    return fig
