@@ -67,10 +67,13 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runs-dir", default=None, help="root of runs/ (default: $DROSTUDY_RUNS or runs/)"
     )
+    parser.add_argument(
+        "--notebooks", default=None, help="folder of the NN_slug notebooks (default: notebooks/)"
+    )
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    paths = notebook_paths()
+    paths = notebook_paths(args.notebooks)
     only = {n.strip() for n in args.only.split(",") if n.strip()}
     unknown = only - {p.name[:2] for p in paths}
     if unknown:

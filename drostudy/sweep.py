@@ -15,6 +15,7 @@ runs/<sweep-name>/results.{parquet,csv} (drostudy.results), with each run's para
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import itertools
 import json
@@ -115,7 +116,23 @@ def validate_grid(kind: str, target: str, names: list[str], combos: list[dict]) 
     for combo in combos:
         for name, value in combo.items():
             _check_option(target, name, value, actions)
+        _check_config(module, parser, combo)
     return combos
+
+
+def _check_config(module, parser: argparse.ArgumentParser, combo: dict) -> None:
+    """Build the command's config dataclass from one grid point, so its own checks (an unknown divergence,
+    a radius out of range) fail now rather than in every run. Skipped when the module has no single one."""
+    argv = [*itertools.chain(*((f"--{k.replace('_', '-')}", flag_value(v)) for k, v in combo.items()))]
+    args = vars(parser.parse_args([*argv, "--out", "-"]))
+    dests = set(args) - {"out"}
+    found = [c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)]
+    found = [c for c in found if {f.name for f in dataclasses.fields(c)} == dests]
+    if len(found) == 1:
+        try:
+            found[0](**{k: args[k] for k in dests})
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"grid point {combo}: {err}") from None
 
 
 def _coerce(name: str, value, default):
@@ -172,9 +189,9 @@ def results_table(tasks: list[Task], records: list[dict]) -> pd.DataFrame:
 
 def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str]:
     """(kind, target, parameter combinations, sweep name) from the command line."""
-    preset = PRESETS[args.grid] if args.grid else None
     if args.grid and args.grid not in PRESETS:
         raise ValueError(f"unknown grid {args.grid!r}; expected one of {sorted(PRESETS)}")
+    preset = PRESETS[args.grid] if args.grid else None
     overrides = {}
     for name, values in map(parse_param, args.param):
         if name in overrides:

@@ -2,11 +2,10 @@
 
 import json
 
-import nbformat
 import pytest
 
 from drostudy.io import atomic_write_json
-from drostudy.notebooks import execute_notebook, notebooks_dir
+from drostudy.notebooks import Task, notebooks_dir, run_task
 from drostudy.results import collect
 
 pytestmark = pytest.mark.slow
@@ -36,11 +35,17 @@ def metrics(stage, method, radius, seed, ood):
 
 
 def run(tmp_path, results, **params):
-    out = tmp_path / "executed.ipynb"
-    env = {"DROSTUDY_FIGURES": str(tmp_path / "figures"), "DROSTUDY_NO_PNG": "1"}
-    execute_notebook(NOTEBOOK, out, {"RESULTS_DIR": str(results), "SMOKE": True, **params}, env=env)
-    nb = nbformat.read(out, as_version=4)
-    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    """Execute 05 as a sweep or the study would (a papermill process of its own); return what it printed."""
+    task = Task(
+        "notebook",
+        str(NOTEBOOK),
+        {"RESULTS_DIR": str(results), "SMOKE": True, **params},
+        tmp_path / "run",
+    )
+    record = run_task(task, env={"DROSTUDY_FIGURES": str(tmp_path / "figures"), "DROSTUDY_NO_PNG": "1"})
+    assert record["status"] == "ok", (task.run_dir / "error.txt").read_text()
+    cells = json.loads((task.run_dir / NOTEBOOK.name).read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 
 
 def test_notebook_05_on_recorded_results(tmp_path):

@@ -3,7 +3,6 @@
 import json
 import sys
 
-import nbformat
 import pandas as pd
 import pytest
 
@@ -25,14 +24,35 @@ print("PREFIX=" + sys.prefix)
 """
 
 
+def cell(source, tags=()):
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "metadata": {"tags": list(tags)},
+        "outputs": [],
+        "source": source,
+    }
+
+
+def write_notebook(path, parameters, body):
+    """A notebook (nbformat 4 JSON, written by hand: importing nbformat costs seconds) with a markdown
+    title, an optional `parameters` cell, and one code cell."""
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "# toy"}]
+    cells += [cell(parameters, ["parameters"])] if parameters else []
+    nb = {"cells": [*cells, cell(body)], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def printed(path):
+    """Everything the executed notebook at `path` printed."""
+    outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
+    return "".join("".join(o.get("text", "")) for o in outputs)
+
+
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("x = 1\nseed = 0")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# toy"), params, nbformat.v4.new_code_cell(BODY)]
-    path = tmp_path / "99_toy.ipynb"
-    nbformat.write(nb, path)
+    path = write_notebook(tmp_path / "99_toy.ipynb", "x = 1\nseed = 0", BODY)
     (tmp_path / "counts").mkdir()
     flag = tmp_path / "fail.flag"
     flag.write_text("")
@@ -46,8 +66,9 @@ def sweep(toy, *extra):
     return main([*argv, "--name", "toy", "--runs-dir", str(toy.parent / "runs"), *extra])
 
 
-def counts(toy):
-    return {p.name: len(p.read_text().splitlines()) for p in (toy.parent / "counts").iterdir()}
+def counts(inside):
+    """How often each toy run wrote its counter line (the counters sit beside the notebooks' folder)."""
+    return {p.name: len(p.read_text().splitlines()) for p in (inside.parent / "counts").iterdir()}
 
 
 def test_grid_parsing_and_run_ids():
@@ -86,9 +107,7 @@ def test_sweep_isolates_failures_and_resumes(toy, capsys):
     assert not (failed / "done.json").exists() and (runs / "seed=0,x=2" / "done.json").exists()
     assert json.loads((failed / "params.json").read_text()) == {"x": 2, "seed": 1}
     # the kernel ran in this interpreter's environment, and saw the run's own DROSTUDY_RESULTS
-    ok = nbformat.read(runs / "seed=0,x=1" / "99_toy.ipynb", as_version=4)
-    printed = "".join(o.get("text", "") for c in ok.cells for o in c.get("outputs", []))
-    assert f"PREFIX={sys.prefix}" in printed
+    assert f"PREFIX={sys.prefix}" in printed(runs / "seed=0,x=1" / "99_toy.ipynb")
     assert "overhead" in capsys.readouterr().out
 
     table = pd.read_parquet(runs / "results.parquet")
@@ -109,3 +128,46 @@ def test_sweep_isolates_failures_and_resumes(toy, capsys):
     assert counts(toy) == {"x1_seed0": 2, "x1_seed1": 1, "x2_seed0": 1, "x2_seed1": 1}
     table = pd.read_parquet(runs / "results.parquet")
     assert (table["status"] == "ok").all() and len(table) == 4
+
+
+FIRST = """
+import json, os, pathlib
+pathlib.Path(os.environ["SWEEP_COUNTER_DIR"], "01").open("a").write("ran\\n")
+results = pathlib.Path(os.environ["DROSTUDY_RESULTS"])
+(results / "01_first.json").write_text(json.dumps({"full": FULL, "smoke": SMOKE}))
+"""
+SECOND = """
+import json, os, pathlib
+pathlib.Path(os.environ["SWEEP_COUNTER_DIR"], "02").open("a").write("ran\\n")
+if json.loads((pathlib.Path(os.environ["DROSTUDY_RESULTS"]) / "01_first.json").read_text())["full"]:
+    raise RuntimeError("02 fails on FULL results")
+"""
+
+
+def test_study_runs_in_order_passes_only_defined_parameters_and_resumes(tmp_path, monkeypatch, capsys):
+    nbs, results, runs = tmp_path / "nbs", tmp_path / "results", tmp_path / "runs"
+    nbs.mkdir(), results.mkdir(), (tmp_path / "counts").mkdir()
+    write_notebook(nbs / "01_first.ipynb", "FULL = False  # GPU size\nSMOKE = False", FIRST)
+    write_notebook(nbs / "02_second.ipynb", None, SECOND)  # no parameters cell: gets none
+    write_notebook(nbs / "notes.ipynb", None, "raise RuntimeError('not numbered: never run')")
+    monkeypatch.setenv("SWEEP_COUNTER_DIR", str(tmp_path / "counts"))
+    monkeypatch.setenv("DROSTUDY_RESULTS", str(results))
+    study = ["study", "--notebooks", str(nbs), "--runs-dir", str(runs)]
+
+    assert main([*study, "--smoke"]) == 0
+    assert counts(nbs) == {"01": 1, "02": 1}
+    assert json.loads((runs / "study" / "01_first" / "params.json").read_text()) == {
+        "FULL": False,
+        "SMOKE": True,
+    }
+    assert json.loads((runs / "study" / "02_second" / "params.json").read_text()) == {}
+    assert (runs / "study" / "02_second" / "02_second.ipynb").exists()
+    assert main([*study, "--smoke"]) == 0  # finished, same parameters and inputs: both skipped
+    assert counts(nbs) == {"01": 1, "02": 1}
+    assert "skipped" in capsys.readouterr().out
+
+    # FULL changes 01's parameters, 01's new results make 02 run again; 02 then fails: non-zero exit
+    assert main([*study, "--smoke", "--full", "1"]) == 1
+    assert counts(nbs) == {"01": 2, "02": 2}
+    assert "02 fails on FULL" in (runs / "study" / "02_second" / "error.txt").read_text()
+    assert "FAILED 02_second" in capsys.readouterr().out
