@@ -27,6 +27,7 @@ stop being monotone in rho; the cast costs little next to the O(n log n) sort.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -37,6 +38,23 @@ from drostudy import _solvers
 
 DIVERGENCES = tuple(sorted(_solvers.SOLVERS))
 PENALTIES = tuple(sorted(_solvers.PENALISED_SOLVERS))
+# torch intra-op threads while a solve runs on CPU (None: keep the caller's setting). The vectors are small
+# (n <= ~1e5), so threads cannot pay off, and on a shared machine one parallel `exp` waiting for a busy
+# core took 8-28 ms instead of ~10 us (benchmarks/bench_weights.py); switching costs ~0.2 us.
+SOLVER_THREADS: int | None = 1
+
+
+@contextlib.contextmanager
+def _solver_threads():
+    previous = torch.get_num_threads()
+    switch = SOLVER_THREADS is not None and SOLVER_THREADS != previous
+    if switch:
+        torch.set_num_threads(SOLVER_THREADS)
+    try:
+        yield
+    finally:
+        if switch:
+            torch.set_num_threads(previous)
 
 
 def validate_radius(divergence: str, radius: float) -> float:
@@ -70,8 +88,9 @@ def worst_case_weights(
         _check_prior(prior, losses)
     if radius == (1.0 if divergence == "cvar" else 0.0):
         return _nominal(losses, prior)
-    work, prior64 = _work(losses, prior)
-    q = _solvers.SOLVERS[divergence](work, prior64, radius)
+    with _solver_threads():
+        work, prior64 = _work(losses, prior)
+        q = _solvers.SOLVERS[divergence](work, prior64, radius)
     return q.to(device=losses.device, dtype=losses.dtype)
 
 
@@ -94,8 +113,9 @@ def penalised_weights(
         _check_prior(prior, losses)
     if math.isinf(reg):
         return _nominal(losses, prior)
-    work, prior64 = _work(losses, prior)
-    q = _solvers.PENALISED_SOLVERS[divergence](work, prior64, reg)
+    with _solver_threads():
+        work, prior64 = _work(losses, prior)
+        q = _solvers.PENALISED_SOLVERS[divergence](work, prior64, reg)
     return q.to(device=losses.device, dtype=losses.dtype)
 
 
@@ -131,13 +151,13 @@ def group_worst_case_weights(losses: Tensor, groups: Tensor, divergence: str, ra
         raise ValueError(f"groups must be an integer tensor of shape {tuple(losses.shape)}; got {got}")
     if radius == (1.0 if divergence == "cvar" else 0.0):
         return _nominal(losses, None)
-    work, _ = _work(losses, None)
-    ids, member = torch.unique(groups.to(work.device), return_inverse=True)
-    counts = torch.zeros(len(ids), dtype=torch.float64, device=work.device).index_add_(
-        0, member, torch.ones_like(work)
-    )
-    group_means = torch.zeros_like(counts).index_add_(0, member, work) / counts  # (G,)
-    q_groups = _solvers.SOLVERS[divergence](group_means, counts / len(work), radius)  # (G,)
+    with _solver_threads():
+        work, _ = _work(losses, None)
+        ids, member = torch.unique(groups.to(work.device), return_inverse=True)
+        counts = torch.zeros(len(ids), dtype=torch.float64, device=work.device)
+        counts.index_add_(0, member, torch.ones_like(work))  # (G,) examples per group
+        group_means = torch.zeros_like(counts).index_add_(0, member, work) / counts  # (G,)
+        q_groups = _solvers.SOLVERS[divergence](group_means, counts / len(work), radius)  # (G,)
     return (q_groups / counts)[member].to(device=losses.device, dtype=losses.dtype)
 
 

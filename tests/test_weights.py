@@ -407,3 +407,19 @@ def test_unknown_divergence_message_lists_the_allowed_names():
     with pytest.raises(ValueError) as info:
         worst_case_weights(GOOD, "x", 0.1)
     assert str(info.value) == "unknown divergence 'x'; expected one of ['chi2', 'cvar', 'kl', 'tv']"
+
+
+def test_solve_runs_single_threaded_and_restores_the_callers_threads(monkeypatch):
+    from drostudy import _solvers
+
+    seen, original = [], _solvers.SOLVERS["kl"]
+    monkeypatch.setitem(
+        _solvers.SOLVERS, "kl", lambda *args: seen.append(torch.get_num_threads()) or original(*args)
+    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        worst_case_weights(torch.randn(50), "kl", 0.1)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
