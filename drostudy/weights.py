@@ -20,9 +20,12 @@ to the prior (equally for the uniform one, so the result is permutation-equivari
 vertex puts all mass on the argmax set, radius 0 (CVaR alpha 1) returns the nominal weights bitwise, and the
 output is detached (Danskin: the robust gradient is sum_i w*_i grad l_i) with the input's device and dtype.
 
-Precision: the solvers work in float64 and cast back. The chi2 and KL solutions are differences of moments
-of the losses (roots of 1-D dual equations), which in float32 would lose feasibility at the 1e-7 level and
-stop being monotone in rho; the cast costs little next to the O(n log n) sort.
+Precision: the solvers work in float64 and cast the weights back. The KL and chi2 multipliers are roots of
+1-D dual equations built from moments of the losses; in float32 they, and so feasibility, would only be good
+to ~1e-7 relative, while the cast costs little next to the O(n log n) sort. float32 weights therefore sum to
+1 within float32 rounding. kl and chi2 accept radius = inf (the vertex).
+
+Speed: the solve runs at SOLVER_THREADS torch threads (see there); no solver library is used.
 """
 
 from __future__ import annotations
