@@ -332,13 +332,13 @@ def conclusion_text(record: dict) -> str:
     sizes = sorted(gaps)
     shrinks = all(gaps[a] > gaps[b] for a, b in zip(sizes, sizes[1:], strict=False))
     lines.append(
-        f"Minibatch {p['DIVERGENCE']} DRO after {record['convergence']['steps']} steps: the averaged iterate's "
-        f"gap to the exact optimum is "
+        f"Minibatch {p['DIVERGENCE']} DRO, {record['convergence']['steps']} steps from the ordinary optimum: "
+        "the averaged iterate's gap to the exact optimum is "
         + ", ".join(f"{gaps[b]:.2g} (batch {b})" for b in sizes)
         + (
-            ": the floor shrinks as the batch grows."
+            ": the gap left shrinks as the batch grows."
             if shrinks
-            else ": the floor does not shrink monotonically with the batch."
+            else ": the gap left does not shrink monotonically with the batch size."
         )
     )
     s = record["domain_shift"]
