@@ -159,7 +159,8 @@ def chi2_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
 
 def kl_penalised_weights(losses: Tensor, prior: Tensor, reg: float) -> Tensor:
     """argmax_q sum q l - reg * KL(q || p): q ∝ p exp(l / reg) (a prior-weighted softmax)."""
-    return torch.softmax(torch.log(prior) + losses / reg, 0)
+    # Shift by the max before dividing: l / reg itself overflows for reg ~ 1e-305.
+    return torch.softmax(torch.log(prior) + (losses - losses.max()) / reg, 0)
 
 
 def chi2_penalised_weights(losses: Tensor, prior: Tensor, reg: float) -> Tensor:

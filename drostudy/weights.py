@@ -134,7 +134,8 @@ def penalised_value(losses: Tensor, divergence: str, reg: float, prior: Tensor |
     nominal = _work(losses, prior)[1]  # (n,) float64
     if divergence == "kl":
         log_nominal = torch.log(nominal).to(device=losses.device, dtype=losses.dtype)
-        return reg * torch.logsumexp(losses / reg + log_nominal, 0)
+        top = losses.detach().max()  # shifted so that l / reg cannot overflow
+        return top + reg * torch.logsumexp((losses - top) / reg + log_nominal, 0)
     penalty = _solvers.chi2_divergence(weights.to(nominal), nominal)
     return (weights * losses).sum() - reg * penalty.to(device=losses.device, dtype=losses.dtype)
 

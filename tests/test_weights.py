@@ -233,6 +233,11 @@ def test_penalised_kl_is_stable_for_huge_ratios():
     value = penalised_value(losses, "kl", 1e-3)
     assert torch.isfinite(value) and value.item() == pytest.approx(2e4 + 1e-3 * math.log(0.5))
     assert torch.equal(penalised_weights(losses, "chi2", math.inf), torch.full((4,), 0.25))
+    tiny = penalised_value(losses.double(), "kl", 1e-305)  # l / reg alone would overflow to inf
+    assert (
+        tiny.item() == pytest.approx(2e4)
+        and torch.isfinite(penalised_weights(losses, "kl", 1e-305)).all()
+    )
 
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
@@ -423,3 +428,10 @@ def test_solve_runs_single_threaded_and_restores_the_callers_threads(monkeypatch
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "chi2"])
+def test_penalised_value_gradient_is_the_weights(divergence):
+    losses = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    penalised_value(losses, divergence, 0.4).backward()
+    torch.testing.assert_close(losses.grad, penalised_weights(losses, divergence, 0.4))
