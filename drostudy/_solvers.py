@@ -30,7 +30,7 @@ def _levels(losses: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         values, index = torch.from_numpy(values_np), torch.from_numpy(index_np.reshape(-1))
     else:
         values, index = torch.unique(losses, sorted=True, return_inverse=True)
-    mass = torch.zeros_like(values).index_add_(0, index, prior)
+    mass = torch.bincount(index, weights=prior, minlength=len(values)).to(prior.dtype)
     return values, index, mass
 
 
@@ -56,9 +56,10 @@ def tv_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
 def cvar_weights(losses: Tensor, prior: Tensor, alpha: float) -> Tensor:
     """q <= p / alpha: fill the highest losses up to the cap; the boundary level is filled fractionally."""
     values, index, mass = _levels(losses, prior)
-    above = torch.flip(torch.cumsum(torch.flip(mass, [0]), 0), [0]) - mass  # (K,) prior mass above
+    # (K,) prior mass above each level, summed from the top so that the top level's is exactly 0
+    above = torch.flip(torch.cumsum(torch.flip(mass, [0]), 0), [0]) - mass
     filled = ((alpha - above) / mass).clamp(0.0, 1.0)  # (K,) fraction of each level's cap used
-    return prior * (filled[index] / alpha)
+    return prior * (filled / alpha)[index]
 
 
 def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
