@@ -162,9 +162,20 @@ def summary(df: pd.DataFrame, by=(*SETTING_KEYS, "domain")) -> pd.DataFrame:
     return out[[*keys, "mean", "n", "ci95", "ci_low", "ci_high"]]
 
 
-def id_ood(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """One row per run: `id` = mean of `metric` over its training domains, `ood` = over the others."""
-    data = df[(df["metric"] == metric) & df["value"].notna()]
+def select_metric(df: pd.DataFrame, metric: str | dict[str, str]) -> pd.DataFrame:
+    """The rows of `metric`; a dict gives each stage its own (e.g. {"rm": "accuracy", "rl": "correct"}),
+    and stages missing from it are left out."""
+    if isinstance(metric, str):
+        return df[df["metric"] == metric]
+    return df[df["metric"] == df["stage"].map(metric)]
+
+
+def id_ood(df: pd.DataFrame, metric: str | dict[str, str] = "accuracy") -> pd.DataFrame:
+    """One row per run: `id` = mean of `metric` over its training domains, `ood` = over the others.
+
+    `metric`: one name, or one per stage (see `select_metric`)."""
+    data = select_metric(df, metric)
+    data = data[data["value"].notna()]
     keys = ["run", *SETTING_KEYS, "seed"]
     if data.empty:
         return pd.DataFrame(columns=[*keys, "id", "ood"])
@@ -194,7 +205,7 @@ def label_colors(labels) -> dict[str, str]:
     return color_map(distinct)
 
 
-def compare_to_ordinary(df: pd.DataFrame, metric: str = "accuracy") -> list[dict]:
+def compare_to_ordinary(df: pd.DataFrame, metric: str | dict[str, str] = "accuracy") -> list[dict]:
     """Per stage: the setting with the best mean OOD `metric` against ordinary training (means over seeds).
 
     Ordinary training is method == "ordinary" (or, when no run is named so, radius 0). Each record holds
@@ -211,7 +222,9 @@ def compare_to_ordinary(df: pd.DataFrame, metric: str = "accuracy") -> list[dict
         if base.empty or robust.empty:
             continue
         best, ref = robust.loc[robust["ood"].idxmax()], base.loc[base["ood"].idxmax()]
-        records.append(_comparison(stage, metric, best, ref))
+        records.append(
+            _comparison(stage, metric if isinstance(metric, str) else metric[stage], best, ref)
+        )
     return records
 
 
@@ -268,7 +281,11 @@ def conclusion_text(records: list[dict]) -> str:
     lines = []
     for r in records:
         b, o = r["best"], r["ordinary"]
-        name = f"{b['method']} ({b['divergence']}, radius {b['radius']})"
+        name = (
+            b["method"]
+            if b["divergence"] is None
+            else f"{b['method']} ({b['divergence']}, radius {b['radius']})"
+        )
         ci = _OVERLAP_TEXT[r["ood_intervals_overlap"]]
         lines.append(
             f"[{r['stage']}] best OOD {r['metric']}: {name} with {_num(b['ood'])} over {b['seeds']} seed(s) "

@@ -15,6 +15,7 @@ from drostudy.results import (
     conclusion_text,
     id_ood,
     label_colors,
+    select_metric,
     summary,
     t_interval,
     tidy,
@@ -153,3 +154,23 @@ def test_label_colors_follow_the_divergence_palette():
     # two methods on one divergence would share a colour: fall back to distinct ones
     clash = label_colors(["robust/tv", "group/tv"])
     assert len(set(clash.values())) == 2
+
+
+def test_each_stage_can_have_its_own_metric():
+    rl = metrics("ordinary", seed=0)
+    rl["stage"] = "rl"
+    for values in rl["per_domain"].values():
+        values["correct"] = values.pop("accuracy") / 2
+    robust_rl = {**rl, "method": "robust", "config": {**rl["config"], "radius": 0.1}}
+    df = pd.DataFrame(
+        tidy(metrics(), "a") + tidy(metrics("robust", 0.1), "b") + tidy(rl, "c") + tidy(robust_rl, "d")
+    )
+    chosen = select_metric(df, {"rm": "accuracy", "rl": "correct"})
+    assert set(zip(chosen["stage"], chosen["metric"], strict=True)) == {
+        ("rm", "accuracy"),
+        ("rl", "correct"),
+    }
+    assert set(select_metric(df, {"rl": "correct"})["stage"]) == {"rl"}
+    records = compare_to_ordinary(df, {"rm": "accuracy", "rl": "correct"})
+    assert {(r["stage"], r["metric"]) for r in records} == {("rm", "accuracy"), ("rl", "correct")}
+    assert id_ood(df, {"rl": "correct"}).set_index("run").loc["c", "id"] == pytest.approx(0.4)
