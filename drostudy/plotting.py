@@ -110,6 +110,9 @@ def figures_dir(figures_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
+_figures_dir = figures_dir  # save_figure's argument shadows the function's name
+
+
 def save_figure(
     fig: go.Figure, name: str, figures_dir: str | os.PathLike | None = None
 ) -> dict[str, Path | None]:
@@ -120,7 +123,7 @@ def save_figure(
     """
     if not NAME_PATTERN.match(name):
         raise ValueError(f"figure name {name!r} must look like 'NN_slug_what' (lower case, digits, _)")
-    out = _resolve_dir(figures_dir)
+    out = _figures_dir(figures_dir)
     fig = go.Figure(fig)  # a FigureWidget or a dict becomes a plain figure to export
     _ensure_plotlyjs(out)
     html_path = out / f"{name}.html"
@@ -135,10 +138,6 @@ def save_figure(
         fig.write_image(tmp, width=PNG_WIDTH, height=PNG_HEIGHT, scale=PNG_SCALE)
     os.replace(tmp, png_path)
     return {"html": html_path, "png": png_path}
-
-
-def _resolve_dir(override: str | os.PathLike | None) -> Path:
-    return figures_dir(override)
 
 
 _CHECKED_DIRS: set[Path] = set()
