@@ -171,6 +171,7 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
+        gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
     )
     return RLOOConfig(**(kwargs | overrides))
 

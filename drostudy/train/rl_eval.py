@@ -5,6 +5,8 @@
   "prompt [SEP] response", the prompt cut from the left), and logs `samples/correct`, the reference-graded
   correctness of the sampled completions (drostudy.evaluate.score_answer), so reward over-optimisation (learned
   reward up, correctness flat or down) is visible over training at no extra cost.
+- `train_reward_for_rl`: a reward model trained by the reward-model stage (its cached-encoder engine, any
+  RMConfig) and saved to a folder once, for `--reward-model DIR`.
 - `prompt_rows`: distinct suite prompts as chat rows {prompt (messages), answer, domain}, short enough to fit.
 - `evaluate_rl_policy`: per domain, on greedy answers to held-out prompts: `learned_reward` (mean reward-model
   score), `correct` (fraction the reference-answer grader accepts; a refusal for a harmful request) and `kl`
@@ -14,11 +16,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from drostudy import evaluate
+from drostudy.io import atomic_write_json
 
 
 def _text(message) -> str:
@@ -58,6 +64,41 @@ class LearnedReward:
         if answer is not None and log_metric is not None:
             log_metric("samples/correct", evaluate.fraction_correct(responses, list(answer)))
         return self.score([_text(p) for p in prompts], responses)
+
+
+def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
+    """Train a reward model with drostudy.train.reward's cached engine and save it in `folder` (once).
+
+    rm_fields: RMConfig fields (default here: engine "cached" with 4 frozen layers, the reward stage's fast
+    path). The folder gets the model and tokenizer (save_pretrained) and `rm_metrics.json` (the reward stage's
+    metrics: per-domain test accuracy, history, config). A folder already holding a model trained with
+    another config is an error, never silently reused.
+    """
+    from drostudy.models import build_once
+    from drostudy.train import reward_cached, reward_data
+    from drostudy.train.reward import RMConfig
+
+    config = RMConfig(**({"engine": "cached", "frozen_layers": 4} | rm_fields))
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+
+    def build(tmp: Path) -> None:
+        train, test = reward_data.prepare_splits(config)
+        model, tokenizer, initial = reward_cached.load_cached_model(config)
+        features = reward_cached.FrozenFeatures(
+            model, tokenizer, config.frozen_layers, config.max_length
+        )
+        metrics = reward_cached.run_cached(config, model, initial, features, train, test)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "rm_metrics.json", {**metrics, "config": wanted})
+
+    folder = build_once(Path(folder), build)
+    found = json.loads((folder / "rm_metrics.json").read_text())["config"]
+    if found != wanted:
+        raise ValueError(
+            f"{str(folder)!r} holds a reward model of another config; choose another folder"
+        )
+    return folder
 
 
 def prompt_rows(
@@ -108,3 +149,72 @@ def evaluate_rl_policy(model, tokenizer, reward: LearnedReward, rows_by_domain: 
             "n": len(rows),
         }
     return out
+
+
+# --- summaries for notebook 04 -------------------------------------------------------------------------
+
+HISTORY_METRICS = {
+    "rewards/learned_reward/mean": "learned_reward",
+    "samples/correct": "correct",
+    "kl": "kl",
+}
+
+
+def history_frame(runs: Sequence[dict]):
+    """Training curves of RL runs (metrics dicts) as a long DataFrame: method, seed, step, metric, value.
+
+    metric: learned_reward (mean reward-model score of the sampled completions), correct (their
+    reference-graded correctness) and kl (TRL's per-token KL to the reference), from each run's history.
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "method": run["method"],
+            "seed": run["seed"],
+            "step": entry["step"],
+            "metric": name,
+            "value": entry[key],
+        }
+        for run in runs
+        for entry in run["history"]
+        for key, name in HISTORY_METRICS.items()
+        if key in entry
+    ]
+    return pd.DataFrame(rows, columns=["method", "seed", "step", "metric", "value"])
+
+
+def gains(runs: Sequence[dict]):
+    """Per run and domain: change from the reference policy in learned reward and in correctness.
+
+    Returns a DataFrame (method, seed, domain, in_distribution, reward_gain, correct_gain). Reward
+    over-optimisation shows as a reward gain that brings no correctness gain (or a loss).
+    """
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        train = set(run["config"]["train_domains"])
+        for domain, s in run["per_domain"].items():
+            rows.append({
+                "method": run["method"], "seed": run["seed"], "domain": domain, "in_distribution": domain in train,
+                "reward_gain": s["learned_reward"] - s["learned_reward_before"],
+                "correct_gain": s["correct"] - s["correct_before"],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def overoptimisation_text(gain_table) -> str:
+    """One sentence per method and split (ID/OOD) from a `gains` table: mean gains over seeds and domains."""
+    means = gain_table.groupby(["method", "in_distribution"])[["reward_gain", "correct_gain"]].mean()
+    lines = []
+    for (method, in_dist), row in means.iterrows():
+        where = "in distribution" if in_dist else "out of distribution"
+        verdict = (
+            "over-optimised" if row.reward_gain > 0 and row.correct_gain <= 0 else "not over-optimised"
+        )
+        lines.append(
+            f"{method}, {where}: learned reward {row.reward_gain:+.3f}, reference-graded correctness "
+            f"{row.correct_gain:+.3f} vs the reference policy ({verdict} by this test)."
+        )
+    return "\n".join(lines)

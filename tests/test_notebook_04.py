@@ -1,0 +1,47 @@
+"""Notebook 04 end to end in SMOKE mode on tiny random models: it trains a reward model and both RL methods,
+saves its figures, records one metrics dict per run and prints a conclusion computed from them."""
+
+import json
+
+import nbformat
+import pytest
+
+from drostudy.notebooks import execute_notebook, notebooks_dir
+
+pytestmark = (
+    pytest.mark.slow
+)  # about a minute on a free 2-core machine: kernel, tiny reward model, 2 RL runs
+NOTEBOOK = notebooks_dir() / "04_rl_robustness.ipynb"
+
+
+def test_notebook_04_smoke(tmp_path):
+    out = tmp_path / "executed.ipynb"
+    env = {
+        "DROSTUDY_FIGURES": str(tmp_path / "figures"),
+        "DROSTUDY_RESULTS": str(tmp_path / "results"),
+        "DROSTUDY_RUNS": str(tmp_path / "runs"),
+        "DROSTUDY_NO_PNG": "1",
+    }
+    params = {"SMOKE": True, "RADIUS": 0.4, "TRAIN_DOMAINS": "math", "EVAL_DOMAINS": "safety"}
+    execute_notebook(NOTEBOOK, out, params, env=env, progress_bar=False)
+
+    record = json.loads((tmp_path / "results" / "04_rl_robustness.json").read_text())
+    assert record["smoke"] is True
+    runs = {(r["method"], r["seed"]): r for r in record["runs"]}
+    assert set(runs) == {("ordinary", 0), ("robust", 0)}
+    assert (
+        runs["robust", 0]["config"]["radius"] == 0.4 and runs["ordinary", 0]["config"]["radius"] == 0.0
+    )
+    for run in runs.values():
+        assert run["stage"] == "rl" and set(run["per_domain"]) == {"math", "safety"}
+        assert (tmp_path / "runs" / "04_rl" / f"{run['method']}-s0" / "metrics.json").exists()
+        assert {"learned_reward", "correct", "kl"} <= set(run["per_domain"]["safety"])
+    assert "dro/max_weight" in runs["robust", 0]["history"][0]
+    printed = "".join(
+        o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
+    )
+    assert record["conclusion"] and record["conclusion"] in printed
+    assert "out of distribution" in record["conclusion"]
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    for what in ("per_domain", "training", "overoptimisation"):
+        assert f"04_rl_robustness_{what}.html" in figures
