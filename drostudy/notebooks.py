@@ -274,12 +274,15 @@ def run_tasks(
     """
     records = {t.run_dir: {"run_id": t.run_dir.name, "status": "skipped"} for t in tasks if is_done(t)}
     todo = [t for t in tasks if t.run_dir not in records]
-    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         futures = {pool.submit(run_task, t, timeout, env_of(t) if env_of else None): t for t in todo}
         bar = tqdm(cf.as_completed(futures), total=len(todo), desc="runs", unit="run")
         for future in bar:
             records[futures[future].run_dir] = future.result()
             bar.set_postfix(failed=sum(r["status"] == "failed" for r in records.values()))
+    finally:  # on Ctrl-C start nothing new; runs in flight get the signal too and stay unfinished
+        pool.shutdown(wait=True, cancel_futures=True)
     return [records[t.run_dir] for t in tasks]
 
 

@@ -54,6 +54,7 @@ def study_task(path: Path, out_dir: Path, full: bool, smoke: bool) -> Task:
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description, parser.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--full", type=int, choices=(0, 1), default=0, help="1: each notebook's GPU configuration"
     )

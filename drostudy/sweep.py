@@ -206,6 +206,7 @@ def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str]:
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description, parser.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--notebook", help="notebook to run per grid point (papermill parameters)")
     what.add_argument(
