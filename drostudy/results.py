@@ -287,8 +287,13 @@ def conclusion_text(records: list[dict]) -> str:
             else f"{b['method']} ({b['divergence']}, radius {b['radius']})"
         )
         ci = _OVERLAP_TEXT[r["ood_intervals_overlap"]]
+        verdict = (
+            ""
+            if (r["ood_gain"] or 0.0) > 0
+            else "no robust setting beats ordinary out of distribution; "
+        )
         lines.append(
-            f"[{r['stage']}] best OOD {r['metric']}: {name} with {_num(b['ood'])} over {b['seeds']} seed(s) "
+            f"[{r['stage']}] {verdict}best OOD {r['metric']}: {name} with {_num(b['ood'])} over {b['seeds']} seed(s) "
             f"vs ordinary {_num(o['ood'])} ({_num(r['ood_gain'], '+.3f')}); in-distribution cost "
             f"{_num(r['id_cost'], '+.3f')} ({_num(b['id'])} vs {_num(o['id'])}); {ci}."
         )

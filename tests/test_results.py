@@ -139,6 +139,9 @@ def test_comparison_with_one_seed_has_no_interval_verdict():
     (rec,) = compare_to_ordinary(df)
     assert rec["ood_intervals_overlap"] is None
     assert "fewer than two seeds" in conclusion_text([rec])
+    assert "no robust setting beats ordinary" not in conclusion_text([rec])  # 0.7 > 0.55 OOD
+    (worse,) = compare_to_ordinary(df.assign(value=df["value"].where(df["run"] == "a", 0.1)))
+    assert worse["ood_gain"] < 0 and "no robust setting beats ordinary" in conclusion_text([worse])
     assert compare_to_ordinary(df[df["method"] == "robust"]) == []
 
 
