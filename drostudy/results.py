@@ -20,7 +20,7 @@ import pandas as pd
 from drostudy.io import METRICS_FILE
 
 RUN_KEYS = ("stage", "method", "divergence", "radius", "seed", "train_domains", "eval_domains")
-COLUMNS = (*RUN_KEYS, "domain", "in_distribution", "metric", "value", "run_dir", "run")
+COLUMNS = (*RUN_KEYS, "domain", "in_distribution", "metric", "value", "run_dir", "run", "source")
 # A setting is everything that identifies a run except its seed: summaries average over seeds within it.
 SETTING_KEYS = ("stage", "method", "divergence", "radius")
 ORDINARY = "ordinary"
@@ -89,12 +89,12 @@ def _expand(paths_or_globs) -> list[Path]:
 def _rows_of_file(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
     if "runs" not in data:  # a training run's own metrics.json
-        return tidy(data, run_dir=str(path.parent))
+        return [{**row, "source": str(path)} for row in tidy(data, run_dir=str(path.parent))]
     rows = []
     for i, metrics in enumerate(data["runs"]):
         run_rows = tidy(metrics, run_dir=metrics.get("run_dir"))
         for row in run_rows:
-            row["run"] = row["run_dir"] or f"{path}#{i}"
+            row["run"], row["source"] = row["run_dir"] or f"{path}#{i}", str(path)
         rows.extend(run_rows)
     return rows
 
@@ -104,6 +104,7 @@ def collect(paths_or_globs: str | os.PathLike | Iterable) -> pd.DataFrame:
 
     A `.json` file is a run's metrics.json or a notebook's results file; a `.parquet` file is a table this
     module wrote (e.g. a sweep's results.parquet); a folder contributes its metrics.json and results/*.json.
+    `source` names the file each row was read from.
     """
     frames, rows = [], []
     for path in _expand(paths_or_globs):
@@ -111,12 +112,23 @@ def collect(paths_or_globs: str | os.PathLike | Iterable) -> pd.DataFrame:
             inner = [path / METRICS_FILE, *sorted((path / "results").glob("*.json"))]
             rows.extend(r for p in inner if p.exists() for r in _rows_of_file(p))
         elif path.suffix == ".parquet":
-            frames.append(pd.read_parquet(path))
+            frames.append(pd.read_parquet(path).assign(source=str(path)))
         else:
             rows.extend(_rows_of_file(path))
     frames.insert(0, pd.DataFrame(rows, columns=list(COLUMNS)))
     frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True)
+
+
+def stage_per_sweep(df: pd.DataFrame) -> pd.Series:
+    """`stage`, marked `stage @ NAME` on rows read from a sweep table runs/NAME/results.parquet.
+
+    A sweep's runs share a configuration of their own (data size, model, steps): they are compared among
+    themselves, never averaged with a notebook's runs of the same stage."""
+    source = df["source"].fillna("").astype(str)
+    sweep = source.str.endswith(".parquet")
+    names = source.map(lambda s: Path(s).parent.name)
+    return df["stage"].where(~sweep, df["stage"].astype(str) + " @" + names)
 
 
 def find_inputs(results: str | os.PathLike, numbers=("02", "03", "04")) -> tuple[list[Path], list[str]]:

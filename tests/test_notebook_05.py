@@ -57,7 +57,7 @@ def test_notebook_05_on_recorded_results(tmp_path):
     atomic_write_json(results / "02_reward_models.json", {"runs": rm_runs})
     dpo_runs = [metrics("dpo", m, r, 0, 0.5 + r) for m, r in (("ordinary", 0.0), ("robust", 0.1))]
     atomic_write_json(results / "03_dpo.json", {"runs": dpo_runs})
-    # a sweep table of one more rm run (seed 3 of the best setting)
+    # a sweep table with one more rm run
     atomic_write_json(tmp_path / "sweep" / "r" / "metrics.json", metrics("rm", "robust", 0.1, 3, 0.78))
     (tmp_path / "runs" / "s").mkdir(parents=True)
     collect(tmp_path / "sweep" / "r").to_parquet(tmp_path / "runs" / "s" / "results.parquet")
@@ -67,15 +67,17 @@ def test_notebook_05_on_recorded_results(tmp_path):
     record = json.loads((results / "05_ood_analysis.json").read_text())
     assert record["n_runs"] == 9 + 2 + 1
     rm = next(c for c in record["comparisons"] if c["stage"] == "rm")
-    assert rm["best"]["radius"] == 0.1 and rm["best"]["seeds"] == 4
+    assert rm["best"]["radius"] == 0.1 and rm["best"]["seeds"] == 3  # the sweep's run is not pooled in
+    assert {r["stage"] for r in record["settings"]} == {"rm", "dpo", "rm @s"}
     assert rm["id_cost"] == pytest.approx(0.05)
     assert rm["ood_intervals_overlap"] is False
-    assert {c["stage"] for c in record["comparisons"]} == {"rm", "dpo"}
+    assert {c["stage"] for c in record["comparisons"]} == {"rm", "dpo"}  # "rm @s" has no ordinary run
     assert (
         record["conclusion"] in printed and "[rm] best OOD accuracy: robust (tv, radius 0.1)" in printed
     )
     names = {p.name for p in (tmp_path / "figures").glob("05_*.html")}
-    assert {"05_ood_analysis_rm_vs_radius.html", "05_ood_analysis_id_vs_ood.html"} <= names
+    assert {"05_ood_analysis_rm_vs_radius.html", "05_ood_analysis_rm_s_vs_radius.html"} <= names
+    assert {"05_ood_analysis_id_vs_ood.html", "05_ood_analysis_seed_spread.html"} <= names
 
 
 def test_notebook_05_without_inputs_says_what_to_run(tmp_path):

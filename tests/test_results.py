@@ -16,6 +16,7 @@ from drostudy.results import (
     id_ood,
     label_colors,
     select_metric,
+    stage_per_sweep,
     summary,
     t_interval,
     tidy,
@@ -99,8 +100,13 @@ def test_collect_reads_metrics_and_notebook_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
         collect(tmp_path / "missing.json")
     # a parquet table written from a collected frame reads back the same rows
-    df.to_parquet(tmp_path / "table.parquet")
-    assert len(collect(tmp_path / "table.parquet")) == len(df)
+    (tmp_path / "runs" / "grid").mkdir(parents=True)
+    df.to_parquet(tmp_path / "runs" / "grid" / "results.parquet")
+    both = collect([tmp_path / "results" / "02_rm.json", tmp_path / "runs" / "grid" / "results.parquet"])
+    assert len(both) == 2 * 6 + len(df)
+    # rows of a sweep table form a stage of their own; a notebook's rows keep theirs
+    assert set(stage_per_sweep(both)) == {"rm", "rm @grid"}
+    assert (stage_per_sweep(both) == "rm").sum() == 2 * 6
 
 
 def test_summary_mean_and_ci_over_seeds():
