@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
@@ -132,60 +133,36 @@ def _weights_title(divergence: str, radius: float, reg: float, n: int) -> str:
 
 
 def sweep_figure(
-    sweep: pd.DataFrame,
-    column: str,
-    y_title: str,
-    losses: torch.Tensor | None = None,
-    widget: bool = False,
-):
-    """One panel per divergence: `column` of `radius_sweep` against the radius (mean/max loss lines if given)."""
+    sweep: pd.DataFrame, column: str, y_title: str, losses: torch.Tensor | None = None
+) -> go.Figure:
+    """One panel per divergence: `column` of `radius_sweep` against the radius (mean/max loss if given)."""
     fig = make_subplots(
         rows=1, cols=len(DIVERGENCES), subplot_titles=list(DIVERGENCES), shared_yaxes=True
     )
-    fig = go.FigureWidget(fig) if widget else fig
-    _fill_sweep_figure(fig, sweep, column, losses)
-    for col, divergence in enumerate(DIVERGENCES, start=1):
-        fig.update_xaxes(title_text=RADIUS_LABELS[divergence], row=1, col=col)
-    fig.update_yaxes(title_text=y_title, row=1, col=1)
-    title = "robust value" if column == "value" else column
-    fig.update_layout(
-        template=TEMPLATE, showlegend=losses is not None, height=420, title=f"{title} against the radius"
-    )
-    return fig
-
-
-def _fill_sweep_figure(
-    fig: go.Figure, sweep: pd.DataFrame, column: str, losses: torch.Tensor | None
-) -> None:
     for col, (divergence, part) in enumerate(sweep.groupby("divergence", sort=True), start=1):
         line = dict(color=METHOD_COLORS[divergence], width=3)
         fig.add_scatter(
             x=part.radius, y=part[column], name=divergence, line=line, showlegend=False, row=1, col=col
         )
-        if losses is not None:
-            for name, level, dash in (
-                ("mean loss", losses.mean(), "dash"),
-                ("max loss", losses.max(), "dot"),
-            ):
+        fig.update_xaxes(title_text=RADIUS_LABELS[divergence], row=1, col=col)
+        for name, level, dash in (("mean loss", "mean", "dash"), ("max loss", "max", "dot")):
+            if losses is not None:
                 fig.add_scatter(
                     x=part.radius.iloc[[0, -1]],
-                    y=[float(level)] * 2,
+                    y=[float(getattr(losses, level)())] * 2,
                     name=name,
                     mode="lines",
-                    row=1,
-                    col=col,
                     line=dict(color="#000000", dash=dash, width=1.5),
                     showlegend=col == 1,
+                    row=1,
+                    col=col,
                 )
-
-
-def refill_sweep_figure(
-    fig: go.Figure, sweep: pd.DataFrame, column: str, losses: torch.Tensor | None = None
-) -> None:
-    """Replace the sweep figure's traces in place (new losses: new sweep)."""
-    with fig.batch_update():
-        fig.data = ()
-        _fill_sweep_figure(fig, sweep, column, losses)
+    title = {"value": "robust value", "ess": "effective sample size"}.get(column, column)
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    fig.update_layout(
+        template=TEMPLATE, showlegend=losses is not None, height=420, title=f"{title} against the radius"
+    )
+    return fig
 
 
 def build_explorer(
@@ -196,10 +173,12 @@ def build_explorer(
     distribution: str = "lognormal",
     seed: int = 0,
 ):
-    """(controls, figures): an ipywidgets VBox and {"weights", "value", "ess"} FigureWidgets, linked.
+    """(ui, figures): an ipywidgets VBox to display, and the live {"weights", "value", "ess"} figures.
 
-    Moving "radius", "reg" or "divergence" redraws the weights; changing "examples", "losses" or "seed"
-    draws new losses and redraws all three. The radius slider's range follows the divergence.
+    The ui holds the controls, the weights FigureWidget (updated in place) and two Output widgets with the
+    value and ESS figures. Moving "radius", "reg" or "divergence" redraws the weights; "examples", "losses"
+    or "seed" draw new losses and redraw all three. The radius slider's range follows the divergence.
+    Only the weights figure is a FigureWidget: each one carries plotly.js (5 MB) in the saved notebook.
     """
     import ipywidgets as widgets
 
@@ -218,29 +197,29 @@ def build_explorer(
         ),
         "seed": widgets.IntText(value=seed, description="seed"),
     }
-    state = {"losses": sample_losses(n_examples, distribution, seed)}
-    sweep = radius_sweep(state["losses"])
-    figures = {
-        "weights": weights_figure(state["losses"], divergence, radius, reg, widget=True),
-        "value": sweep_figure(
-            sweep, "value", "robust value sum_i w_i l_i", state["losses"], widget=True
-        ),
-        "ess": sweep_figure(sweep, "ess", "effective sample size / n", widget=True),
-    }
+    losses = {"now": sample_losses(n_examples, distribution, seed)}
+    figures = {"weights": weights_figure(losses["now"], divergence, radius, reg, widget=True)}
+    outputs = {"value": widgets.Output(), "ess": widgets.Output()}
 
     def redraw_weights(_=None):
         c = {k: w.value for k, w in controls.items()}
-        update_weights_figure(
-            figures["weights"], state["losses"], c["divergence"], c["radius"], c["reg"]
+        update_weights_figure(figures["weights"], losses["now"], c["divergence"], c["radius"], c["reg"])
+
+    def redraw_sweeps():
+        sweep = radius_sweep(losses["now"])
+        figures["value"] = sweep_figure(
+            sweep, "value", "robust value sum_i w_i l_i (nats)", losses["now"]
         )
+        figures["ess"] = sweep_figure(sweep, "ess", "effective sample size / n")
+        for name, output in outputs.items():
+            # plotly's own display hook publishes at the top level, so hand the Output its mime bundle
+            bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figures[name].to_dict())
+            output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
     def new_losses(_=None):
-        state["losses"] = sample_losses(
-            controls["examples"].value, controls["losses"].value, controls["seed"].value
-        )
-        sweep = radius_sweep(state["losses"])
-        refill_sweep_figure(figures["value"], sweep, "value", state["losses"])
-        refill_sweep_figure(figures["ess"], sweep, "ess")
+        c = {k: w.value for k, w in controls.items()}
+        losses["now"] = sample_losses(c["examples"], c["losses"], c["seed"])
+        redraw_sweeps()
         redraw_weights()
 
     def new_divergence(change):
@@ -251,15 +230,14 @@ def build_explorer(
             slider.value, slider.min, slider.max = value, low, high
         redraw_weights()
 
+    redraw_sweeps()
     controls["divergence"].observe(new_divergence, names="value")
     for name in ("radius", "reg"):
         controls[name].observe(redraw_weights, names="value")
     for name in ("examples", "losses", "seed"):
         controls[name].observe(new_losses, names="value")
-    ui = widgets.VBox(
-        [widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:])]
-    )
-    return ui, figures
+    rows = [widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:])]
+    return widgets.VBox([*rows, figures["weights"], outputs["value"], outputs["ess"]]), figures
 
 
 def gap_figure(table: pd.DataFrame, divergence: str, radius: float) -> go.Figure:

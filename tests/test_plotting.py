@@ -117,9 +117,13 @@ def test_bar_with_ci_and_line_vs_radius():
 
 
 def test_explorer_redraws_the_weights_figure_in_place():
-    controls, figures = explore.build_explorer("tv", 0.2, 1.0, 32, "lognormal", 0)
-    widgets = {w.description: w for row in controls.children for w in row.children}
+    import ipywidgets
+
+    ui, figures = explore.build_explorer("tv", 0.2, 1.0, 32, "lognormal", 0)
+    rows = [c for c in ui.children if isinstance(c, ipywidgets.HBox)]
+    widgets = {w.description: w for row in rows for w in row.children}
     weights = figures["weights"]
+    assert weights in ui.children  # displayed as a FigureWidget: the browser sees it update in place
 
     def trace():
         return next(t for t in weights.data if t.name == "worst-case weights")
@@ -129,8 +133,15 @@ def test_explorer_redraws_the_weights_figure_in_place():
     assert max(trace().y) == pytest.approx(0.5 + 1 / 32)  # tv moves `radius` onto the largest loss
     widgets["divergence"].value = "cvar"  # radius 0.5 is alpha: the worst half gets 2/n each
     assert max(trace().y) == pytest.approx(2 / 32) and widgets["radius"].min > 0
+    old_value_figure = figures["value"]
     widgets["examples"].value = 40
     assert len(trace().y) == 40 and sum(trace().y) == pytest.approx(1.0)
+    assert figures["value"] is not old_value_figure  # new losses: the sweeps are redrawn
+    shown = [c.outputs[0]["data"] for c in ui.children if isinstance(c, ipywidgets.Output)]
+    assert [b["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] for b in shown] == [
+        "robust value against the radius",
+        "effective sample size against the radius",
+    ]
     losses = explore.sample_losses(40, "lognormal", 0)
     assert list(trace().x) == pytest.approx(sorted(losses.tolist()))
 
