@@ -16,6 +16,7 @@ from drostudy.data.build import BuildConfig
 from drostudy.data.sources import HARMFUL, perturb_number, read_source
 
 SMALL = {"per_domain": 70, "test_per_domain": 30, "seed": 3}
+TINY = {"per_domain": 20, "test_per_domain": 10, "seed": 3, "domains": ("math",)}  # for cache mechanics
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +86,9 @@ def test_same_seed_same_suite_other_seed_other_suite(small, tmp_path):
     again = load_suite(folder=tmp_path / "a", **SMALL)
     for split in ("train", "test"):
         assert again[split].to_pandas().equals(small[0][split].to_pandas())
-    other = load_suite(folder=tmp_path / "b", **{**SMALL, "seed": 4})
-    assert set(other["test"]["id"]) != set(small[0]["test"]["id"])
+    other = load_suite(folder=tmp_path / "b", **{**TINY, "seed": 4})
+    tiny = load_suite(folder=tmp_path / "c", **TINY)
+    assert set(other["test"]["id"]) != set(tiny["test"]["id"])
 
 
 def test_valid_cache_is_read_not_rebuilt(small, monkeypatch):
@@ -95,9 +97,9 @@ def test_valid_cache_is_read_not_rebuilt(small, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["params", "fingerprint", "parquet", "manifest", "missing"])
-def test_stale_or_corrupt_cache_is_rebuilt(small, tmp_path, monkeypatch, damage):
+def test_stale_or_corrupt_cache_is_rebuilt(tmp_path, monkeypatch, damage):
     folder = tmp_path / "suite"
-    load_suite(folder=folder, **SMALL)
+    first = load_suite(folder=folder, **TINY)
     manifest = json.loads((folder / "manifest.json").read_text())
     if damage == "params":
         manifest["params"]["seed"] = 99
@@ -110,10 +112,10 @@ def test_stale_or_corrupt_cache_is_rebuilt(small, tmp_path, monkeypatch, damage)
         (folder / "manifest.json").write_text("{truncated")
     else:
         (folder / "train.parquet").unlink()
-    assert suite_mod.cache_problem(folder, BuildConfig(**SMALL)) is not None
-    rebuilt = load_suite(folder=folder, **SMALL)
-    assert suite_mod.cache_problem(folder, BuildConfig(**SMALL)) is None
-    assert rebuilt["test"].to_pandas().equals(small[0]["test"].to_pandas())
+    assert suite_mod.cache_problem(folder, BuildConfig(**TINY)) is not None
+    rebuilt = load_suite(folder=folder, **TINY)
+    assert suite_mod.cache_problem(folder, BuildConfig(**TINY)) is None
+    assert rebuilt["test"].to_pandas().equals(first["test"].to_pandas())
 
 
 def test_unknown_domain_raises_listing_known_ones(small):

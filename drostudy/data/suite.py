@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,7 +80,7 @@ def build_suite(config: BuildConfig, folder: Path) -> dict:
         for report in dropped:
             log.warning("dropped pair %s: %s", report["id"], report["reason"])
         table = pa.Table.from_pandas(pd.DataFrame(rows, columns=list(COLUMNS)), preserve_index=False)
-        tmp = folder / f".{split}.parquet.tmp"
+        tmp = folder / f".{split}.{os.getpid()}.parquet.tmp"  # concurrent builds never share a temp file
         pq.write_table(table, tmp)
         tmp.replace(folder / f"{split}.parquet")
         files[f"{split}.parquet"] = _sha256(folder / f"{split}.parquet")
