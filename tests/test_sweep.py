@@ -96,6 +96,7 @@ def test_bad_grid_values_name_the_parameter(toy):
     assert not (toy.parent / "runs").exists()  # nothing ran
 
 
+@pytest.mark.slow
 def test_sweep_isolates_failures_and_resumes(toy, capsys):
     runs = toy.parent / "runs" / "toy"
     failed = runs / "seed=1,x=2"
@@ -144,6 +145,7 @@ if json.loads((pathlib.Path(os.environ["DROSTUDY_RESULTS"]) / "01_first.json").r
 """
 
 
+@pytest.mark.slow
 def test_study_runs_in_order_passes_only_defined_parameters_and_resumes(tmp_path, monkeypatch, capsys):
     nbs, results, runs = tmp_path / "nbs", tmp_path / "results", tmp_path / "runs"
     nbs.mkdir(), results.mkdir(), (tmp_path / "counts").mkdir()
