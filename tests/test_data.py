@@ -144,6 +144,8 @@ def test_select_honours_proportions_and_seed(small):
     assert pd.Series(full["domain"]).value_counts().to_dict() == {"math": 40, "code": 40}
     with pytest.raises(ValueError, match="rows asked"):
         select(train, proportions={"math": 0.9, "code": 0.1}, n=80)
+    whole = [select(train, domains=["code"], seed=seed)["id"] for seed in (0, 1)]
+    assert whole[0] != whole[1] and sorted(whole[0]) == sorted(whole[1])  # all rows, order from the seed
     only = select(train, domains=["safety"], kinds=["unsafe_compliance"])
     assert set(only["kind"]) == {"unsafe_compliance"} and len(only) > 0
 

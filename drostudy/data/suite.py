@@ -159,8 +159,7 @@ def select(
     if proportions is None:
         if n is not None and n > len(index):
             raise ValueError(f"n={n} but only {len(index)} rows match")
-        picked = rng.permutation(index)[: len(index) if n is None else n]
-        return ds.select(np.sort(picked) if n is None else picked)
+        return ds.select(rng.permutation(index)[: len(index) if n is None else n])
     weights = {d: float(w) for d, w in proportions.items() if w > 0}
     if not weights:
         raise ValueError("proportions must give some domain a positive weight")
