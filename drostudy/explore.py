@@ -1,12 +1,15 @@
 """Figures and widgets of notebook 01: what the worst-case weights look like, and minibatch DRO's gap.
 
-`build_explorer(...)` returns ipywidgets controls ("divergence", "radius", "reg", "examples", "losses",
-"seed") and three plotly FigureWidgets that update in place when a control changes:
-  weights   the worst-case weights (trace "worst-case weights") and the penalised ones (trace "penalised
-            weights (reg)", kl and chi2 only) against the sorted losses, with the uniform 1/n;
+`build_explorer(...)` returns one ipywidgets VBox: the controls ("divergence", "radius", "reg",
+"examples", "losses", "seed") and three figures that follow them:
+  weights   a plotly FigureWidget updated in place: the worst-case weights (trace "worst-case weights"),
+            the penalised ones (trace "penalised weights (reg)", kl and chi2 only) against the sorted
+            losses, and the uniform 1/n;
   value     the robust value against the radius, one panel per divergence, with the mean and max loss;
   ess       the effective sample size (1 / sum w^2, as a fraction of n) against the radius.
-Under papermill the figures are built once, from the parameters, and can be saved with save_figure.
+In JupyterLab the weights figure's data is readable from the DOM (the `.js-plotly-plot` element's
+`data`, trace name "worst-case weights"). Under papermill the figures are built once, from the
+parameters, and can be saved with save_figure.
 """
 
 from __future__ import annotations
