@@ -1,9 +1,11 @@
-"""drostudy.weights against a convex solver (cvxpy + CLARABEL) and against the properties the maths implies.
+"""drostudy.weights against a convex solver (cvxpy + CLARABEL), a dual certificate, and the properties the
+maths implies.
 
-The solver is the reference for the optimal VALUE and our weights are checked for feasibility: the maximiser
-is unique without ties (kl and chi2 always, since they are strictly convex), so q is compared only there.
-Solver inputs are rescaled to unit range first: the maximiser is invariant to l -> a l + b (a > 0), and the
-solver is accurate to ~1e-8 on unit-scale data but not on losses of size 1e4.
+The solver is the reference for the optimal VALUE, and our weights are checked for feasibility; for kl and
+chi2 our value must also equal the Lagrangian dual's minimum (an upper bound on any feasible value), which
+certifies optimality far more tightly than the solver can. q itself is compared with the solver's only for
+kl and chi2 at small n (strictly convex, so the maximiser is unique). Solver inputs are rescaled to unit
+range: the maximiser is invariant to l -> a l + b (a > 0), and the solver is far less accurate on 1e4.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _unit(losses: np.ndarray) -> np.ndarray:
 
 
 def _divergence(q: np.ndarray, divergence: str, prior: np.ndarray) -> float:
-    """D(q || prior), or for cvar the largest q/prior times... the smallest alpha whose set holds q."""
+    """D(q || prior); for cvar, the largest alpha whose set {q <= prior / alpha} holds q."""
     if divergence == "tv":
         return 0.5 * np.abs(q - prior).sum()
     if divergence == "kl":
@@ -51,7 +53,7 @@ def _divergence(q: np.ndarray, divergence: str, prior: np.ndarray) -> float:
         return float((q[pos] * np.log(q[pos] / prior[pos])).sum())
     if divergence == "chi2":
         return 0.5 * float((prior * (q / prior - 1.0) ** 2).sum())
-    return float(1.0 / (q / prior).max())  # cvar: q <= prior / alpha  <=>  alpha <= min prior / q
+    return float(1.0 / (q / prior).max())
 
 
 def _feasible(q: np.ndarray, divergence: str, radius: float, prior: np.ndarray) -> None:
@@ -133,9 +135,8 @@ def _check_against_solver(losses, divergence, radius, dtype=torch.float64, prior
     w = worst_case_weights(torch.tensor(losses, dtype=dtype), divergence, radius, prior_t)
     assert w.dtype == dtype and w.shape == (n,)
     prior = np.full(n, 1.0 / n) if prior is None else prior
-    if radius == (
-        1.0 if divergence == "cvar" else 0.0
-    ):  # the ball is one point; solvers are loose there
+    nominal = 1.0 if divergence == "cvar" else 0.0
+    if radius == nominal:  # the ball is one point; solvers are loose there
         assert torch.equal(w, torch.tensor(prior, dtype=dtype))
         return
     if dtype == torch.float32:  # weights rounded to float32 after a float64 solve: value to ~1e-7
