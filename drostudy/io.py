@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 METRICS_FILE = "metrics.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -20,6 +22,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
