@@ -34,7 +34,7 @@ def test_notebook_04_smoke(tmp_path):
     )
     for run in runs.values():
         assert run["stage"] == "rl" and set(run["per_domain"]) == {"math", "safety"}
-        assert (tmp_path / "runs" / "04_rl" / f"{run['method']}-s0" / "metrics.json").exists()
+        assert (tmp_path / "runs" / "04_rl_smoke" / f"{run['method']}-s0" / "metrics.json").exists()
         assert {"learned_reward", "correct", "kl"} <= set(run["per_domain"]["safety"])
     assert "dro/max_weight" in runs["robust", 0]["history"][0]
     printed = "".join(
