@@ -184,11 +184,13 @@ def sequence_stats(
     completions: Sequence[str],
     reference=None,
     batch_size=8,
+    with_reference=True,
 ) -> dict[str, Tensor]:
     """Summed completion log-probs under the policy and the reference, and their token KL, per row.
 
     Returns {"policy_logps": (n,), "ref_logps": (n,), "kl": (n,)} where kl is sum over completion tokens
-    of KL(pi(.|context) || pi_ref(.|context)), exact over the vocabulary.
+    of KL(pi(.|context) || pi_ref(.|context)), exact over the vocabulary; only "policy_logps" when
+    `with_reference` is False (half the cost).
     """
     model.eval()
     pairs = encode(tokenizer, prompts, completions)
@@ -198,14 +200,30 @@ def sequence_stats(
         ids, attn = ids.to(model.device), attn.to(model.device)
         mask = comp[:, 1:].to(model.device).float()  # (B, T-1): predicted tokens that are completion
         logp = F.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, :-1].float(), -1)
+        target = ids[:, 1:, None]
+        out["policy_logps"].append((logp.gather(-1, target)[..., 0] * mask).sum(1))
+        if not with_reference:
+            continue
         with reference_context(model, reference):
             ref_logits = (reference or model)(input_ids=ids, attention_mask=attn).logits[:, :-1]
         ref_logp = F.log_softmax(ref_logits.float(), -1)
-        target = ids[:, 1:, None]
-        out["policy_logps"].append((logp.gather(-1, target)[..., 0] * mask).sum(1))
         out["ref_logps"].append((ref_logp.gather(-1, target)[..., 0] * mask).sum(1))
         out["kl"].append(((logp.exp() * (logp - ref_logp)).sum(-1) * mask).sum(1))  # (B, T-1, V) -> (B,)
-    return {k: torch.cat(v).cpu() for k, v in out.items()}
+    return {k: torch.cat(v).cpu() for k, v in out.items() if v}
+
+
+def reference_logps(model, tokenizer, prompts, completions, reference=None, batch_size=8) -> Tensor:
+    """Summed completion log-probs (n,) under the reference policy (cacheable: it never changes)."""
+    with reference_context(model, reference):
+        stats = sequence_stats(
+            reference or model,
+            tokenizer,
+            prompts,
+            completions,
+            batch_size=batch_size,
+            with_reference=False,
+        )
+    return stats["policy_logps"]
 
 
 @torch.no_grad()
@@ -251,24 +269,32 @@ def answer_accuracy(model, tokenizer, rows, max_new_tokens=16, batch_size=16) ->
 
 
 def evaluate_domain(
-    model, tokenizer, rows, beta: float, reference=None, max_new_tokens=16, n_generate=None, batch_size=8
+    model,
+    tokenizer,
+    rows,
+    beta: float,
+    reference=None,
+    max_new_tokens=16,
+    n_generate=None,
+    batch_size=8,
+    ref_rejected_logps: Tensor | None = None,
 ) -> dict[str, float]:
     """accuracy, margin, kl on `rows` (dicts with prompt, chosen, rejected, answer) and `correct` on the
-    first `n_generate` distinct prompts (all if None): see the module docstring. The reference's own fraction
-    correct is `answer_accuracy` under `reference_context`."""
+    first `n_generate` distinct prompts (all if None): see the module docstring. `ref_rejected_logps`
+    (n,), from `reference_logps`, saves recomputing them; the reference's own fraction correct is
+    `answer_accuracy` under `reference_context`."""
     prompts = [r["prompt"] for r in rows]
     chosen = sequence_stats(
         model, tokenizer, prompts, [r["chosen"] for r in rows], reference, batch_size
     )
-    rejected = sequence_stats(
-        model, tokenizer, prompts, [r["rejected"] for r in rows], reference, batch_size
-    )
+    rejected = [r["rejected"] for r in rows]
+    if ref_rejected_logps is None:
+        ref_rejected_logps = reference_logps(model, tokenizer, prompts, rejected, reference, batch_size)
+    policy_rejected = sequence_stats(
+        model, tokenizer, prompts, rejected, reference, batch_size, with_reference=False
+    )["policy_logps"]
     metrics = preference_metrics(
-        chosen["policy_logps"],
-        rejected["policy_logps"],
-        chosen["ref_logps"],
-        rejected["ref_logps"],
-        beta,
+        chosen["policy_logps"], policy_rejected, chosen["ref_logps"], ref_rejected_logps, beta
     )
     metrics["kl"] = float(chosen["kl"].double().mean())
     metrics["correct"] = answer_accuracy(

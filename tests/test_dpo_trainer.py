@@ -258,3 +258,11 @@ def test_cli_parses_the_issue_command_and_skips_a_finished_run(tmp_path, monkeyp
     assert written["in_distribution"] == {"accuracy": 1.0} and len(calls) == 1
     assert dpo.cli_main(args) == 0
     assert len(calls) == 1  # the finished run was skipped
+
+
+def test_reference_logps_cache_gives_trls_values(tmp_path):
+    first = _trainer(tmp_path, dro=DROSettings(loss="ordinary"), ref_cache_dir=tmp_path / "ref")
+    assert len(list((tmp_path / "ref").glob("*.json"))) == 1
+    second = _trainer(tmp_path, dro=DROSettings(loss="kldpo"), ref_cache_dir=tmp_path / "ref")
+    for column in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert list(second.train_dataset[column]) == pytest.approx(list(first.train_dataset[column]))

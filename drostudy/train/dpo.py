@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from drostudy import evaluate
 from drostudy.config import add_dataclass_arguments, dataclass_from_args
@@ -149,10 +150,11 @@ def build_data(config: DPORunConfig, tokenizer):
         rows = fitting_rows(suite["train"], domain, per_domain, tokenizer, config, config.seed)
         train += [{**r, "group_id": group} for r in rows]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+    train = [{k: r[k] for k in ("prompt", "chosen", "rejected", "group_id")} for r in train]
     train = Dataset.from_list([train[i] for i in order[: config.n_train].tolist()])
     domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
     test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
-    return train.remove_columns(["domain", "answer"]), test
+    return train, test
 
 
 def trl_config(config: DPORunConfig, output_dir: str):
@@ -200,6 +202,7 @@ def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str
         processing_class=tokenizer,
         peft_config=lora_config(config, model.config.num_hidden_layers),
         dro=config.dro_settings(),
+        ref_cache_dir=cache_dir() / "dpo_ref_logps",
     )
 
 
@@ -208,23 +211,23 @@ def history(log_history: list[dict]) -> list[dict]:
     return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]
 
 
-def base_answers(model, tokenizer, rows_by_domain: dict, config: DPORunConfig) -> dict[str, float]:
-    """Fraction correct of the reference policy per domain, cached on disk (the same in every run)."""
-    rows_by_domain = {
-        d: evaluate.unique_prompts(rows, config.n_generate) for d, rows in rows_by_domain.items()
-    }
-    prompts = {d: [r["prompt"] for r in rows] for d, rows in rows_by_domain.items()}
-    key = json.dumps([config.policy, config.max_new_tokens, prompts], sort_keys=True)
-    path = cache_dir() / "dpo_base_answers" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[str, dict]:
+    """Per domain, what the reference policy gives and every run shares, cached on disk by content:
+    {"correct_before": fraction correct, "ref_rejected_logps": [n floats]}."""
+    key = json.dumps([config.policy, config.max_new_tokens, config.n_generate, test], sort_keys=True)
+    path = cache_dir() / "dpo_reference_eval" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
     if path.exists():
         return json.loads(path.read_text())
-    with evaluate.reference_context(model):
-        out = {
-            d: evaluate.answer_accuracy(model, tokenizer, rows, config.max_new_tokens)
-            for d, rows in rows_by_domain.items()
-        }
-    if config.policy != "tiny-llama":
-        atomic_write_json(path, out)
+    out = {}
+    for domain, rows in test.items():
+        prompts, rejected = [r["prompt"] for r in rows], [r["rejected"] for r in rows]
+        logps = evaluate.reference_logps(model, tokenizer, prompts, rejected)
+        with evaluate.reference_context(model):
+            correct = evaluate.answer_accuracy(
+                model, tokenizer, evaluate.unique_prompts(rows, config.n_generate), config.max_new_tokens
+            )
+        out[domain] = {"correct_before": correct, "ref_rejected_logps": logps.tolist()}
+    atomic_write_json(path, out)
     return out
 
 
@@ -244,14 +247,19 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
         timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
     policy = trainer.model
     start = time.perf_counter()
-    before = base_answers(policy, tokenizer, test, config)
+    shared = reference_eval(policy, tokenizer, test, config)
     per_domain = {}
-    for domain, rows in test.items():
+    for domain, rows in tqdm(test.items(), desc="evaluate domains"):
         stats = evaluate.evaluate_domain(
-            policy, tokenizer, rows, config.beta, max_new_tokens=config.max_new_tokens,
+            policy,
+            tokenizer,
+            rows,
+            config.beta,
+            max_new_tokens=config.max_new_tokens,
             n_generate=config.n_generate,
-        )  # fmt: skip
-        per_domain[domain] = {**stats, "correct_before": before[domain]}
+            ref_rejected_logps=torch.tensor(shared[domain]["ref_rejected_logps"]),
+        )
+        per_domain[domain] = {**stats, "correct_before": shared[domain]["correct_before"]}
     timings["eval_s"] = time.perf_counter() - start
     robust = config.loss == "robust"
     return {

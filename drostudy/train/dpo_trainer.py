@@ -21,7 +21,10 @@ them from the batch. Batches carry a `group_id` column (the domain index) for gr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,8 +33,10 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from drostudy import losses as dro_losses
 from drostudy import weights as dro_weights
+from drostudy.io import atomic_write_json
 
 GROUP_KEY = "group_id"
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 TRL_LOSS_TYPES = {"ordinary": "sigmoid", "robust": "sigmoid", "dr_dpo": "sigmoid", "kldpo": "sigmoid",
                   "group": "sigmoid", "rdpo": "robust"}  # fmt: skip
 LOSSES = tuple(TRL_LOSS_TYPES)
@@ -94,8 +99,9 @@ class _RecordingModel:
 class RobustDPOTrainer(DPOTrainer):
     """DPOTrainer minimising `dro.loss` (module docstring); all DPOTrainer arguments pass through."""
 
-    def __init__(self, *args, dro: DROSettings | None = None, **kwargs):
+    def __init__(self, *args, dro: DROSettings | None = None, ref_cache_dir=None, **kwargs):
         self.dro = dro or DROSettings()
+        self.ref_cache_dir = None if ref_cache_dir is None else Path(ref_cache_dir)
         train_args: DPOConfig = kwargs.get("args") or args[1]
         if list(train_args.loss_type) != [TRL_LOSS_TYPES[self.dro.loss]]:
             raise ValueError(
@@ -112,6 +118,25 @@ class RobustDPOTrainer(DPOTrainer):
             self.data_collator = GroupPreferenceCollator(**dataclasses.asdict(self.data_collator))
         # Group-robust DPO's weights q over domains live on the trainer between steps (eg_update is pure).
         self.group_q = torch.full((self.dro.num_groups,), 1.0 / self.dro.num_groups, dtype=torch.float64)
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's reference log-probs, kept in `ref_cache_dir` under a hash of the tokenised pairs and the
+        reference weights: runs that differ only in the loss share them (they cost a forward pass over the
+        whole training set)."""
+        if self.ref_cache_dir is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict()
+        key = hashlib.sha256(json.dumps([ids, self._precompute_model_hash]).encode()).hexdigest()[:24]
+        path = self.ref_cache_dir / f"{key}.json"
+        if path.exists():
+            cached = json.loads(path.read_text())
+            for column in REF_COLUMNS:
+                dataset = dataset.add_column(column, cached[column])
+            return dataset
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            atomic_write_json(path, {column: list(dataset[column]) for column in REF_COLUMNS})
+        return dataset
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
