@@ -110,9 +110,11 @@ class RMConfig:
 
     @property
     def method(self) -> str:
-        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust`."""
+        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group_robust` at
+        level "group"); `_filtered` is appended when train_kinds drops some kinds."""
         ordinary = self.radius == 0.0 or (self.divergence == "cvar" and self.radius == 1.0)
-        return "ordinary" if ordinary else "robust"
+        method = "ordinary" if ordinary else ("group_robust" if self.level == "group" else "robust")
+        return method + ("_filtered" if self.train_kinds else "")
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:

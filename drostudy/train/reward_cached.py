@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 from transformers.masking_utils import create_bidirectional_mask
@@ -74,13 +75,47 @@ class FrozenFeatures:
 
 
 def top_rewards(model, hidden: torch.Tensor, mask: torch.Tensor, frozen_layers: int) -> torch.Tensor:
-    """Rewards from cached inputs of block `frozen_layers`: hidden (B, T, H), mask (B, T) -> (B,)."""
+    """Rewards from cached inputs of block `frozen_layers`: hidden (B, T, H), mask (B, T) -> (B,).
+
+    The pooler reads only the [CLS] position, so the last block runs at [CLS] only (`cls_block`).
+    """
     base = model.base_model
-    attention = create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=mask)
-    for layer in base.encoder.layer[frozen_layers:]:
-        hidden = layer(hidden, attention)
+    layers = base.encoder.layer[frozen_layers:]
+    if len(layers):
+        attention = create_bidirectional_mask(
+            config=base.config, inputs_embeds=hidden, attention_mask=mask
+        )
+        for layer in layers[:-1]:
+            hidden = layer(hidden, attention)
+        hidden = cls_block(layers[-1], hidden, mask)
     pooled = base.pooler(hidden) if base.pooler is not None else hidden[:, 0]
     return model.classifier(model.dropout(pooled)).squeeze(-1)  # (B, 1) -> (B,)
+
+
+def cls_block(layer, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A BERT block's output at position 0 only: hidden (B, T, H), mask (B, T) -> (B, 1, H).
+
+    Exact, and about 6x cheaper than the whole block: position 0 needs its own query but every position's
+    key and value, and the feed-forward part runs on one position. Attention dropout is off (as in TRL).
+    """
+    attn = layer.attention.self
+    batch = hidden.shape[0]
+
+    def heads(x):  # (B, T, H) -> (B, heads, T, head_size)
+        return x.view(batch, x.shape[1], -1, attn.attention_head_size).transpose(1, 2)
+
+    query, key, value = (
+        heads(attn.query(hidden[:, :1])),
+        heads(attn.key(hidden)),
+        heads(attn.value(hidden)),
+    )
+    blocked = torch.zeros(mask.shape, dtype=hidden.dtype).masked_fill(
+        mask == 0, torch.finfo(hidden.dtype).min
+    )
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=blocked[:, None, None, :])
+    context = context.transpose(1, 2).reshape(batch, 1, -1)  # (B, heads, 1, d) -> (B, 1, H)
+    attended = layer.attention.output(context, hidden[:, :1])
+    return layer.output(layer.intermediate(attended), attended)
 
 
 def _padded(texts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,13 +169,14 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     total = math.ceil(n / bs) * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
     domains, kinds = np.asarray(train["domain"]), np.asarray(train["kind"])
+    all_kinds = sorted(set(kinds.tolist()))
     group_of = {d: i for i, d in enumerate(config.train_domains)}
     groups = torch.tensor([group_of[d] for d in domains])
     generator = torch.Generator().manual_seed(config.seed)
     weight_sum, seen = np.zeros(n), np.zeros(n)
     history, window = [], defaultdict(list)
     model.train()
-    for step in tqdm(range(total), desc=f"rm {config.divergence} {config.radius}", leave=False):
+    for step in range(total):
         if step % math.ceil(n / bs) == 0:
             order = torch.randperm(n, generator=generator)
         idx = order[(step % math.ceil(n / bs)) * bs :][:bs]
@@ -155,11 +191,10 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
         optimizer.step()
         schedule.step()
         w = out.weights.double().numpy()
-        weight_sum[idx.numpy()] += len(idx) * w
+        weight_sum[idx.numpy()] += len(idx) * w  # n_batch * w_i: 1 for uniform weights
         seen[idx.numpy()] += 1
-        for key, value in _step_metrics(
-            out, w, domains[idx.numpy()], kinds[idx.numpy()], config
-        ).items():
+        batch = idx.numpy()
+        for key, value in _step_metrics(out, w, domains[batch], kinds[batch], all_kinds, config).items():
             window[key].append(value)
         if (step + 1) % config.logging_steps == 0 or step + 1 == total:
             history.append({"step": step + 1, "epoch": (step + 1) / math.ceil(n / bs)} | _means(window))
@@ -167,15 +202,12 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     return history, weight_sum / np.maximum(seen, 1)
 
 
-def _step_metrics(
-    out, w: np.ndarray, domains: np.ndarray, kinds: np.ndarray, config
-) -> dict[str, float]:
-    metrics = {"loss": float(out.loss), "accuracy": out.metrics["rewards/accuracy"]}
+def _step_metrics(out, w: np.ndarray, domains, kinds, all_kinds, config) -> dict[str, float]:
+    """Loss, accuracy, dro/* and the weight mass on every training domain and kind (0 when absent)."""
+    metrics = {"loss": float(out.loss.detach()), "accuracy": out.metrics["rewards/accuracy"]}
     metrics |= {k: v for k, v in out.metrics.items() if k.startswith("dro/")}
     metrics |= {f"dro/weight_mass/{d}": float(w[domains == d].sum()) for d in config.train_domains}
-    return metrics | {
-        f"dro/kind_mass/{k}": float(w[kinds == k].sum()) for k in sorted(set(kinds.tolist()))
-    }
+    return metrics | {f"dro/kind_mass/{k}": float(w[kinds == k].sum()) for k in all_kinds}
 
 
 def _means(window: dict[str, list[float]]) -> dict[str, float]:

@@ -24,7 +24,11 @@ def prepare_splits(config):
     from drostudy.data import DOMAINS, load_suite, select
 
     suite = load_suite()
-    proportions = dict(zip(config.train_domains, config.train_proportions, strict=True)) or None
+    proportions = (
+        dict(zip(config.train_domains, config.train_proportions, strict=True))
+        if config.train_proportions
+        else None
+    )
     kinds = config.train_kinds or None
     train = select(
         suite["train"], config.train_domains, kinds, proportions, n=config.n_train, seed=config.seed
