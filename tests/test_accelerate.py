@@ -1,0 +1,298 @@
+"""Scale-out on accelerate: the rm and dpo commands under `accelerate launch` with 2 CPU processes (gloo)
+reproduce one process on the same global batch, and every config in configs/accelerate/ is one that
+accelerate 1.15 accepts and routes to the intended launcher.
+
+Why the runs line up: the Trainer's sampler draws one seeded permutation (data_seed) in every process and
+accelerate deals its per-device batches out round robin, so with per-device batch B the 2-process global
+batch k is examples [2kB, 2kB + 2B) of that permutation, in rank order: exactly the k-th batch of a single
+process run with batch 2B. Dropout is off in TRL's trainers. What remains is float32 rounding (other
+padding lengths and reduction orders: half-batch forwards, a gloo all-reduce of two half-gradients), which
+we measured at <= 4e-7 on the losses after a few Adam steps; the tolerance below leaves a 25x margin. The
+weights are piecewise constant in the losses, so they agree exactly unless two losses nearly tie.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from drostudy.io import cache_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs" / "accelerate"
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+LOSS_RTOL = 1e-5  # float32 rounding after a few steps measured <= 4e-7 relative (module docstring)
+SHARED_CACHE = ("suite", "tokenizers", "models")  # built once, read only by the runs
+DPO_REF_CACHE = "dpo_ref_logps"
+
+# Tiny models, a few steps. tiny-llama: its random reward head already separates the pairs (tiny-bert's
+# rewards tie to 1e-6 at the start, which would leave the worst case to rounding). tv radius 0.3: with a
+# global batch of 8 (rm) or 4 (dpo) the weights are far from uniform (max weight 1/N + 0.3).
+RM_ARGS = ["--model", "tiny-llama", "--train-domains", "math,code", "--eval-domains", "reasoning",
+           "--n-train", "32", "--n-test", "4", "--divergence", "tv", "--radius", "0.3",
+           "--lr", "3e-3", "--max-length", "64", "--logging-steps", "1"]  # fmt: skip
+RM_GLOBAL_BATCH = 8
+DPO_ARGS = ["--policy", "tiny-llama", "--loss", "robust", "--divergence", "tv", "--radius", "0.3",
+            "--train-domains", "math", "--eval-domains", "code", "--n-train", "12", "--n-eval", "4",
+            "--n-generate", "1", "--max-new-tokens", "2", "--lora-layers", "2", "--learning-rate", "1e-2"]  # fmt: skip
+DPO_GLOBAL_BATCH, DPO_STEPS = (
+    4,
+    3,
+)  # step 1 has policy == reference: every loss is log 2, the weights uniform
+DRO_KEYS = ("dro/robust_loss", "dro/mean_loss", "dro/max_weight", "dro/effective_sample_size")
+
+
+# --- running the commands ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _fresh_cache(root: Path) -> Path:
+    """A DROSTUDY_CACHE holding links to the built suite, tokenizers and models, and nothing computed by a run."""
+    root.mkdir(parents=True)
+    for name in SHARED_CACHE:
+        if (cache_dir() / name).exists():
+            (root / name).symlink_to(cache_dir() / name)
+    return root
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ, DROSTUDY_CACHE=str(cache), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def _run(command: list[str], cache: Path) -> None:
+    done = subprocess.run(
+        command, env=_env(cache), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-6000:]}")
+
+
+def one_process(cmd: str, args: list[str], batch_size: int, out: Path, cache: Path) -> dict:
+    """metrics.json of `python -m drostudy CMD ARGS --batch-size batch_size --out out`."""
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "drostudy",
+            cmd,
+            *args,
+            "--batch-size",
+            str(batch_size),
+            "--out",
+            str(out),
+        ],
+        cache,
+    )
+    return json.loads((out / "metrics.json").read_text())
+
+
+def two_processes(cmd: str, args: list[str], batch_size: int, out: Path, cache: Path) -> dict:
+    """The same command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml (per-device batch)."""
+    launch = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
+              "--main_process_port", str(_free_port())]  # fmt: skip
+    _run(
+        [*launch, "-m", "drostudy", cmd, *args, "--batch-size", str(batch_size), "--out", str(out)],
+        cache,
+    )
+    return json.loads((out / "metrics.json").read_text())
+
+
+# --- comparing runs ------------------------------------------------------------------------------------
+
+
+def assert_same_history(one: dict, two: dict, keys: tuple[str, ...], steps: int) -> None:
+    """Same number of steps (a second process that silently did not start doubles them) and per-step values."""
+    assert [row["step"] for row in two["history"]] == list(range(1, steps + 1))
+    assert [row["step"] for row in one["history"]] == list(range(1, steps + 1))
+    for row_1, row_2 in zip(one["history"], two["history"], strict=True):
+        for key in keys:
+            np.testing.assert_allclose(
+                row_2[key], row_1[key], rtol=LOSS_RTOL, atol=1e-7, err_msg=f"{key} @ {row_1['step']}"
+            )
+
+
+def assert_robust(history: list[dict], global_batch: int) -> None:
+    """The weights were those of the global batch and not uniform (tv: max weight 1/N + radius)."""
+    assert max(row["dro/max_weight"] for row in history) == pytest.approx(1 / global_batch + 0.3)
+    assert min(row["dro/effective_sample_size"] for row in history) < 0.7 * global_batch
+
+
+def assert_same_per_domain(one: dict, two: dict, close: tuple[str, ...], exact: tuple[str, ...]) -> None:
+    assert one["per_domain"].keys() == two["per_domain"].keys()
+    for domain, row_1 in one["per_domain"].items():
+        row_2 = two["per_domain"][domain]
+        for key in close:
+            np.testing.assert_allclose(row_2[key], row_1[key], rtol=1e-4, atol=1e-5, err_msg=domain)
+        assert {k: row_2[k] for k in exact} == {k: row_1[k] for k in exact}, domain
+
+
+# --- rm ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rm_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rm")
+    cache = _fresh_cache(root / "cache")
+    one = one_process("rm", RM_ARGS, RM_GLOBAL_BATCH, root / "one", cache)
+    two = two_processes("rm", RM_ARGS, RM_GLOBAL_BATCH // 2, root / "two", cache)
+    return one, two
+
+
+@pytest.mark.slow
+def test_rm_two_processes_train_like_one_on_the_global_batch(rm_runs):
+    one, two = rm_runs
+    keys = ("loss", *DRO_KEYS, "dro/weight_mass/math", "dro/weight_mass/code", "accuracy", "margin")
+    assert_same_history(one, two, keys, steps=32 // RM_GLOBAL_BATCH)
+    assert_robust(two["history"], RM_GLOBAL_BATCH)
+    for row_1, row_2 in zip(one["history"], two["history"], strict=True):
+        assert row_2["num_tokens"] == row_1["num_tokens"]  # the same examples in each global batch
+        np.testing.assert_allclose(row_2["grad_norm"], row_1["grad_norm"], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_rm_two_processes_evaluate_like_one(rm_runs):
+    one, two = rm_runs
+    assert_same_per_domain(one, two, close=("margin",), exact=("accuracy", "n"))
+
+
+# --- dpo -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dpo_one(tmp_path_factory):
+    """One process; its cache then holds the reference log-probs of the training pairs (one process's)."""
+    root = tmp_path_factory.mktemp("dpo")
+    cache = _fresh_cache(root / "cache")
+    args = [*DPO_ARGS, "--steps", str(DPO_STEPS)]
+    return one_process("dpo", args, DPO_GLOBAL_BATCH, root / "one", cache), cache
+
+
+@pytest.mark.slow
+def test_dpo_two_processes_train_and_evaluate_like_one(dpo_one, tmp_path):
+    """Robust DPO on 2 processes reading the reference log-probs that one process precomputed."""
+    one, cache = dpo_one
+    args = [*DPO_ARGS, "--steps", str(DPO_STEPS)]
+    two = two_processes("dpo", args, DPO_GLOBAL_BATCH // 2, tmp_path / "two", cache)
+    keys = ("loss", *DRO_KEYS, "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
+    assert_same_history(one, two, keys, steps=DPO_STEPS)
+    assert_robust(two["history"], DPO_GLOBAL_BATCH)
+    assert_same_per_domain(one, two, close=("margin", "kl"), exact=("accuracy", "correct", "n"))
+
+
+@pytest.mark.slow
+def test_dpo_two_processes_precompute_the_reference_log_probs(dpo_one, tmp_path):
+    """A first DPO run on 2 processes (nothing cached) computes the reference log-probs one process does.
+
+    TRL 1.16's DPOTrainer._precompute_ref_logps writes them to an Arrow file on the main process and reads
+    it back on every process; for an in-memory dataset (ours: Dataset.from_list) that file lies in each
+    process's own temporary folder, so the other processes do not find it (FileNotFoundError).
+    """
+    _, cache_one = dpo_one
+    cache_two = _fresh_cache(tmp_path / "cache")
+    two_processes("dpo", [*DPO_ARGS, "--steps", "1"], DPO_GLOBAL_BATCH // 2, tmp_path / "two", cache_two)
+    (file_one,) = (cache_one / DPO_REF_CACHE).glob("*.json")  # same key: same pairs, same reference
+    ref_one = json.loads(file_one.read_text())
+    ref_two = json.loads((cache_two / DPO_REF_CACHE / file_one.name).read_text())
+    for column, values in ref_one.items():
+        np.testing.assert_allclose(ref_two[column], values, rtol=1e-5, atol=1e-4, err_msg=column)
+
+
+# --- the configs ---------------------------------------------------------------------------------------
+
+# config -> (launcher accelerate 1.15 picks, processes in all, processes per machine)
+EXPECTED = {
+    "cpu_2proc.yaml": ("multi_gpu_launcher", 2, 2),
+    "one_gpu.yaml": ("simple_launcher", 1, None),
+    "multi_gpu.yaml": ("multi_gpu_launcher", 8, 8),
+    "multi_node.yaml": ("multi_gpu_launcher", 16, 8),
+    "deepspeed_zero3.yaml": ("deepspeed_launcher", 8, 8),
+    "fsdp.yaml": ("multi_gpu_launcher", 8, 8),
+}
+LAUNCHERS = ("multi_gpu_launcher", "deepspeed_launcher", "simple_launcher")
+
+
+def _launched(argv: list[str]):
+    """(launcher name, its args) that `accelerate launch ARGV -m drostudy rm` would start; starts nothing."""
+    from accelerate.commands import launch
+
+    calls = {}
+    patches = [
+        mock.patch.object(launch, name, lambda a, n=name: calls.setdefault(n, a)) for name in LAUNCHERS
+    ]
+    for patch in patches:
+        patch.start()
+    try:
+        launch.launch_command(launch.launch_command_parser().parse_args([*argv, "-m", "drostudy", "rm"]))
+    finally:
+        for patch in patches:
+            patch.stop()
+    ((name, args),) = calls.items()
+    return name, args
+
+
+def test_every_config_is_listed():
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_loads_and_launches_as_intended(name):
+    """Each YAML parses with accelerate's loader, passes `accelerate launch`'s checks, and goes to the intended
+    launcher with the intended process counts; the launcher environment builds the FSDP / DeepSpeed plugin."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    config = load_config_from_file(str(CONFIGS / name))
+    # accelerate copies these sections onto the launch arguments without checking the names: a typo would
+    # be ignored silently, so every key must be one of `accelerate launch`'s options.
+    options = vars(launch_command_parser().parse_args(["x.py"]))
+    for section in (config.deepspeed_config, config.fsdp_config):
+        assert not set(section or {}) - set(options), f"unknown keys in {name}"
+    launcher, processes, per_machine = EXPECTED[name]
+    used, args = _launched(["--config_file", str(CONFIGS / name)])
+    assert used == launcher
+    assert args.num_processes == processes
+    assert args.mixed_precision == "no"  # the commands train in fp32
+    if launcher == "multi_gpu_launcher":
+        env = prepare_multi_gpu_env(args)
+        assert int(args.nproc_per_node) == per_machine
+    elif launcher == "deepspeed_launcher":
+        _, env = prepare_deepspeed_cmd_env(args)
+    else:
+        env = {}
+    with mock.patch.dict(os.environ, env):
+        if name == "fsdp.yaml":
+            plugin = FullyShardedDataParallelPlugin()
+            assert plugin.fsdp_version == 2
+            assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+        if name == "deepspeed_zero3.yaml":
+            assert DeepSpeedPlugin().zero_stage == 3
+
+
+def test_cpu_flag_starts_one_process():
+    """Why cpu_2proc.yaml says MULTI_GPU: `--cpu --num_processes 2` goes to the simple launcher, which starts
+    ONE process (mpirun only when a hostfile is given); `--cpu` also ignores any default config file."""
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    used, args = _launched(
+        ["--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    )
+    assert used == "simple_launcher"
+    command, _ = prepare_simple_launcher_cmd_env(args)
+    assert command[:3] == [sys.executable, "-m", "drostudy"]  # one python process, no mpirun in front
