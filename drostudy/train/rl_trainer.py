@@ -14,6 +14,8 @@ case over prompts is w* = worst_case_weights(-v, divergence, radius) (low value 
 w* is a constant for the gradient), and every completion of prompt p has its RLOO advantage multiplied by
 P * w*_p before the clipped surrogate. The factor has mean 1, so the loss keeps the plain trainer's scale.
 At radius 0 (cvar: alpha 1) the advantages are left untouched, so the trainer *is* the plain RLOOTrainer.
+The factor multiplies the final advantages (after TRL's optional `normalize_advantages`), never the rewards:
+a normalisation by the reward spread (GRPO's group std) would otherwise cancel it.
 
 Under several processes TRL gathers the rewards of the whole generation batch on every process; the values
 and weights are computed on that global batch (the same on every process) and each process scales its own
@@ -87,7 +89,8 @@ class RobustRLOOTrainer(RLOOTrainer):
 
     def __init__(self, *args, divergence: str = "tv", radius: float = 0.0, **kwargs):
         self.divergence, self.radius = divergence, validate_radius(divergence, radius)
-        self._capture: list[Tensor] | None = None
+        self._capture: list[Tensor] | None = None  # no-grad log-prob passes of the current batch
+        self._gathered_rewards: Tensor | None = None  # (N_global, n_funcs) of the current batch
         self.last_advantage_scale: Tensor | None = None
         super().__init__(*args, **kwargs)
 
