@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -79,7 +80,9 @@ def _run(command: list[str], cache: Path) -> None:
         command, env=_env(cache), cwd=REPO, capture_output=True, text=True, timeout=600
     )
     if done.returncode != 0:
-        pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-6000:]}")
+        errors = [line for line in done.stderr.splitlines() if re.search(r"\w(Error|Exception): ", line)]
+        summary = "\n".join(dict.fromkeys(errors))  # each process prints its own; keep one of each
+        pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{summary}\n{done.stderr[-4000:]}")
 
 
 def one_process(cmd: str, args: list[str], batch_size: int, out: Path, cache: Path) -> dict:
@@ -115,14 +118,18 @@ def two_processes(cmd: str, args: list[str], batch_size: int, out: Path, cache: 
 # --- comparing runs ------------------------------------------------------------------------------------
 
 
-def assert_same_history(one: dict, two: dict, keys: tuple[str, ...], steps: int) -> None:
-    """Same number of steps (a second process that silently did not start doubles them) and per-step values."""
+def assert_same_history(one: dict, two: dict, keys: dict[str, float], steps: int) -> None:
+    """Same number of steps (a second process that silently did not start doubles them) and per-step values.
+
+    keys: metric -> absolute tolerance (on top of LOSS_RTOL): DPO's implicit rewards are beta times a
+    difference of log-probs of size ~50, so their rounding is absolute (~1e-6), not relative to the margin.
+    """
     assert [row["step"] for row in two["history"]] == list(range(1, steps + 1))
     assert [row["step"] for row in one["history"]] == list(range(1, steps + 1))
     for row_1, row_2 in zip(one["history"], two["history"], strict=True):
-        for key in keys:
+        for key, atol in keys.items():
             np.testing.assert_allclose(
-                row_2[key], row_1[key], rtol=LOSS_RTOL, atol=1e-7, err_msg=f"{key} @ {row_1['step']}"
+                row_2[key], row_1[key], rtol=LOSS_RTOL, atol=atol, err_msg=f"{key} @ {row_1['step']}"
             )
 
 
@@ -156,8 +163,10 @@ def rm_runs(tmp_path_factory):
 @pytest.mark.slow
 def test_rm_two_processes_train_like_one_on_the_global_batch(rm_runs):
     one, two = rm_runs
-    keys = ("loss", *DRO_KEYS, "dro/weight_mass/math", "dro/weight_mass/code", "accuracy", "margin")
-    assert_same_history(one, two, keys, steps=32 // RM_GLOBAL_BATCH)
+    keys = ("loss", *DRO_KEYS, "dro/weight_mass/math", "dro/weight_mass/code", "accuracy")
+    assert_same_history(
+        one, two, dict.fromkeys(keys, 1e-7) | {"margin": 1e-6}, steps=32 // RM_GLOBAL_BATCH
+    )
     assert_robust(two["history"], RM_GLOBAL_BATCH)
     for row_1, row_2 in zip(one["history"], two["history"], strict=True):
         assert row_2["num_tokens"] == row_1["num_tokens"]  # the same examples in each global batch
@@ -188,7 +197,10 @@ def test_dpo_two_processes_train_and_evaluate_like_one(dpo_one, tmp_path):
     one, cache = dpo_one
     args = [*DPO_ARGS, "--steps", str(DPO_STEPS)]
     two = two_processes("dpo", args, DPO_GLOBAL_BATCH // 2, tmp_path / "two", cache)
-    keys = ("loss", *DRO_KEYS, "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
+    keys = dict.fromkeys(
+        ("loss", *DRO_KEYS, "rewards/accuracies", "logps/chosen", "logps/rejected"), 1e-7
+    )
+    keys |= dict.fromkeys(("rewards/chosen", "rewards/rejected", "rewards/margins"), 1e-5)
     assert_same_history(one, two, keys, steps=DPO_STEPS)
     assert_robust(two["history"], DPO_GLOBAL_BATCH)
     assert_same_per_domain(one, two, close=("margin", "kl"), exact=("accuracy", "correct", "n"))
