@@ -98,9 +98,8 @@ class RMConfig:
         self.radius = validate_radius(self.divergence, self.radius)
         _check_choice("level", self.level, LEVELS)
         _check_choice("engine", self.engine, ENGINES)
-        for name in ("lr",):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be > 0; got {self.lr!r}")
         for name in ("n_train", "epochs", "batch_size", "max_length", "logging_steps"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
@@ -230,6 +229,7 @@ def trl_args(config: RMConfig, output_dir: str, **overrides) -> RewardConfig:
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=config.logging_steps,
+        logging_first_step=True,  # so that even a run shorter than logging_steps has a history
         max_length=None,  # pairs are truncated when tokenised, so TRL must not drop any
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
