@@ -85,33 +85,17 @@ def _run(command: list[str], cache: Path) -> None:
         pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{summary}\n{done.stderr[-4000:]}")
 
 
-def one_process(cmd: str, args: list[str], batch_size: int, out: Path, cache: Path) -> dict:
-    """metrics.json of `python -m drostudy CMD ARGS --batch-size batch_size --out out`."""
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "drostudy",
-            cmd,
-            *args,
-            "--batch-size",
-            str(batch_size),
-            "--out",
-            str(out),
-        ],
-        cache,
-    )
+def one_process(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
+    """metrics.json of `python -m drostudy CMD ARGS --out OUT`."""
+    _run([sys.executable, "-m", "drostudy", cmd, *args, "--out", str(out)], cache)
     return json.loads((out / "metrics.json").read_text())
 
 
-def two_processes(cmd: str, args: list[str], batch_size: int, out: Path, cache: Path) -> dict:
-    """The same command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml (per-device batch)."""
+def two_processes(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
+    """metrics.json of the same command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml."""
     launch = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
               "--main_process_port", str(_free_port())]  # fmt: skip
-    _run(
-        [*launch, "-m", "drostudy", cmd, *args, "--batch-size", str(batch_size), "--out", str(out)],
-        cache,
-    )
+    _run([*launch, "-m", "drostudy", cmd, *args, "--out", str(out)], cache)
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -155,8 +139,8 @@ def assert_same_per_domain(one: dict, two: dict, close: tuple[str, ...], exact: 
 def rm_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     cache = _fresh_cache(root / "cache")
-    one = one_process("rm", RM_ARGS, RM_GLOBAL_BATCH, root / "one", cache)
-    two = two_processes("rm", RM_ARGS, RM_GLOBAL_BATCH // 2, root / "two", cache)
+    one = one_process("rm", [*RM_ARGS, "--batch-size", str(RM_GLOBAL_BATCH)], root / "one", cache)
+    two = two_processes("rm", [*RM_ARGS, "--batch-size", str(RM_GLOBAL_BATCH // 2)], root / "two", cache)
     return one, two
 
 
@@ -182,21 +166,26 @@ def test_rm_two_processes_evaluate_like_one(rm_runs):
 # --- dpo -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dpo_one(tmp_path_factory):
-    """One process; its cache then holds the reference log-probs of the training pairs (one process's)."""
-    root = tmp_path_factory.mktemp("dpo")
-    cache = _fresh_cache(root / "cache")
-    args = [*DPO_ARGS, "--steps", str(DPO_STEPS)]
-    return one_process("dpo", args, DPO_GLOBAL_BATCH, root / "one", cache), cache
-
-
 @pytest.mark.slow
-def test_dpo_two_processes_train_and_evaluate_like_one(dpo_one, tmp_path):
-    """Robust DPO on 2 processes reading the reference log-probs that one process precomputed."""
-    one, cache = dpo_one
+def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
+    """Robust DPO from scratch on 2 processes (reference log-probs included) and on 1, same global batch.
+
+    Each run gets its own empty cache, so the 2-process run also precomputes the reference log-probs of the
+    training pairs itself; the cache files of the two runs are compared too. TRL 1.16's
+    DPOTrainer._precompute_ref_logps hands them from the main process to the others through an Arrow file
+    that, for an in-memory dataset (ours: Dataset.from_list), lies in each process's own temporary folder:
+    the other processes then fail with FileNotFoundError (see docs/scaling.md).
+    """
     args = [*DPO_ARGS, "--steps", str(DPO_STEPS)]
-    two = two_processes("dpo", args, DPO_GLOBAL_BATCH // 2, tmp_path / "two", cache)
+    caches = [_fresh_cache(tmp_path / f"cache{p}") for p in (1, 2)]
+    one = one_process("dpo", [*args, "--batch-size", str(DPO_GLOBAL_BATCH)], tmp_path / "one", caches[0])
+    two = two_processes(
+        "dpo", [*args, "--batch-size", str(DPO_GLOBAL_BATCH // 2)], tmp_path / "two", caches[1]
+    )
+    (file_one,) = (caches[0] / DPO_REF_CACHE).glob("*.json")  # same key: same pairs, same reference
+    ref_two = json.loads((caches[1] / DPO_REF_CACHE / file_one.name).read_text())
+    for column, values in json.loads(file_one.read_text()).items():  # log-probs of size ~100
+        np.testing.assert_allclose(ref_two[column], values, rtol=1e-5, atol=1e-4, err_msg=column)
     keys = dict.fromkeys(
         ("loss", *DRO_KEYS, "rewards/accuracies", "logps/chosen", "logps/rejected"), 1e-7
     )
@@ -206,22 +195,31 @@ def test_dpo_two_processes_train_and_evaluate_like_one(dpo_one, tmp_path):
     assert_same_per_domain(one, two, close=("margin", "kl"), exact=("accuracy", "correct", "n"))
 
 
-@pytest.mark.slow
-def test_dpo_two_processes_precompute_the_reference_log_probs(dpo_one, tmp_path):
-    """A first DPO run on 2 processes (nothing cached) computes the reference log-probs one process does.
+# --- rl ------------------------------------------------------------------------------------------------
 
-    TRL 1.16's DPOTrainer._precompute_ref_logps writes them to an Arrow file on the main process and reads
-    it back on every process; for an in-memory dataset (ours: Dataset.from_list) that file lies in each
-    process's own temporary folder, so the other processes do not find it (FileNotFoundError).
+RL_ARGS = ["--policy", "tiny-llama", "--reward-model", "tiny-bert", "--train-domains", "math",
+           "--eval-domains", "code", "--n-train", "8", "--steps", "2", "--num-generations", "2",
+           "--max-completion-length", "4", "--n-eval", "2", "--max-new-tokens", "2", "--lora-layers", "2",
+           "--divergence", "tv", "--radius", "0.3", "--prompts-per-step", "2"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_rl_two_processes_weight_the_prompts_of_both(tmp_path):
+    """rl runs unchanged on 2 processes, its worst case over the 2 x 2 prompts of the global batch (tv: max
+    weight 1/4 + 0.3; a per-process worst case over 2 prompts would give 1/2 + 0.3).
+
+    Not compared with one process: TRL's RLOOTrainer seeds sampling per process (set_seed(seed,
+    device_specific=True)), so 2 processes draw other completions than one process does.
     """
-    _, cache_one = dpo_one
-    cache_two = _fresh_cache(tmp_path / "cache")
-    two_processes("dpo", [*DPO_ARGS, "--steps", "1"], DPO_GLOBAL_BATCH // 2, tmp_path / "two", cache_two)
-    (file_one,) = (cache_one / DPO_REF_CACHE).glob("*.json")  # same key: same pairs, same reference
-    ref_one = json.loads(file_one.read_text())
-    ref_two = json.loads((cache_two / DPO_REF_CACHE / file_one.name).read_text())
-    for column, values in ref_one.items():
-        np.testing.assert_allclose(ref_two[column], values, rtol=1e-5, atol=1e-4, err_msg=column)
+    launch = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
+              "--main_process_port", str(_free_port())]  # fmt: skip
+    out = tmp_path / "two"
+    _run(
+        [*launch, "-m", "drostudy", "rl", *RL_ARGS, "--out", str(out)], _fresh_cache(tmp_path / "cache")
+    )
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [row["step"] for row in history] == [1, 2]
+    assert max(row["dro/max_weight"] for row in history) == pytest.approx(1 / 4 + 0.3)
 
 
 # --- the configs ---------------------------------------------------------------------------------------
