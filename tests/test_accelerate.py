@@ -4,11 +4,14 @@ accelerate 1.15 accepts and routes to the intended launcher.
 
 Why the runs line up: the Trainer's sampler draws one seeded permutation (data_seed) in every process and
 accelerate deals its per-device batches out round robin, so with per-device batch B the 2-process global
-batch k is examples [2kB, 2kB + 2B) of that permutation, in rank order: exactly the k-th batch of a single
-process run with batch 2B. Dropout is off in TRL's trainers. What remains is float32 rounding (other
-padding lengths and reduction orders: half-batch forwards, a gloo all-reduce of two half-gradients), which
-we measured at <= 4e-7 on the losses after a few Adam steps; the tolerance below leaves a 25x margin. The
-weights are piecewise constant in the losses, so they agree exactly unless two losses nearly tie.
+batch k is examples [2kB, 2kB + 2B) of that permutation, in rank order: exactly the k-th batch of a
+single process run with batch 2B. Dropout is off in TRL's trainers. What remains is float32 rounding
+(other padding lengths and reduction orders: half-batch forwards, a gloo all-reduce of two
+half-gradients), measured at <= 1.4e-6 relative on the per-step losses (rm <= 1.7e-7, dpo <= 1.4e-6,
+over 3-4 Adam steps).
+LOSS_RTOL = 1e-4 leaves a 70x margin and still catches a wrong worst case: per-process weights, or a run
+that silently used one process, moved the same losses by 1e-2. The weights are piecewise constant in the
+losses, so they agree exactly unless two losses nearly tie.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from drostudy.io import cache_dir
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "accelerate"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
-LOSS_RTOL = 1e-5  # float32 rounding after a few steps measured <= 4e-7 relative (module docstring)
+LOSS_RTOL = 1e-4  # float32 rounding measured <= 1.4e-6 relative; a wrong worst case moves losses 1e-2
 SHARED_CACHE = ("suite", "tokenizers", "models")  # built once, read only by the runs
 DPO_REF_CACHE = "dpo_ref_logps"
 
@@ -43,11 +46,10 @@ RM_ARGS = ["--model", "tiny-llama", "--train-domains", "math,code", "--eval-doma
 RM_GLOBAL_BATCH = 8
 DPO_ARGS = ["--policy", "tiny-llama", "--loss", "robust", "--divergence", "tv", "--radius", "0.3",
             "--train-domains", "math", "--eval-domains", "code", "--n-train", "12", "--n-eval", "4",
-            "--n-generate", "1", "--max-new-tokens", "2", "--lora-layers", "2", "--learning-rate", "1e-2"]  # fmt: skip
-DPO_GLOBAL_BATCH, DPO_STEPS = (
-    4,
-    3,
-)  # step 1 has policy == reference: every loss is log 2, the weights uniform
+            "--n-generate", "1", "--max-new-tokens", "2", "--lora-layers", "2",
+            "--learning-rate", "1e-2"]  # fmt: skip
+DPO_GLOBAL_BATCH = 4
+DPO_STEPS = 3  # step 1 has policy == reference: every loss is log 2, the weights uniform
 DRO_KEYS = ("dro/robust_loss", "dro/mean_loss", "dro/max_weight", "dro/effective_sample_size")
 
 
@@ -61,7 +63,7 @@ def _free_port() -> int:
 
 
 def _fresh_cache(root: Path) -> Path:
-    """A DROSTUDY_CACHE holding links to the built suite, tokenizers and models, and nothing computed by a run."""
+    """A DROSTUDY_CACHE linking the built suite, tokenizers and models; nothing that a run computes."""
     root.mkdir(parents=True)
     for name in SHARED_CACHE:
         if (cache_dir() / name).exists():
@@ -92,7 +94,7 @@ def one_process(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
 
 
 def two_processes(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
-    """metrics.json of the same command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml."""
+    """metrics.json of the command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml."""
     launch = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
               "--main_process_port", str(_free_port())]  # fmt: skip
     _run([*launch, "-m", "drostudy", cmd, *args, "--out", str(out)], cache)
@@ -103,10 +105,11 @@ def two_processes(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
 
 
 def assert_same_history(one: dict, two: dict, keys: dict[str, float], steps: int) -> None:
-    """Same number of steps (a second process that silently did not start doubles them) and per-step values.
+    """Same number of steps (a second process that silently did not start doubles them), same values.
 
     keys: metric -> absolute tolerance (on top of LOSS_RTOL): DPO's implicit rewards are beta times a
-    difference of log-probs of size ~50, so their rounding is absolute (~1e-6), not relative to the margin.
+    difference of log-probs of size ~100, so their rounding is absolute (measured <= 1.7e-6), not
+    relative to the margin.
     """
     assert [row["step"] for row in two["history"]] == list(range(1, steps + 1))
     assert [row["step"] for row in one["history"]] == list(range(1, steps + 1))
@@ -170,11 +173,11 @@ def test_rm_two_processes_evaluate_like_one(rm_runs):
 def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
     """Robust DPO from scratch on 2 processes (reference log-probs included) and on 1, same global batch.
 
-    Each run gets its own empty cache, so the 2-process run also precomputes the reference log-probs of the
-    training pairs itself; the cache files of the two runs are compared too. TRL 1.16's
-    DPOTrainer._precompute_ref_logps hands them from the main process to the others through an Arrow file
-    that, for an in-memory dataset (ours: Dataset.from_list), lies in each process's own temporary folder:
-    the other processes then fail with FileNotFoundError (see docs/scaling.md).
+    Each run gets its own empty cache, so the 2-process run also precomputes the reference log-probs of
+    the training pairs itself; the cache files of the two runs are compared too. TRL 1.16's
+    DPOTrainer._precompute_ref_logps hands them from the main process to the others through an Arrow
+    file that, for an in-memory dataset (ours: Dataset.from_list), lies in each process's own temporary
+    folder: the other processes then fail with FileNotFoundError (see docs/scaling.md).
     """
     args = [*DPO_ARGS, "--steps", str(DPO_STEPS)]
     caches = [_fresh_cache(tmp_path / f"cache{p}") for p in (1, 2)]
@@ -189,7 +192,7 @@ def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
     keys = dict.fromkeys(
         ("loss", *DRO_KEYS, "rewards/accuracies", "logps/chosen", "logps/rejected"), 1e-7
     )
-    keys |= dict.fromkeys(("rewards/chosen", "rewards/rejected", "rewards/margins"), 1e-5)
+    keys |= dict.fromkeys(("rewards/chosen", "rewards/rejected", "rewards/margins"), 2e-5)
     assert_same_history(one, two, keys, steps=DPO_STEPS)
     assert_robust(two["history"], DPO_GLOBAL_BATCH)
     assert_same_per_domain(one, two, close=("margin", "kl"), exact=("accuracy", "correct", "n"))
@@ -199,14 +202,15 @@ def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
 
 RL_ARGS = ["--policy", "tiny-llama", "--reward-model", "tiny-bert", "--train-domains", "math",
            "--eval-domains", "code", "--n-train", "8", "--steps", "2", "--num-generations", "2",
-           "--max-completion-length", "4", "--n-eval", "2", "--max-new-tokens", "2", "--lora-layers", "2",
-           "--divergence", "tv", "--radius", "0.3", "--prompts-per-step", "2"]  # fmt: skip
+           "--max-completion-length", "4", "--n-eval", "2", "--max-new-tokens", "2",
+           "--lora-layers", "2", "--divergence", "tv", "--radius", "0.3",
+           "--prompts-per-step", "2"]  # fmt: skip
 
 
 @pytest.mark.slow
 def test_rl_two_processes_weight_the_prompts_of_both(tmp_path):
-    """rl runs unchanged on 2 processes, its worst case over the 2 x 2 prompts of the global batch (tv: max
-    weight 1/4 + 0.3; a per-process worst case over 2 prompts would give 1/2 + 0.3).
+    """rl runs unchanged on 2 processes, its worst case over the 2 x 2 prompts of the global batch (tv:
+    max weight 1/4 + 0.3; a per-process worst case over 2 prompts would give 1/2 + 0.3).
 
     Not compared with one process: TRL's RLOOTrainer seeds sampling per process (set_seed(seed,
     device_specific=True)), so 2 processes draw other completions than one process does.
@@ -237,7 +241,7 @@ LAUNCHERS = ("multi_gpu_launcher", "deepspeed_launcher", "simple_launcher")
 
 
 def _launched(argv: list[str]):
-    """(launcher name, its args) that `accelerate launch ARGV -m drostudy rm` would start; starts nothing."""
+    """(launcher, its args) that `accelerate launch ARGV -m drostudy rm` would use; starts nothing."""
     from accelerate.commands import launch
 
     calls = {}
@@ -261,8 +265,9 @@ def test_every_config_is_listed():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_loads_and_launches_as_intended(name):
-    """Each YAML parses with accelerate's loader, passes `accelerate launch`'s checks, and goes to the intended
-    launcher with the intended process counts; the launcher environment builds the FSDP / DeepSpeed plugin."""
+    """Each YAML parses with accelerate's loader, passes `accelerate launch`'s checks and goes to the
+    intended launcher with the intended process counts; its environment builds the FSDP / DeepSpeed
+    plugin."""
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import launch_command_parser
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
@@ -296,8 +301,8 @@ def test_config_loads_and_launches_as_intended(name):
 
 
 def test_cpu_flag_starts_one_process():
-    """Why cpu_2proc.yaml says MULTI_GPU: `--cpu --num_processes 2` goes to the simple launcher, which starts
-    ONE process (mpirun only when a hostfile is given); `--cpu` also ignores any default config file."""
+    """Why cpu_2proc.yaml says MULTI_GPU: `--cpu --num_processes 2` goes to the simple launcher, which
+    starts ONE process (mpirun only when a hostfile is given); `--cpu` ignores default config files."""
     from accelerate.utils.launch import prepare_simple_launcher_cmd_env
 
     used, args = _launched(
