@@ -9,8 +9,9 @@ single process run with batch 2B. Dropout is off in TRL's trainers. What remains
 (other padding lengths and reduction orders: half-batch forwards, a gloo all-reduce of two
 half-gradients), measured at <= 1.4e-6 relative on the per-step losses (rm <= 1.7e-7, dpo <= 1.4e-6,
 over 3-4 Adam steps).
-LOSS_RTOL = 1e-4 leaves a 70x margin and still catches a wrong worst case: per-process weights, or a run
-that silently used one process, moved the same losses by 1e-2. The weights are piecewise constant in the
+LOSS_RTOL = 1e-4 leaves a 70x margin and still catches a wrong worst case: an rm run whose worst case was
+over 4 examples instead of the 8 of the global batch (a launch that silently started one process) moved
+the per-step losses by up to 1.7e-2. The weights are piecewise constant in the
 losses, so they agree exactly unless two losses nearly tie.
 """
 
