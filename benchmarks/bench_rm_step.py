@@ -122,7 +122,26 @@ def interleaved_medians(steps: dict, reps: int, warmup: int = 2, seed: int = 0) 
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def report(engine: str, medians: dict[str, float]) -> dict:
+def loss_head_medians(batch_size: int, reps: int = 300) -> dict[str, float]:
+    """Median seconds of the only code that differs between the variants: the loss from the rewards (B,)
+    (weights, weighted sum, metrics) and its backward. Immune to load swings over a multi-second step."""
+    chosen = torch.randn(batch_size, requires_grad=True)
+    rejected = torch.randn(batch_size)
+
+    def head(divergence, radius):
+        if divergence is None:
+            loss = bradley_terry_loss(chosen, rejected).mean()
+        else:
+            loss = robust_bradley_terry_loss(chosen, rejected, divergence, radius).loss
+        loss.backward()
+
+    steps = {"ordinary": lambda: head(None, 0.0)} | {
+        d: (lambda d=d, r=r: head(d, r)) for d, r in VARIANTS.items()
+    }
+    return interleaved_medians(steps, reps, warmup=20)
+
+
+def report(engine: str, medians: dict[str, float], head: dict[str, float] | None = None) -> dict:
     base = medians["ordinary"]
     ratios = {name: m / base for name, m in medians.items()}
     print(f"\n[{engine}] median step time (ms) and ratio to ordinary")
@@ -130,7 +149,17 @@ def report(engine: str, medians: dict[str, float]) -> dict:
         print(f"  {name:9s} {1e3 * m:9.2f} ms   x{ratios[name]:.4f}")
     worst = max(r for n, r in ratios.items() if n != "ordinary")
     print(f"  worst robust/ordinary ratio: {worst:.4f} ({'<' if worst < 1.03 else '>='} 1.03)")
-    return {"median_s": medians, "ratio": ratios, "worst_ratio": worst}
+    out = {"median_s": medians, "ratio": ratios, "worst_ratio": worst}
+    if (
+        head is not None
+    ):  # step = shared part + head: the robust step's extra cost is the head's extra cost
+        extra = {n: (head[n] - head["ordinary"]) / base for n in head if n != "ordinary"}
+        print(
+            "  loss-head overhead as a fraction of the ordinary step: "
+            + ", ".join(f"{n} {100 * e:.3f}%" for n, e in extra.items())
+        )
+        out["head_median_s"], out["head_overhead_fraction"] = head, extra
+    return out
 
 
 def main(argv=None) -> dict:
@@ -151,10 +180,11 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     pairs = batch_pairs(args.batch_size)
     out = {"args": vars(args)}
+    head = loss_head_medians(args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         for engine in args.engines.split(","):
             steps = trl_steps(args, pairs, tmp) if engine == "trl" else cached_steps(args, pairs)
-            out[engine] = report(engine, interleaved_medians(steps, args.reps))
+            out[engine] = report(engine, interleaved_medians(steps, args.reps), head)
     if args.out:
         from drostudy.io import atomic_write_json
 
