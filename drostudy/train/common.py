@@ -53,6 +53,13 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     metrics["in_distribution"] = domain_means(per_domain, getattr(config, "train_domains", ()))
     metrics["out_of_distribution"] = domain_means(per_domain, getattr(config, "eval_domains", ()))
     metrics.setdefault("timings", {})["total_s"] = time.perf_counter() - start
-    if out_dir is not None:
+    if out_dir is not None and _is_main_process():
         atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics
+
+
+def _is_main_process() -> bool:
+    """Rank 0 (or no process group): under `accelerate launch` only one process writes the results."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
