@@ -118,9 +118,8 @@ def test_radius_zero_is_the_plain_trainer(tmp_path):
     (plain_losses, plain_params), (robust_losses, robust_params) = params["plain"], params["robust"]
     assert plain_losses == robust_losses and len(plain_losses) == 2
     assert plain_params.keys() == robust_params.keys()
-    initial = make_trainer(RLOOTrainer, tmp_path / "init").model
-    moved = [not torch.equal(p, dict(initial.named_parameters())[k]) for k, p in plain_params.items()]
-    assert any(moved)  # training changed the LoRA weights, so equality below is not vacuous
+    # LoRA's B matrices start at zero: non-zero ones show training moved the weights (equality is not vacuous)
+    assert any(v.abs().sum() > 0 for k, v in plain_params.items() if "lora_B" in k)
     for key, value in plain_params.items():
         assert torch.equal(value, robust_params[key]), key
 
