@@ -203,8 +203,25 @@ def setting_table(summary: pd.DataFrame, reference: str = "ordinary") -> pd.Data
     return pd.DataFrame(rows).sort_values("ood_gain", ascending=False).reset_index(drop=True)
 
 
+def _largest_drop(summary: pd.DataFrame, domain: str) -> str:
+    """The setting that loses most accuracy on `domain` against ordinary (means over seeds)."""
+    part = summary[summary["domain"] == domain].set_index("label")["mean"]
+    drops = (part - part["ordinary"]).drop("ordinary").sort_values()
+    if drops.empty or drops.iloc[0] >= 0:
+        return f"On {domain} no setting is below ordinary ({part['ordinary']:.3f})."
+    return (
+        f"On {domain} the largest loss against ordinary ({part['ordinary']:.3f}) is {drops.index[0]} "
+        f"({drops.iloc[0]:+.3f}); {int((drops < 0).sum())} of {len(drops)} settings are below it."
+    )
+
+
 def conclusion(
-    table: pd.DataFrame, kind_ratio: pd.DataFrame, main_label: str, filtered_kind: str | None
+    table: pd.DataFrame,
+    kind_ratio: pd.DataFrame,
+    main_label: str,
+    filtered_kind: str | None,
+    summary: pd.DataFrame | None = None,
+    eval_domains=(),
 ) -> str:
     """What the numbers say, as sentences: best setting, where robust training does not help, which kinds
     the worst case chases under `main_label`, and what dropping `filtered_kind` from training did."""
@@ -224,6 +241,8 @@ def conclusion(
     ]
     lines.append(f"Worse than ordinary beyond the intervals: {', '.join(worse) or 'none'}.")
     lines.append(f"Not distinguishable from ordinary: {', '.join(same) or 'none'}.")
+    if summary is not None:
+        lines += [_largest_drop(summary, domain) for domain in eval_domains]
     chased = kind_ratio[kind_ratio["label"] == main_label].sort_values("ratio", ascending=False)
     if len(chased):
         top = chased.iloc[0]
