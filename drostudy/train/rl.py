@@ -64,7 +64,7 @@ class RLConfig:
     """prompts per generation batch: the worst case is taken over this many prompts (times processes)"""
     num_generations: int = 4
     """sampled completions per prompt (G); RLOO's baseline for one is the mean of the other G - 1"""
-    max_completion_length: int = 16
+    max_completion_length: int = 12
     """sampled completion length in tokens (the suite's answers are short)"""
     temperature: float = 1.0
     """sampling temperature of the completions"""
@@ -72,11 +72,11 @@ class RLConfig:
     """KL coefficient: the reward is r - beta * KL(pi || pi_ref) summed over the completion's tokens"""
     learning_rate: float = 5e-4
     """AdamW learning rate of the LoRA weights (linear decay)"""
-    max_prompt_tokens: int = 160
-    """prompts longer than this (chat template included) are left out, not truncated"""
-    n_eval: int = 24
+    max_prompt_tokens: int = 96
+    """prompts longer than this (chat template included) are left out, not truncated (CPU cost ~ length)"""
+    n_eval: int = 16
     """held-out prompts per domain for greedy answers"""
-    max_new_tokens: int = 16
+    max_new_tokens: int = 12
     """greedy answer length in tokens"""
     system_prompt: str = "Answer briefly."
     """system message of every chat prompt (as in the DPO stage)"""
