@@ -70,8 +70,8 @@ class RLConfig:
     """sampling temperature of the completions"""
     beta: float = 0.05
     """KL coefficient: the reward is r - beta * KL(pi || pi_ref) summed over the completion's tokens"""
-    learning_rate: float = 5e-4
-    """AdamW learning rate of the LoRA weights (linear decay)"""
+    learning_rate: float = 1e-3
+    """AdamW learning rate of the LoRA weights (linear decay; as in the DPO stage)"""
     max_prompt_tokens: int = 96
     """prompts longer than this (chat template included) are left out, not truncated (CPU cost ~ length)"""
     n_eval: int = 16
