@@ -86,11 +86,17 @@ def worst_case_weights(
     Detached; same device and dtype as `losses`. `prior` (n,) replaces the uniform nominal distribution.
     """
     radius = validate_radius(divergence, radius)
-    _check_losses(losses)
+    fast = prior is None and divergence in _solvers.UNIFORM_CPU_SOLVERS
+    fast = fast and isinstance(losses, Tensor) and losses.device.type == "cpu"
+    _check_losses(losses, finite=not fast)  # the fast path finds NaN/inf from its sorted ends
     if prior is not None:
         _check_prior(prior, losses)
     if radius == (1.0 if divergence == "cvar" else 0.0):
+        if fast:
+            _check_finite(losses)
         return _nominal(losses, prior)
+    if fast:
+        return _solvers.UNIFORM_CPU_SOLVERS[divergence](losses, radius).to(dtype=losses.dtype)
     with _solver_threads():
         work, prior64 = _work(losses, prior)
         q = _solvers.SOLVERS[divergence](work, prior64, radius)
@@ -182,7 +188,7 @@ def _work(losses: Tensor, prior: Tensor | None) -> tuple[Tensor, Tensor]:
     return work, prior64 / prior64.sum()
 
 
-def _check_losses(losses: Tensor) -> None:
+def _check_losses(losses: Tensor, finite: bool = True) -> None:
     if not isinstance(losses, Tensor):
         raise ValueError(f"losses must be a torch.Tensor; got {type(losses).__name__}")
     if not losses.is_floating_point():
@@ -191,6 +197,11 @@ def _check_losses(losses: Tensor) -> None:
         raise ValueError(
             f"losses must be 1-D and non-empty, shape (n,); got shape {tuple(losses.shape)}"
         )
+    if finite:
+        _check_finite(losses)
+
+
+def _check_finite(losses: Tensor) -> None:
     if not bool(torch.isfinite(losses).all()):
         raise ValueError("losses must be finite; got NaN or inf")
 

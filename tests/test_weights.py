@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
+from drostudy import _solvers
 from drostudy.weights import (
     DIVERGENCES,
     group_worst_case_weights,
@@ -436,3 +437,16 @@ def test_penalised_value_gradient_is_the_weights(divergence):
     losses = torch.randn(12, dtype=torch.float64, requires_grad=True)
     penalised_value(losses, divergence, 0.4).backward()
     torch.testing.assert_close(losses.grad, penalised_weights(losses, divergence, 0.4))
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.1, 0.29, 0.5, 0.77, 0.999])
+@pytest.mark.parametrize("ties", [False, True])
+def test_cvar_cpu_fast_path_equals_the_general_solver(alpha, ties):
+    # The uniform-prior CVaR on CPU runs in numpy; the general (prior-weighted) solver must agree with it.
+    losses = torch.rand(257, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    if ties:
+        losses[::3] = losses[7]  # a large tied level, at the boundary for some alpha
+    fast = _solvers.UNIFORM_CPU_SOLVERS["cvar"](losses, alpha)
+    general = _solvers.cvar_weights(losses, torch.full_like(losses, 1 / len(losses)), alpha)
+    assert torch.allclose(fast, general, rtol=0, atol=1e-13)  # the general solver sums to 1 +- ~3e-15
+    assert torch.equal(worst_case_weights(losses, "cvar", alpha), fast)
