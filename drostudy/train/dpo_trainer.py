@@ -124,7 +124,7 @@ class RobustDPOTrainer(DPOTrainer):
         reference weights: runs that differ only in the loss share them (they cost a forward pass over the
         whole training set)."""
         if self.ref_cache_dir is None:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
+            return self._ref_logps_in_memory(dataset, batch_size)
         ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict()
         key = hashlib.sha256(json.dumps([ids, self._precompute_model_hash]).encode()).hexdigest()[:24]
         path = self.ref_cache_dir / f"{key}.json"
@@ -133,9 +133,31 @@ class RobustDPOTrainer(DPOTrainer):
             for column in REF_COLUMNS:
                 dataset = dataset.add_column(column, cached[column])
             return dataset
-        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        dataset = self._ref_logps_in_memory(dataset, batch_size)
         if self.accelerator.is_main_process:
             atomic_write_json(path, {column: list(dataset[column]) for column in REF_COLUMNS})
+        return dataset
+
+    def _ref_logps_in_memory(self, dataset, batch_size: int):
+        """TRL's reference pass, with the columns added in memory on every process.
+
+        TRL 1.16 hands them from the main process to the others through an Arrow file that, for an in-memory
+        dataset, lies in each process's own temporary folder: under several processes the others cannot
+        read it (FileNotFoundError on rank 1).
+        """
+        from torch.utils.data import DataLoader
+
+        loader = self.accelerator.prepare(
+            DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+        )
+        model = self.ref_model or self.model
+        chosen, rejected = [], []
+        for batch in loader:
+            logps = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+            chosen.append(logps[0].cpu())
+            rejected.append(logps[1].cpu())
+        for column, values in zip(REF_COLUMNS, (torch.cat(chosen), torch.cat(rejected)), strict=True):
+            dataset = dataset.add_column(column, values.tolist())
         return dataset
 
     def _set_signature_columns_if_needed(self):
