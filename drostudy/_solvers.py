@@ -231,7 +231,41 @@ def cvar_uniform_cpu_weights(losses: Tensor, alpha: float) -> Tensor:
     return torch.from_numpy(q)
 
 
+def chi2_uniform_cpu_weights(losses: Tensor, radius: float) -> Tensor:
+    """chi2 under the uniform prior on CPU, in numpy: the same weights as `chi2_weights` at less per-call
+    cost for training-sized n. Works on the sorted elements rather than distinct levels: the active set is
+    still a top-k set (ties fall on the same side of eta), found from the same psi test.
+    """
+    x = losses.detach().numpy()
+    n = x.size
+    desc = np.sort(x)[::-1]
+    top, bottom = desc[0], desc[-1]
+    if not (math.isfinite(top) and math.isfinite(bottom)):
+        raise ValueError("losses must be finite; got NaN or inf")
+    kappa = 1.0 + 2.0 * radius
+    on_top = x == top
+    n_top = int(np.count_nonzero(on_top))
+    if kappa * n_top >= n:  # E_p[r^2] at the vertex is n / n_top
+        return torch.from_numpy(on_top / n_top)
+    span = top - bottom
+    d = (desc - top) / span  # (n,) descending, in [-1, 0]
+    count = np.arange(1, n + 1)
+    mu = np.cumsum(d) / count
+    var = np.maximum(np.cumsum(d * d) / count - mu * mu, 0.0)
+    gap = mu[:-1] - d[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        psi = (gap * gap + var[:-1]) / (count[:-1] / n * gap * gap)
+    active = 1 + int(np.count_nonzero(np.nan_to_num(psi, nan=math.inf) > kappa))
+    head = d[:active]  # two-pass moments of the active elements, as in chi2_weights
+    mu_k = head.mean()
+    var_k = ((head - mu_k) ** 2).mean()
+    denominator = (2.0 * radius * active - (n - active)) / n
+    eta = mu_k - math.sqrt(var_k / max(denominator, 1e-300))
+    unnormalised = np.maximum((x - top) / span - eta, 0.0)
+    return torch.from_numpy(unnormalised / unnormalised.sum())
+
+
 SOLVERS = {"chi2": chi2_weights, "cvar": cvar_weights, "kl": kl_weights, "tv": tv_weights}
 # Uniform-prior fast paths on CPU, (losses, radius) -> float64 weights; the general solvers cover the rest.
-UNIFORM_CPU_SOLVERS = {"cvar": cvar_uniform_cpu_weights}
+UNIFORM_CPU_SOLVERS = {"chi2": chi2_uniform_cpu_weights, "cvar": cvar_uniform_cpu_weights}
 PENALISED_SOLVERS = {"chi2": chi2_penalised_weights, "kl": kl_penalised_weights}

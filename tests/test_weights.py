@@ -450,3 +450,20 @@ def test_cvar_cpu_fast_path_equals_the_general_solver(alpha, ties):
     general = _solvers.cvar_weights(losses, torch.full_like(losses, 1 / len(losses)), alpha)
     assert torch.allclose(fast, general, rtol=0, atol=1e-13)  # the general solver sums to 1 +- ~3e-15
     assert torch.equal(worst_case_weights(losses, "cvar", alpha), fast)
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "levels", "tiny"])
+@pytest.mark.parametrize("radius", [1e-9, 1e-3, 0.1, 1.0, 5.0, 100.0])
+def test_chi2_cpu_fast_path_equals_the_general_solver(case, radius):
+    # Elementwise on the sorted losses (numpy) vs over distinct levels (torch): the same exact weights.
+    losses = torch.rand(300, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    if case == "ties":
+        losses[::3] = losses[1]
+    elif case == "levels":
+        losses = torch.round(losses * 3)  # four levels, the top one shared by ~50 elements
+    elif case == "tiny":
+        losses = losses[:3] * 1e-3
+    fast = _solvers.UNIFORM_CPU_SOLVERS["chi2"](losses, radius)
+    general = _solvers.chi2_weights(losses, torch.full_like(losses, 1 / len(losses)), radius)
+    assert torch.allclose(fast, general, rtol=0, atol=1e-13)
+    assert torch.equal(worst_case_weights(losses, "chi2", radius), fast)
