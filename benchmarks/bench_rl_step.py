@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{config.max_completion_length} tokens",
         "repeats": args.repeats,
         "median_s": medians,
+        "all_s": times,  # per repeat, in time order: shows load bursts that a median of few repeats hides
         "ratio_wall": medians["robust"]["wall"] / medians["plain"]["wall"],
         "ratio_cpu": medians["robust"]["cpu"] / medians["plain"]["cpu"],
         "weighting_s": weighting_seconds(config),
