@@ -18,7 +18,7 @@ def field_docs(cls: type) -> dict[str, str]:
         if not dataclasses.is_dataclass(klass):
             continue
         body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
-        for stmt, nxt in zip(body, body[1:]):
+        for stmt, nxt in zip(body, body[1:], strict=False):  # pairs of neighbours
             if (
                 isinstance(stmt, ast.AnnAssign)
                 and isinstance(stmt.target, ast.Name)

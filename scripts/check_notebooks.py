@@ -23,6 +23,8 @@ def unstripped(root: pathlib.Path) -> list[str]:
 if __name__ == "__main__":
     bad = unstripped(pathlib.Path(__file__).resolve().parent.parent / "notebooks")
     if bad:
-        sys.exit("notebooks committed with outputs (strip them: `make lint` does not; use nbstripout "
-                 "or Kernel > Clear All Outputs):\n  " + "\n  ".join(bad))
+        sys.exit(
+            "notebooks committed with outputs (strip them: `make lint` does not; use nbstripout "
+            "or Kernel > Clear All Outputs):\n  " + "\n  ".join(bad)
+        )
     print("notebooks: all stripped")

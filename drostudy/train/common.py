@@ -24,14 +24,12 @@ from pathlib import Path
 from drostudy.io import METRICS_FILE, atomic_write_json, finished_run
 
 
-def domain_means(
-    per_domain: dict[str, dict[str, float]], domains: Sequence[str]
-) -> dict[str, float]:
+def domain_means(per_domain: dict[str, dict[str, float]], domains: Sequence[str]) -> dict[str, float]:
     """Mean of each metric over `domains` (those present in `per_domain`)."""
     rows = [per_domain[d] for d in domains if d in per_domain]
     if not rows:
         return {}
-    keys = set.intersection(*(set(r) for r in rows))
+    keys = set.intersection(*(set(r) for r in rows)) - {"n"}  # a count, not a metric to average
     return {k: sum(r[k] for r in rows) / len(rows) for k in sorted(keys)}
 
 
