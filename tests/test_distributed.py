@@ -66,6 +66,9 @@ def _worker(rank, port, out_dir):
 
         results = _run_cases(DistributedDataParallel(_model()), rows)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Leave together: a rank that tears gloo down while the other is still in its last collective
+        # aborts that one ("terminate called without an active exception", seen once in a full run).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

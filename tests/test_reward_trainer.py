@@ -192,6 +192,7 @@ def _distributed_worker(rank: int, world: int, port: int, tmp: str, batch_size: 
         torch.save(
             {"log": trainer.state.log_history[0], "state": state}, os.path.join(tmp, f"world{world}.pt")
         )
+    trainer.accelerator.wait_for_everyone()  # leave together: a rank tearing gloo down early aborts the other
 
 
 def test_two_processes_use_global_batch_weights(tmp_path):
