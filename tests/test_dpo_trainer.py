@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
+from drostudy.config import dataclass_from_args
 from drostudy.models import load_policy
 from drostudy.train import dpo
 from drostudy.train.dpo_trainer import GROUP_KEY, DROSettings, GroupPreferenceCollator, RobustDPOTrainer
@@ -247,7 +248,7 @@ def test_cli_parses_the_issue_command_and_skips_a_finished_run(tmp_path, monkeyp
     dpo.add_cli_arguments(parser)
     argv = "--loss robust --divergence tv --radius 0.1 --train-domains math,code --eval-domains reasoning,safety"
     args = parser.parse_args([*argv.split(), "--seed", "3", "--out", str(tmp_path)])
-    config = dpo.dataclass_from_args(dpo.DPORunConfig, args)
+    config = dataclass_from_args(dpo.DPORunConfig, args)
     assert (config.loss, config.divergence, config.radius, config.seed) == ("robust", "tv", 0.1, 3)
     assert config.train_domains == ("math", "code") and config.eval_domains == ("reasoning", "safety")
     calls = []

@@ -16,11 +16,14 @@ Every run folder holds one `metrics.json`, written atomically, with at least:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import METRICS_FILE, atomic_write_json, finished_run
 
 
@@ -61,3 +64,22 @@ def _is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def training_command(config_cls: type, train_fn: Callable[[object], dict]):
+    """(add_cli_arguments, cli_main) of a training command: the config dataclass's fields as flags, plus
+    --out; the run goes through `run_or_resume` and prints its in/out-of-distribution means."""
+
+    def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+        add_dataclass_arguments(parser, config_cls)
+        parser.add_argument(
+            "--out", required=True, help="run folder: DIR/metrics.json (a finished run is skipped)"
+        )
+
+    def cli_main(args: argparse.Namespace) -> int:
+        metrics = run_or_resume(dataclass_from_args(config_cls, args), args.out, train_fn)
+        means = {k: metrics[k] for k in ("in_distribution", "out_of_distribution")}
+        print(json.dumps(means, indent=2))
+        return 0
+
+    return add_cli_arguments, cli_main

@@ -14,7 +14,6 @@ KLDPO, group-robust DPO over the training domains, or rDPO. `out/metrics.json` f
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import tempfile
@@ -25,9 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from drostudy import evaluate
-from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import run_or_resume
+from drostudy.train.common import training_command
 from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 
 
@@ -275,16 +273,5 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
     }
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, DPORunConfig)
-    parser.add_argument(
-        "--out", default=None, help="run folder for metrics.json (a finished run is skipped)"
-    )
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    config = dataclass_from_args(DPORunConfig, args)
-    metrics = run_or_resume(config, args.out, train_and_evaluate)
-    print(json.dumps({"in_distribution": metrics["in_distribution"],
-                      "out_of_distribution": metrics["out_of_distribution"]}, indent=2))  # fmt: skip
-    return 0
+# The lambda looks the training function up at call time, so tests and users can patch it.
+add_cli_arguments, cli_main = training_command(DPORunConfig, lambda config: train_and_evaluate(config))

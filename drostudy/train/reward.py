@@ -13,7 +13,6 @@ notebook uses lives in drostudy.train.reward_cached and shares the config and th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 import time
@@ -24,10 +23,9 @@ from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from drostudy import distributed
-from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import seed_everything
 from drostudy.losses import robust_bradley_terry_loss
-from drostudy.train.common import run_or_resume
+from drostudy.train.common import training_command
 from drostudy.weights import validate_radius
 
 LEVELS = ("example", "group")
@@ -296,21 +294,5 @@ def train_reward_model(config: RMConfig) -> dict:
     return {"stage": "rm", "method": config.method, **metrics, "history": history}
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """`python -m drostudy rm --divergence tv --radius 0.1 --train-domains A,B --eval-domains C,D --out DIR`."""
-    add_dataclass_arguments(parser, RMConfig)
-    parser.add_argument(
-        "--out", required=True, help="run folder: DIR/metrics.json (a finished run is skipped)"
-    )
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    config = dataclass_from_args(RMConfig, args)
-    metrics = run_or_resume(config, args.out, train_reward_model)
-    print(
-        {
-            "in_distribution": metrics["in_distribution"],
-            "out_of_distribution": metrics["out_of_distribution"],
-        }
-    )
-    return 0
+# The lambda looks the training function up at call time, so tests and users can patch it.
+add_cli_arguments, cli_main = training_command(RMConfig, lambda config: train_reward_model(config))

@@ -18,7 +18,6 @@ reference policy's, computed once per evaluation set and cached), and a per-step
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import tempfile
@@ -28,9 +27,8 @@ from pathlib import Path
 
 import torch
 
-from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import run_or_resume
+from drostudy.train.common import training_command
 from drostudy.train.rl_eval import LearnedReward, evaluate_rl_policy, prompt_rows
 from drostudy.train.rl_trainer import RobustRLOOTrainer, is_ordinary
 from drostudy.weights import validate_radius
@@ -290,21 +288,5 @@ def train_rl(config: RLConfig) -> dict:
     }
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """`python -m drostudy rl --divergence tv --radius 0.1 --reward-model DIR ... --out DIR`."""
-    add_dataclass_arguments(parser, RLConfig)
-    parser.add_argument(
-        "--out", required=True, help="run folder: DIR/metrics.json (a finished run is skipped)"
-    )
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    config = dataclass_from_args(RLConfig, args)
-    metrics = run_or_resume(config, args.out, train_rl)
-    print(
-        {
-            "in_distribution": metrics["in_distribution"],
-            "out_of_distribution": metrics["out_of_distribution"],
-        }
-    )
-    return 0
+# The lambda looks the training function up at call time, so tests and users can patch it.
+add_cli_arguments, cli_main = training_command(RLConfig, lambda config: train_rl(config))
