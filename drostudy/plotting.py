@@ -88,18 +88,27 @@ def set_theme() -> None:
 
 def method_color(method: str) -> str:
     """The fixed colour of `method` (a divergence or a training method), e.g. "tv" -> orange."""
-    key = method.lower().replace("-", "_").replace(" ", "_")
+    key = _method_key(method)
     if key not in METHOD_COLORS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHOD_COLORS)}")
     return METHOD_COLORS[key]
 
 
 def color_map(values: Sequence[str]) -> dict[str, str]:
-    """Colours for the distinct `values`: the method colours when all are methods, else Okabe-Ito in order."""
+    """Colours for the distinct `values`: the method colours when all are methods; otherwise the ordinary
+    baseline keeps its black and every other value takes the next Okabe-Ito colour (black skipped)."""
     distinct = list(dict.fromkeys(str(v) for v in values))
-    if all(v.lower().replace("-", "_") in METHOD_COLORS for v in distinct):
+    if all(_method_key(v) in METHOD_COLORS for v in distinct):
         return {v: method_color(v) for v in distinct}
-    return {v: OKABE_ITO[i % len(OKABE_ITO)] for i, v in enumerate(distinct)}
+    baseline = METHOD_COLORS["ordinary"]
+    cycle = [c for c in OKABE_ITO if c != baseline]
+    others = [v for v in distinct if _method_key(v) not in ("ordinary", "erm")]
+    colors = {v: cycle[i % len(cycle)] for i, v in enumerate(others)}
+    return {v: colors.get(v, baseline) for v in distinct}
+
+
+def _method_key(value: str) -> str:
+    return value.lower().replace("-", "_").replace(" ", "_")
 
 
 def figures_dir(figures_dir: str | os.PathLike | None = None) -> Path:

@@ -92,6 +92,12 @@ def test_one_colour_per_method_and_the_palette_is_colour_blind_safe():
         "chat": plotting.OKABE_ITO[0],
         "safety": plotting.OKABE_ITO[1],
     }
+    # labels that are not all method names: the baseline stays black, the others never take black
+    mixed = plotting.color_map(["robust tv 0.2", "ordinary", "group tv 0.2", *"abcdefg"])
+    assert mixed["ordinary"] == plotting.METHOD_COLORS["ordinary"]
+    others = [c for k, c in mixed.items() if k != "ordinary"]
+    assert plotting.METHOD_COLORS["ordinary"] not in others
+    assert len(set(others[:7])) == 7  # distinct until the palette runs out
 
 
 def test_bar_with_ci_and_line_vs_radius():
