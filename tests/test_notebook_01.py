@@ -11,15 +11,10 @@ pytestmark = pytest.mark.slow  # about 30 s: kernel start, widgets, three cvxpy 
 NOTEBOOK = notebooks_dir() / "01_worst_case_weights.ipynb"
 
 
-def test_notebook_01_smoke(tmp_path):
+def test_notebook_01_smoke(tmp_path, notebook_env):
     out = tmp_path / "executed.ipynb"
-    env = {
-        "DROSTUDY_FIGURES": str(tmp_path / "figures"),
-        "DROSTUDY_RESULTS": str(tmp_path / "results"),
-        "DROSTUDY_NO_PNG": "1",  # PNG export is tested in test_plotting; here it would only cost time
-    }
     params = {"SMOKE": True, "RADIUS": 0.3, "N_EXAMPLES": 40, "SEED": 1}
-    execute_notebook(NOTEBOOK, out, params, env=env, progress_bar=False)
+    execute_notebook(NOTEBOOK, out, params, env=notebook_env, progress_bar=False)
 
     record = json.loads((tmp_path / "results" / "01_worst_case_weights.json").read_text())
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel

@@ -13,15 +13,10 @@ NOTEBOOK = notebooks_dir() / "02_reward_model_robustness.ipynb"
 BATCH = 16
 
 
-def test_notebook_02_smoke(tmp_path):
+def test_notebook_02_smoke(tmp_path, notebook_env):
     out = tmp_path / "executed.ipynb"
-    env = {
-        "DROSTUDY_FIGURES": str(tmp_path / "figures"),
-        "DROSTUDY_RESULTS": str(tmp_path / "results"),
-        "DROSTUDY_NO_PNG": "1",  # PNG export is tested in test_plotting
-    }
     params = {"SMOKE": True, "RADIUS": 0.3, "BATCH_SIZE": BATCH}
-    execute_notebook(NOTEBOOK, out, params, env=env, progress_bar=False)
+    execute_notebook(NOTEBOOK, out, params, env=notebook_env, progress_bar=False)
 
     record = json.loads((tmp_path / "results" / "02_reward_model_robustness.json").read_text())
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel

@@ -13,16 +13,10 @@ NOTEBOOK = notebooks_dir() / "03_dpo_robustness.ipynb"
 METHODS = {"ordinary", "tv", "kl", "chi2", "dr_dpo", "kldpo", "group", "rdpo"}
 
 
-def test_notebook_03_smoke(tmp_path):
+def test_notebook_03_smoke(tmp_path, notebook_env):
     out = tmp_path / "executed.ipynb"
-    env = {
-        "DROSTUDY_FIGURES": str(tmp_path / "figures"),
-        "DROSTUDY_RESULTS": str(tmp_path / "results"),
-        "DROSTUDY_RUNS": str(tmp_path / "runs"),
-        "DROSTUDY_NO_PNG": "1",  # PNG export is tested in test_plotting
-    }
     params = {"SMOKE": True, "RADIUS_TV": 0.3, "TRAIN_DOMAINS": "math,code", "EVAL_DOMAINS": "reasoning"}
-    execute_notebook(NOTEBOOK, out, params, env=env, progress_bar=False)
+    execute_notebook(NOTEBOOK, out, params, env=notebook_env, progress_bar=False)
 
     record = json.loads((tmp_path / "results" / "03_dpo_robustness.json").read_text())
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel
