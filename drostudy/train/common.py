@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,13 @@ def domain_means(per_domain: dict[str, dict[str, float]], domains: Sequence[str]
         return {}
     keys = set.intersection(*(set(r) for r in rows)) - {"n"}  # a count, not a metric to average
     return {k: sum(r[k] for r in rows) / len(rows) for k in sorted(keys)}
+
+
+def run_folder(root: str | Path, label: str, config) -> Path:
+    """root/<label>-s<seed>-<8 hex of the config>: one folder per configuration, so that a changed
+    parameter starts new runs next to the finished ones instead of clashing with them."""
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    return Path(root) / f"{label}-s{config.seed}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object], dict]) -> dict:

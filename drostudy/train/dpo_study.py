@@ -7,8 +7,6 @@ Methods are labelled by the colour keys of drostudy.plotting: `ordinary`, the ro
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from drostudy.results import t_interval
-from drostudy.train.common import run_or_resume
+from drostudy.train.common import run_folder, run_or_resume
 from drostudy.train.dpo import DPORunConfig, train_and_evaluate
 
 METRICS = ("accuracy", "margin", "correct", "correct_before", "kl")
@@ -40,14 +38,11 @@ def study_configs(base: DPORunConfig, methods: dict[str, dict], seeds) -> list[t
 
 
 def run_all(configs: list[tuple[str, DPORunConfig]], folder: str | Path) -> list[dict]:
-    """Run (or resume) each config into folder/<label>_s<seed>_<config hash>/ (a changed parameter starts
-    new runs rather than clashing with finished ones); each metrics dict gains its `label`."""
+    """Run (or resume) each config into its `run_folder` under `folder`; each metrics dict gains its
+    `label`."""
     runs = []
     for label, config in tqdm(configs, desc="DPO runs"):
-        digest = hashlib.sha256(
-            json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
-        ).hexdigest()
-        out = Path(folder) / f"{label}_s{config.seed}_{digest[:8]}"
+        out = run_folder(folder, label, config)
         runs.append({**run_or_resume(config, out, train_and_evaluate), "label": label})
     return runs
 
