@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from drostudy import convergence as C
+from drostudy import domain_shift as S
 from drostudy.weights import robust_value, worst_case_weights
 
 CASES = [("tv", 0.2), ("cvar", 0.3), ("chi2", 0.5), ("kl", 0.3)]
@@ -74,9 +75,9 @@ def test_minibatch_gap_shrinks_with_iterations_and_batch_size(domains):
 
 def test_domain_shift_lies_in_the_ball_and_group_robust_beats_ordinary(domains):
     data = C.sample_preferences(domains, 768, seed=0)
-    result = C.domain_shift_check(data, domains, "chi2", 0.2)
+    result = S.domain_shift_check(data, domains, "chi2", 0.2)
     nominal, shifted = np.array(result["nominal_mix"]), np.array(result["shifted_mix"])
-    assert C.in_ball(shifted, nominal, "chi2", 0.2)
+    assert S.in_ball(shifted, nominal, "chi2", 0.2)
     assert not np.allclose(shifted, nominal)  # a real shift
     # spread uniformly within domains, the shift is inside the pair-level ball too: no loss vector
     # gets more from it than from the exact worst case
@@ -99,14 +100,14 @@ def test_mix_divergence_matches_pairwise_divergence(domains, divergence):
     index = data.domain.numpy()
     q = shifted[index] / np.bincount(index)[index]
     u = np.full(len(q), 1 / len(q))
-    assert C.mix_divergence(q, u, divergence) == pytest.approx(
-        C.mix_divergence(shifted, nominal, divergence)
+    assert S.mix_divergence(q, u, divergence) == pytest.approx(
+        S.mix_divergence(shifted, nominal, divergence)
     )
 
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown divergence 'hellinger'"):
-        C.mix_divergence(np.ones(2) / 2, np.ones(2) / 2, "hellinger")
+        S.mix_divergence(np.ones(2) / 2, np.ones(2) / 2, "hellinger")
     with pytest.raises(ValueError, match="unknown level 'token'"):
         C.robust_objective(
             np.zeros(5), C.sample_preferences(C.make_domains(), 30), "tv", 0.1, 0.0, "token"
