@@ -27,6 +27,7 @@ from drostudy.data import load_suite
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
 from drostudy.train import rl
+from drostudy.train.common import lora_config
 from drostudy.train.rl_eval import prompt_rows
 from drostudy.train.rl_trainer import RobustRLOOTrainer, advantage_scale, prompt_values
 
@@ -39,7 +40,7 @@ def make_trainer(cls, config: rl.RLConfig, rows: list[dict], reward, output_dir:
         args=rl.trl_config(config, output_dir, disable_tqdm=True),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=rl.lora_config(config, policy.config.num_hidden_layers),
+        peft_config=lora_config(config, policy.config.num_hidden_layers),
         **kwargs,
     )
 

@@ -13,6 +13,7 @@ from trl import RLOOTrainer
 
 from drostudy.models import load_policy, load_reward_model
 from drostudy.train import rl
+from drostudy.train.common import lora_config
 from drostudy.train.rl_eval import LearnedReward
 from drostudy.train.rl_trainer import (
     RobustRLOOTrainer,
@@ -73,7 +74,7 @@ def make_trainer(cls, tmp_path, steps=2, **kwargs):
         args=rl.trl_config(config, str(tmp_path), disable_tqdm=True, learning_rate=5e-2),
         train_dataset=toy_prompts(),
         processing_class=tok,
-        peft_config=rl.lora_config(config, policy.config.num_hidden_layers),
+        peft_config=lora_config(config, policy.config.num_hidden_layers),
         **kwargs,
     )
 

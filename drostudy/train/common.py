@@ -1,4 +1,5 @@
-"""What the rm, dpo and rl commands share: run-or-resume into an output folder, and the metrics layout.
+"""What the rm, dpo and rl commands share: run-or-resume into an output folder, the metrics layout, the
+LoRA set-up of the policy stages and the CLI glue.
 
 Every run folder holds one `metrics.json`, written atomically, with at least:
 
@@ -72,6 +73,26 @@ def _is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def lora_config(config, num_layers: int):
+    """peft LoRA on every projection of the top `config.lora_layers` of `num_layers` transformer layers,
+    rank `config.lora_rank` (alpha = 2r, no dropout); the layers below stay frozen, so backward stops there."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=2 * config.lora_rank,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        layers_to_transform=list(range(max(0, num_layers - config.lora_layers), num_layers)),
+        task_type="CAUSAL_LM",
+    )
+
+
+def history(log_history: list[dict]) -> list[dict]:
+    """TRL's per-step logs (loss, dro/* and the trainer's own metrics) as the metrics.json history."""
+    return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]
 
 
 def training_command(config_cls: type, train_fn: Callable[[object], dict]):

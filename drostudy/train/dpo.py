@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from drostudy import evaluate
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import training_command
+from drostudy.train.common import history, lora_config, training_command
 from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 
 
@@ -178,19 +178,6 @@ def trl_config(config: DPORunConfig, output_dir: str):
     )
 
 
-def lora_config(config: DPORunConfig, num_layers: int):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=2 * config.lora_rank,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        layers_to_transform=list(range(max(0, num_layers - config.lora_layers), num_layers)),
-        task_type="CAUSAL_LM",
-    )
-
-
 def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
     """The RobustDPOTrainer of `config` on a train Dataset (chat rows with group_id)."""
     return RobustDPOTrainer(
@@ -202,11 +189,6 @@ def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str
         dro=config.dro_settings(),
         ref_cache_dir=cache_dir() / "dpo_ref_logps",
     )
-
-
-def history(log_history: list[dict]) -> list[dict]:
-    """TRL's per-step logs (loss, rewards/*, logps/*, dro/*, ...) as the metrics.json history."""
-    return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]
 
 
 def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[str, dict]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import training_command
+from drostudy.train.common import history, lora_config, training_command
 from drostudy.train.rl_eval import LearnedReward, evaluate_rl_policy, prompt_rows
 from drostudy.train.rl_trainer import RobustRLOOTrainer, is_ordinary
 from drostudy.weights import validate_radius
@@ -174,20 +174,6 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
     return RLOOConfig(**(kwargs | overrides))
 
 
-def lora_config(config: RLConfig, num_layers: int):
-    """LoRA on every projection of the top `config.lora_layers` layers."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=2 * config.lora_rank,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        layers_to_transform=list(range(max(0, num_layers - config.lora_layers), num_layers)),
-        task_type="CAUSAL_LM",
-    )
-
-
 def load_reward(config: RLConfig) -> LearnedReward:
     from drostudy.models import load_reward_model
 
@@ -245,11 +231,6 @@ def _reward_identity(name: str) -> str:
     folder = Path(name)
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     return f"{folder.resolve()}@{max(f.stat().st_mtime_ns for f in files)}" if files else name
-
-
-def history(log_history: list[dict]) -> list[dict]:
-    """TRL's per-step logs (loss, reward, kl, samples/correct, dro/*, ...) as the metrics.json history."""
-    return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]
 
 
 def train_rl(config: RLConfig) -> dict:
