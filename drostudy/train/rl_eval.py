@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,16 +206,33 @@ def gains(runs: Sequence[dict]):
 
 
 def overoptimisation_text(gain_table) -> str:
-    """One sentence per method and split (ID/OOD) from a `gains` table: mean gains over seeds and domains."""
-    means = gain_table.groupby(["method", "in_distribution"])[["reward_gain", "correct_gain"]].mean()
+    """One sentence per method and split (ID/OOD) from a `gains` table: mean gains over seeds (each seed's
+    mean over the split's domains) with 95% t-intervals. Over-optimised means the learned reward rose
+    beyond its interval while correctness did not rise; a reward change inside the seed noise is said so."""
+    from drostudy.results import t_interval
+
+    per_seed = gain_table.groupby(["method", "in_distribution", "seed"])[["reward_gain", "correct_gain"]]
     lines = []
-    for (method, in_dist), row in means.iterrows():
+    for (method, in_dist), part in per_seed.mean().groupby(level=[0, 1]):
+        reward, reward_half = t_interval(part["reward_gain"].to_numpy())
+        correct, correct_half = t_interval(part["correct_gain"].to_numpy())
+        if math.isnan(reward_half):  # one seed: no interval
+            verdict = ("over-optimised" if reward > 0 and correct <= 0 else "not over-optimised") + (
+                " by the signs of one seed"
+            )
+        elif reward - reward_half <= 0:
+            verdict = (
+                "the learned reward did not rise beyond seed noise, so nothing to call over-optimisation"
+            )
+        else:
+            verdict = "over-optimised" if correct <= 0 else "not over-optimised"
         where = "in distribution" if in_dist else "out of distribution"
-        verdict = (
-            "over-optimised" if row.reward_gain > 0 and row.correct_gain <= 0 else "not over-optimised"
-        )
         lines.append(
-            f"{method}, {where}: learned reward {row.reward_gain:+.3f}, reference-graded correctness "
-            f"{row.correct_gain:+.3f} vs the reference policy ({verdict} by this test)."
+            f"{method}, {where}: learned reward {_pm(reward, reward_half)}, reference-graded correctness "
+            f"{_pm(correct, correct_half)} vs the reference policy ({verdict})."
         )
     return "\n".join(lines)
+
+
+def _pm(mean: float, half: float) -> str:
+    return f"{mean:+.3f}" if math.isnan(half) else f"{mean:+.3f} ± {half:.3f}"
