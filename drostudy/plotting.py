@@ -144,7 +144,9 @@ def save_figure(
     with warnings.catch_warnings():
         # plotly passes its (empty) kaleido options to the running server, which warns that it ignores them
         warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-        fig.write_image(tmp, width=PNG_WIDTH, height=PNG_HEIGHT, scale=PNG_SCALE)
+        # a figure that sets its own size (tall facet grids) keeps it; others get the default
+        size = dict(width=fig.layout.width or PNG_WIDTH, height=fig.layout.height or PNG_HEIGHT)
+        fig.write_image(tmp, **size, scale=PNG_SCALE)
     os.replace(tmp, png_path)
     return {"html": html_path, "png": png_path}
 

@@ -62,6 +62,18 @@ def test_png_export_with_the_system_chromium(tmp_path, monkeypatch, fresh_png_st
     assert paths["png"] == tmp_path / "01_test_png.png"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp.png"))
+    assert png_size(paths["png"]) == (plotting.PNG_WIDTH * 2, plotting.PNG_HEIGHT * 2)  # scale 2
+    tall = go.Figure(go.Bar(x=["a"], y=[1]), layout=dict(height=700))
+    assert png_size(plotting.save_figure(tall, "01_test_tall", tmp_path)["png"]) == (
+        plotting.PNG_WIDTH * 2,
+        1400,
+    )
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    header = path.read_bytes()[16:24]
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
 
 
 def test_png_is_skipped_once_without_a_browser(tmp_path, monkeypatch, fresh_png_state):
