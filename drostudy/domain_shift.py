@@ -72,8 +72,9 @@ def domain_shift_check(
     Models (exact optima by cvxpy): "ordinary" (ERM), "robust" (ball over pairs, the seed paper) and
     "group_robust" (ball over the domain mix). The shift is the ordinary model's worst domain mix in the
     ball around the training mix (exact, from drostudy.weights with the mix as prior), checked separately
-    to lie inside; spread uniformly within domains it is inside the pair-level ball too. Losses are measured on fresh data (`seed`). Returns the mixes,
-    the shift's divergence and, per model, per-domain, nominal-mix, shifted-mix and worst-domain losses.
+    to lie inside; spread uniformly within domains it is inside the pair-level ball too. Losses are
+    measured on fresh data (`seed`). Returns the mixes, the shift's divergence and, per model, per-domain,
+    nominal-mix, shifted-mix and worst-domain losses.
     """
     thetas = {
         "ordinary": solve_full_robust(data, "tv", 0.0, l2)[0],
