@@ -145,6 +145,12 @@ def executed_seconds(out_path: str | os.PathLike) -> float:
     return float(sum((c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0) for c in cells))
 
 
+def printed_text(out_path: str | os.PathLike) -> str:
+    """Everything the cells of an executed notebook printed (their stream outputs), in cell order."""
+    cells = json.loads(Path(out_path).read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One run: a notebook path or a command name, its parameters, its folder."""

@@ -2,10 +2,9 @@
 
 import json
 
-import nbformat
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir
+from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # about 30 s: kernel start, widgets, three cvxpy solves
 NOTEBOOK = notebooks_dir() / "01_worst_case_weights.ipynb"
@@ -30,9 +29,7 @@ def test_notebook_01_smoke(tmp_path, notebook_env):
     assert sum(shift["shifted_mix"]) == pytest.approx(1.0)
     assert set(shift["shifted_loss"]) == {"ordinary", "robust", "group_robust"}
 
-    printed = "".join(
-        o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
-    )
+    printed = printed_text(out)
     assert record["conclusion"] and record["conclusion"] in printed
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in ("weights", "value", "ess", "gap", "floor", "shift"):

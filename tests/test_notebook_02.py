@@ -3,10 +3,9 @@ its conclusion."""
 
 import json
 
-import nbformat
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir
+from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # kernel start, the suite, a dozen tiny runs
 NOTEBOOK = notebooks_dir() / "02_reward_model_robustness.ipynb"
@@ -43,9 +42,7 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     ]
     assert all(record["filtered_kind"] not in r["config"]["train_kinds"] for r in filtered)
 
-    printed = "".join(
-        o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
-    )
+    printed = printed_text(out)
     assert record["conclusion"] and record["conclusion"] in printed
     assert "Ordinary training: OOD accuracy" in record["conclusion"]
     figures = {p.name for p in (tmp_path / "figures").iterdir()}

@@ -3,10 +3,9 @@ are saved, the results file holds sane per-domain numbers and the printed conclu
 
 import json
 
-import nbformat
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir
+from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # kernel start and eight tiny DPO runs
 NOTEBOOK = notebooks_dir() / "03_dpo_robustness.ipynb"
@@ -34,9 +33,7 @@ def test_notebook_03_smoke(tmp_path, notebook_env):
     assert not any(k.startswith("dro/") for k in ordinary["history"][0])  # TRL's own loss, untouched
     assert "rewards/margins" in ordinary["history"][0]
 
-    printed = "".join(
-        o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
-    )
+    printed = printed_text(out)
     assert record["conclusion"] and record["conclusion"] in printed
     assert "ordinary DPO" in record["conclusion"]
     figures = {p.name for p in (tmp_path / "figures").iterdir()}

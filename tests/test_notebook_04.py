@@ -3,10 +3,9 @@ saves its figures, records one metrics dict per run and prints a conclusion comp
 
 import json
 
-import nbformat
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir
+from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = (
     pytest.mark.slow
@@ -34,9 +33,7 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
         )
         assert {"learned_reward", "correct", "kl"} <= set(run["per_domain"]["safety"])
     assert "dro/max_weight" in runs["robust", 0]["history"][0]
-    printed = "".join(
-        o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
-    )
+    printed = printed_text(out)
     assert record["conclusion"] and record["conclusion"] in printed
     assert "out of distribution" in record["conclusion"]
     figures = {p.name for p in (tmp_path / "figures").iterdir()}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from drostudy.io import atomic_write_json
-from drostudy.notebooks import Task, notebooks_dir, run_task
+from drostudy.notebooks import Task, notebooks_dir, printed_text, run_task
 from drostudy.results import collect
 
 pytestmark = pytest.mark.slow
@@ -44,8 +44,7 @@ def run(tmp_path, results, **params):
     )
     record = run_task(task, env={"DROSTUDY_FIGURES": str(tmp_path / "figures"), "DROSTUDY_NO_PNG": "1"})
     assert record["status"] == "ok", (task.run_dir / "error.txt").read_text()
-    cells = json.loads((task.run_dir / NOTEBOOK.name).read_text())["cells"]
-    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+    return printed_text(task.run_dir / NOTEBOOK.name)
 
 
 def test_notebook_05_on_recorded_results(tmp_path):
