@@ -165,6 +165,30 @@ def chi2_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     return unnormalised / unnormalised.sum()
 
 
+def trim_top(losses: Tensor, mass: Tensor, fraction: float) -> Tensor:
+    """DORO's clean nominal distribution: `mass` (n,) (positive, any total) with `fraction` of its total
+    removed from the largest losses, renormalised to sum 1 (n,); zero on what is removed.
+
+    The removal runs level by level from the top; the boundary level loses part of its mass, shared in
+    proportion to `mass` (equally among ties under uniform masses, so the result is permutation-equivariant).
+    A level that the removal empties, or leaves untouched, up to 1e-12 of the total counts as exactly so:
+    fraction * total carries a rounding (0.29 * 100 is 28.999999999999996), and a level left with ~1e-16 of
+    its mass would stay in the support, where the TV worst case moves the ball's mass onto its maximum.
+    Pass unit masses for the uniform prior: the level masses are then exact integers.
+    """
+    _, index, level_mass = _levels(losses, mass)
+    total = level_mass.sum()
+    # (K,) mass strictly above each level, summed from the top so that the top level's is exactly 0
+    above = torch.flip(torch.cumsum(torch.flip(level_mass, [0]), 0), [0]) - level_mass
+    taken = torch.minimum(
+        (fraction * total - above).clamp_min(0.0), level_mass
+    )  # (K,) removed per level
+    tol = 1e-12 * total
+    taken = torch.where(taken <= tol, 0.0, torch.where(level_mass - taken <= tol, level_mass, taken))
+    kept = mass * (1.0 - taken / level_mass)[index]
+    return kept / kept.sum()
+
+
 def kl_penalised_weights(losses: Tensor, prior: Tensor, reg: float) -> Tensor:
     """argmax_q sum q l - reg * KL(q || p): q ∝ p exp(l / reg) (a prior-weighted softmax)."""
     # Shift by the max before dividing: l / reg itself overflows for reg ~ 1e-305.

@@ -81,7 +81,11 @@ def _weighted(per_example: Tensor, global_losses: Tensor, global_w: Tensor, loca
 
 
 def robust_loss(
-    per_example: Tensor, divergence: str = "tv", radius: float = 0.0, groups: Tensor | None = None
+    per_example: Tensor,
+    divergence: str = "tv",
+    radius: float = 0.0,
+    groups: Tensor | None = None,
+    outlier_fraction: float = 0.0,
 ) -> RobustLoss:
     """Worst-case expected loss sum_i w*_i l_i over the ball {q : D(q || uniform) <= radius}.
 
@@ -90,12 +94,18 @@ def robust_loss(
     ordinary mean. Under torch.distributed with P > 1 processes the weights are those of the global batch
     and `loss` follows the DDP convention of drostudy.distributed (gradient P * sum_local w_i grad l_i,
     value the global robust loss); at radius 0 that is the global mean, which differs from the DDP
-    average of local means only when local sizes are uneven.
+    average of local means only when local sizes are uneven. outlier_fraction eps > 0 (per-example
+    weights only) is DORO: the worst eps of the batch's mass is dropped before the worst case is taken
+    (`drostudy.weights.doro_weights`); radius 0 then gives the trimmed mean.
     """
     _check_per_example(per_example)
+    if dro_weights.validate_outlier_fraction(outlier_fraction) > 0 and groups is not None:
+        raise ValueError("outlier_fraction > 0 (DORO) needs per-example weights: groups must be None")
     global_losses, local = distributed.gather_losses(per_example)
     if groups is None:
-        global_w = dro_weights.worst_case_weights(global_losses, divergence, radius)
+        global_w = dro_weights.worst_case_weights(
+            global_losses, divergence, radius, outlier_fraction=outlier_fraction
+        )
     else:
         _check_same_shape(per_example, groups, "per_example", "groups")
         global_groups, _ = distributed.gather_groups(groups)
@@ -126,14 +136,14 @@ def robust_bradley_terry_loss(
     radius: float = 0.0,
     groups: Tensor | None = None,
     margin: Tensor | None = None,
+    outlier_fraction: float = 0.0,
 ) -> RobustLoss:
     """`robust_loss` of `bradley_terry_loss`; inputs (n,).
 
     Adds `rewards/accuracy` and `rewards/margins` (on the local batch) to the metrics.
     """
-    out = robust_loss(
-        bradley_terry_loss(chosen_rewards, rejected_rewards, margin), divergence, radius, groups
-    )
+    losses = bradley_terry_loss(chosen_rewards, rejected_rewards, margin)
+    out = robust_loss(losses, divergence, radius, groups, outlier_fraction)
     diff = (chosen_rewards - rejected_rewards).detach()
     out.metrics["rewards/accuracy"] = float((diff > 0).double().mean())
     out.metrics["rewards/margins"] = float(diff.double().mean())
@@ -175,6 +185,7 @@ def robust_dpo_loss(
     divergence: str = "tv",
     radius: float = 0.0,
     groups: Tensor | None = None,
+    outlier_fraction: float = 0.0,
 ) -> RobustLoss:
     """`robust_loss` of `dpo_loss`; inputs (n,).
 
@@ -183,7 +194,7 @@ def robust_dpo_loss(
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
     )
-    out = robust_loss(losses, divergence, radius, groups)
+    out = robust_loss(losses, divergence, radius, groups, outlier_fraction)
     out.metrics["rewards/accuracy"] = float((chosen_rewards > rejected_rewards).double().mean())
     out.metrics["rewards/margins"] = float((chosen_rewards - rejected_rewards).double().mean())
     return out

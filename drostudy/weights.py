@@ -79,13 +79,20 @@ def validate_radius(divergence: str, radius: float) -> float:
 
 
 def worst_case_weights(
-    losses: Tensor, divergence: str, radius: float, prior: Tensor | None = None
+    losses: Tensor,
+    divergence: str,
+    radius: float,
+    prior: Tensor | None = None,
+    outlier_fraction: float = 0.0,
 ) -> Tensor:
     """Exact worst-case distribution w* (n,) for `losses` (n,) over the `divergence` ball of `radius`.
 
     Detached; same device and dtype as `losses`. `prior` (n,) replaces the uniform nominal distribution.
+    `outlier_fraction` eps in [0, 1) > 0 gives DORO's weights (see `doro_weights`); 0 is plain DRO, bitwise.
     """
     radius = validate_radius(divergence, radius)
+    if validate_outlier_fraction(outlier_fraction) > 0.0:
+        return doro_weights(losses, divergence, radius, outlier_fraction, prior)
     fast = prior is None and divergence in _solvers.UNIFORM_CPU_SOLVERS
     fast = fast and isinstance(losses, Tensor) and losses.device.type == "cpu"
     _check_losses(losses, finite=not fast)  # the fast path finds NaN/inf from its sorted ends
@@ -103,9 +110,69 @@ def worst_case_weights(
     return q.to(device=losses.device, dtype=losses.dtype)
 
 
-def robust_value(losses: Tensor, divergence: str, radius: float, prior: Tensor | None = None) -> Tensor:
+def robust_value(
+    losses: Tensor,
+    divergence: str,
+    radius: float,
+    prior: Tensor | None = None,
+    outlier_fraction: float = 0.0,
+) -> Tensor:
     """sum_i w*_i l_i (scalar); gradients flow through `losses` only (Danskin), not through the weights."""
-    return (worst_case_weights(losses, divergence, radius, prior) * losses).sum()
+    return (worst_case_weights(losses, divergence, radius, prior, outlier_fraction) * losses).sum()
+
+
+def doro_weights(
+    losses: Tensor,
+    divergence: str,
+    radius: float,
+    outlier_fraction: float,
+    prior: Tensor | None = None,
+) -> Tensor:
+    """DORO's worst-case weights (n,): the ball around the nominal with its worst eps of mass removed.
+
+    DORO (Zhai, Dan, Kolter, Ravikumar, ICML 2021) treats up to a fraction eps = `outlier_fraction` of the
+    nominal p as outliers: p = (1 - eps) p' + eps p~ for a clean p' and any p~. Its risk is
+
+        R = min_{p' : (1 - eps) p' <= p, sum p' = 1}  max_{q : D(q || p') <= rho, supp q in supp p'}  q . l.
+
+    The minimum is attained at p'_eps = p with eps of its mass removed from the largest losses (the
+    boundary level fractionally, ties sharing in proportion to p), renormalised: every feasible p' has
+    P'(l <= x) <= min(1, P(l <= x) / (1 - eps)) = P'_eps(l <= x), so the law of l under p' dominates the
+    one under p'_eps, and the inner maximum is monotone in that order (it is a function of the law of l,
+    and a coupling moves each unit of q's mass to a loss no larger). Hence w* = the exact worst case over
+    the ball around p'_eps (the existing prior-aware solver on its support), zero on the removed top.
+
+    For kl, chi2 and cvar the support condition is implied (finite divergence, cap q <= p' / alpha); for tv
+    it is imposed, since a TV ball around p' could otherwise move its mass back onto the removed outliers.
+    radius 0 (cvar: 1) gives the trimmed mean; eps = 0 is `worst_case_weights`, bitwise. The paper's code
+    (CVaR and chi2 DORO) drops int(eps n) whole examples: the same as here when eps n is an integer.
+    """
+    radius = validate_radius(divergence, radius)
+    fraction = validate_outlier_fraction(outlier_fraction)
+    if fraction == 0.0:
+        return worst_case_weights(losses, divergence, radius, prior)
+    _check_losses(losses)
+    if prior is not None:
+        _check_prior(prior, losses)
+    with _solver_threads():
+        work, prior64 = _work(losses, prior)
+        # unit masses for the uniform prior: its level masses are then exact integer counts
+        clean = _solvers.trim_top(work, torch.ones_like(work) if prior is None else prior64, fraction)
+        if radius == (1.0 if divergence == "cvar" else 0.0):
+            q = clean
+        else:
+            keep = clean > 0  # (n,) the support of p'_eps
+            q = torch.zeros_like(work)
+            q[keep] = _solvers.SOLVERS[divergence](work[keep], clean[keep], radius)
+    return q.to(device=losses.device, dtype=losses.dtype)
+
+
+def validate_outlier_fraction(outlier_fraction: float) -> float:
+    """Check DORO's `outlier_fraction` (raise ValueError naming the range [0, 1)); return it as a float."""
+    value = outlier_fraction
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(f"outlier_fraction must be a real number in [0, 1); got {value!r}")
+    return float(value)
 
 
 def penalised_weights(
