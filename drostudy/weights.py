@@ -14,6 +14,8 @@ Names and the paper's symbols:
     reg         lambda   temperature of the penalised (Lagrangian) forms: max_q sum q l - lambda D(q || u)
     prior       u        nominal distribution (n,), positive, summing to 1 (default uniform)
     groups      g        integer group ids (n,) for the group-level (group-DRO) variant
+    outlier_fraction eps DORO: the nominal mass treated as outliers and removed from the top before the
+                         worst case is taken, in [0, 1) (0: plain DRO); see `doro_weights`
 
 Guarantees: the weights are exact (feasible and optimal to float64 rounding), ties share mass in proportion
 to the prior (equally for the uniform one, so the result is permutation-equivariant), a ball that reaches a

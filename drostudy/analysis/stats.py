@@ -22,6 +22,10 @@ interval that excludes 0; the converse fails only when the family correction bit
 is "not resolved" although the interval excludes 0. Holm has no interval that matches its step-down
 decisions exactly (Bonferroni intervals at 1 - alpha/m would be simultaneous but disagree with them).
 
+Identical differences (sd 0, e.g. two settings that predict every test pair alike on every seed) make
+the t-test degenerate: the interval has width 0, mde is 0 and the verdict follows the sign of dbar (not
+resolved when it is 0). Read such a row as "identical on these seeds", not as infinite precision.
+
 Missing seeds: a seed present for only one of the two settings (a crashed or unfinished run) is dropped
 with a warning, and `n_seeds` reports the pairs actually used; fewer than 2 pairs raise ValueError.
 """
