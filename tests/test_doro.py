@@ -91,13 +91,15 @@ def test_general_prior_matches_solver(divergence):
 @pytest.mark.parametrize("seed", range(3))
 def test_trimming_the_top_minimises_over_the_paper_clean_distributions(divergence, seed):
     # DORO's risk is a min over every p' with (1 - eps) p' <= p; no other removal of eps mass gives less.
+    # The inner maximum is concave in p' (an LP's value in its right-hand side; for kl and chi2 the ball
+    # is jointly convex in (q, p')), so the minimum sits at a vertex of the removals: try random ones.
     rng = np.random.default_rng(seed)
     n, fraction = 12, 0.25
     losses = np.round(rng.normal(size=n), 1)
     radius = _radii(divergence, n)[2]
     ours = robust_value(torch.tensor(losses), divergence, radius, outlier_fraction=fraction).item()
     p = np.full(n, 1 / n)
-    for _ in range(6):
+    for _ in range(10):
         # a random vertex of {0 <= r <= p, sum r = eps}: remove eps greedily in a random order
         removed, left = np.zeros(n), fraction
         for i in rng.permutation(n):
