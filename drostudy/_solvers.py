@@ -180,9 +180,8 @@ def trim_top(losses: Tensor, mass: Tensor, fraction: float) -> Tensor:
     total = level_mass.sum()
     # (K,) mass strictly above each level, summed from the top so that the top level's is exactly 0
     above = torch.flip(torch.cumsum(torch.flip(level_mass, [0]), 0), [0]) - level_mass
-    taken = torch.minimum(
-        (fraction * total - above).clamp_min(0.0), level_mass
-    )  # (K,) removed per level
+    # (K,) mass removed from each level: what is still to remove when the level is reached, at most all
+    taken = torch.minimum((fraction * total - above).clamp_min(0.0), level_mass)
     tol = 1e-12 * total
     taken = torch.where(taken <= tol, 0.0, torch.where(level_mass - taken <= tol, level_mass, taken))
     kept = mass * (1.0 - taken / level_mass)[index]
