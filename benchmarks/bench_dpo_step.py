@@ -22,9 +22,9 @@ import time
 
 import torch
 
+from drostudy.dpo.run import DPORunConfig, build_data, build_trainer
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
-from drostudy.train.dpo import DPORunConfig, build_data, build_trainer
 
 
 def step_seconds(trainer, batch) -> float:

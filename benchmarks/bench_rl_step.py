@@ -26,10 +26,10 @@ from trl import RLOOTrainer
 from drostudy.data import load_suite
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
-from drostudy.train import rl
-from drostudy.train.common import lora_config
-from drostudy.train.rl_eval import prompt_rows
-from drostudy.train.rl_trainer import RobustRLOOTrainer, advantage_scale, prompt_values
+from drostudy.rl import run as rl
+from drostudy.rl.eval import prompt_rows
+from drostudy.rl.trainer import RobustRLOOTrainer, advantage_scale, prompt_values
+from drostudy.runs import lora_config
 
 
 def make_trainer(cls, config: rl.RLConfig, rows: list[dict], reward, output_dir: str, **kwargs):

@@ -25,7 +25,9 @@ from trl import RewardTrainer
 
 from drostudy.losses import bradley_terry_loss, robust_bradley_terry_loss
 from drostudy.models import load_reward_model
-from drostudy.train import reward, reward_cached, reward_data
+from drostudy.reward import data as reward_data
+from drostudy.reward import fast as reward_cached
+from drostudy.reward import trainer as reward
 
 VARIANTS = {"tv": 0.2, "kl": 0.5, "chi2": 0.5, "cvar": 0.2}  # divergence: radius (cvar: alpha)
 DOMAINS = ("math", "code", "knowledge")

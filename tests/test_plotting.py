@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from drostudy import explore, plotting
+from drostudy import plotting
+from drostudy.toy import explore
 from drostudy.weights import DIVERGENCES
 
 

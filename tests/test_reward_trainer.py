@@ -17,7 +17,9 @@ from datasets import Dataset
 from trl import RewardTrainer
 
 from drostudy.models import load_reward_model
-from drostudy.train import reward, reward_cached, reward_data
+from drostudy.reward import data as reward_data
+from drostudy.reward import fast as reward_cached
+from drostudy.reward import trainer as reward
 from drostudy.weights import worst_case_weights
 
 DOMAINS = ("code", "math")
@@ -322,7 +324,7 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("divergence", ["kl", "chi2", "cvar"])
 def test_matched_radius_gives_the_same_effective_sample_size(divergence):
-    from drostudy.train import reward_study
+    from drostudy.analysis import reward_study
 
     losses = np.random.default_rng(0).exponential(0.7, size=300)
     target = reward_study.mean_ess(losses, 16, "tv", 0.2)
@@ -332,7 +334,7 @@ def test_matched_radius_gives_the_same_effective_sample_size(divergence):
 
 
 def test_setting_table_verdicts():
-    from drostudy.train import reward_study
+    from drostudy.analysis import reward_study
 
     rows = []
     for label, ood, half in [

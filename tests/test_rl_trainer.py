@@ -12,15 +12,15 @@ from datasets import Dataset
 from trl import RLOOTrainer
 
 from drostudy.models import load_policy, load_reward_model
-from drostudy.train import rl
-from drostudy.train.common import lora_config
-from drostudy.train.rl_eval import LearnedReward
-from drostudy.train.rl_trainer import (
+from drostudy.rl import run as rl
+from drostudy.rl.eval import LearnedReward
+from drostudy.rl.trainer import (
     RobustRLOOTrainer,
     advantage_scale,
     completion_scale,
     prompt_values,
 )
+from drostudy.runs import lora_config
 
 G = 2  # completions per prompt
 

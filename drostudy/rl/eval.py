@@ -1,7 +1,7 @@
 """The RL stage's reward function, prompts and per-domain evaluation.
 
 - `LearnedReward`: a sequence-classification reward model as a TRL reward function. It scores the text pair
-  (prompt, response) exactly as the reward-model stage trained it (drostudy.train.reward_data.encode_pair_texts:
+  (prompt, response) exactly as the reward-model stage trained it (drostudy.reward.data.encode_pair_texts:
   "prompt [SEP] response", the prompt cut from the left), and logs `samples/correct`, the reference-graded
   correctness of the sampled completions (drostudy.evaluate.score_answer), so reward over-optimisation (learned
   reward up, correctness flat or down) is visible over training at no extra cost.
@@ -49,7 +49,7 @@ class LearnedReward:
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Rewards of aligned (prompt text, response text) pairs: n strings each -> n floats."""
-        from drostudy.train.reward_data import encode_pair_texts
+        from drostudy.reward.data import encode_pair_texts
 
         ids = encode_pair_texts(self.tokenizer, list(prompts), list(responses), self.max_length)
         device, out = next(self.model.parameters()).device, []
@@ -68,7 +68,7 @@ class LearnedReward:
 
 
 def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
-    """Train a reward model with drostudy.train.reward's cached engine and save it in `folder` (once).
+    """Train a reward model with drostudy.reward.trainer's cached engine and save it in `folder` (once).
 
     rm_fields: RMConfig fields (default here: engine "cached" with 4 frozen layers, the reward stage's fast
     path). The folder gets the model and tokenizer (save_pretrained) and `rm_metrics.json` (the reward stage's
@@ -76,8 +76,9 @@ def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
     another config is an error, never silently reused.
     """
     from drostudy.models import build_once
-    from drostudy.train import reward_cached, reward_data
-    from drostudy.train.reward import RMConfig
+    from drostudy.reward import data as reward_data
+    from drostudy.reward import fast as reward_cached
+    from drostudy.reward.trainer import RMConfig
 
     config = RMConfig(**({"engine": "cached", "frozen_layers": 4} | rm_fields))
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
@@ -209,7 +210,7 @@ def overoptimisation_text(gain_table) -> str:
     """One sentence per method and split (ID/OOD) from a `gains` table: mean gains over seeds (each seed's
     mean over the split's domains) with 95% t-intervals. Over-optimised means the learned reward rose
     beyond its interval while correctness did not rise; a reward change inside the seed noise is said so."""
-    from drostudy.results import t_interval
+    from drostudy.analysis.results import t_interval
 
     per_seed = gain_table.groupby(["method", "in_distribution", "seed"])[["reward_gain", "correct_gain"]]
     lines = []

@@ -1,6 +1,6 @@
 """Does a robust model hold up when the domain mix shifts inside the ball? Exact optima, fresh data.
 
-On the synthetic Bradley-Terry domains of drostudy.convergence: the ordinary (ERM) model, the seed paper's
+On the synthetic Bradley-Terry domains of drostudy.toy.convergence: the ordinary (ERM) model, the seed paper's
 robust model (ball over pairs) and a group-robust one (ball over the domain mix) are solved exactly, then
 scored per domain on fresh data and under the in-ball shift of the domain mix that hurts the ordinary model
 most. `mix_divergence` / `in_ball` say how far a mix is from the training mix in each divergence.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from drostudy.convergence import (
+from drostudy.toy.convergence import (
     DEFAULT_L2,
     Domains,
     PreferenceData,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from drostudy.results import t_interval
-from drostudy.train.common import run_folder, run_or_resume
-from drostudy.train.dpo import DPORunConfig, train_and_evaluate
+from drostudy.analysis.results import t_interval
+from drostudy.dpo.run import DPORunConfig, train_and_evaluate
+from drostudy.runs import run_folder, run_or_resume
 
 METRICS = ("accuracy", "margin", "correct", "correct_before", "kl")
 PEERS = ("dr_dpo", "kldpo", "group", "rdpo")

@@ -2,8 +2,8 @@
 conclusion written from the numbers.
 
 `RewardStudy(base)` loads the suite, the model and the frozen-feature cache once; `run(seed, **overrides)`
-trains one setting (drostudy.train.reward_cached.run_cached) and returns its metrics in the layout of
-drostudy.train.common. Labels name a setting: `ordinary`, `robust tv 0.2`, `group_robust tv 0.2`, ...
+trains one setting (drostudy.reward.fast.run_cached) and returns its metrics in the layout of
+drostudy.runs. Labels name a setting: `ordinary`, `robust tv 0.2`, `group_robust tv 0.2`, ...
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from drostudy import results
-from drostudy.train import reward_cached
-from drostudy.train.common import domain_means
-from drostudy.train.reward import RMConfig
-from drostudy.train.reward_data import TEST_SEED
+from drostudy.analysis import results
+from drostudy.reward import fast as reward_cached
+from drostudy.reward.data import TEST_SEED
+from drostudy.reward.trainer import RMConfig
+from drostudy.runs import domain_means
 from drostudy.weights import worst_case_weights
 
 
@@ -62,7 +62,7 @@ class RewardStudy:
         )
 
     def run(self, seed: int, **overrides) -> dict:
-        """Train and evaluate `base` with `seed` and `overrides`; metrics as drostudy.train.common writes."""
+        """Train and evaluate `base` with `seed` and `overrides`; metrics as drostudy.runs writes."""
         config = dataclasses.replace(self.base, seed=seed, **overrides)
         metrics = reward_cached.run_cached(
             config, self.model, self.initial, self.features, self.train_split(config), self.test
@@ -120,7 +120,7 @@ def matched_radius(losses: np.ndarray, batch_size: int, divergence: str, target_
 
 
 def accuracy_frame(runs: list[dict]) -> pd.DataFrame:
-    """Tidy accuracy rows (drostudy.results.tidy) with each run's `label`."""
+    """Tidy accuracy rows (drostudy.analysis.results.tidy) with each run's `label`."""
     rows = [r | {"label": run["label"]} for run in runs for r in results.tidy(run)]
     frame = pd.DataFrame(rows)
     return frame[frame["metric"] == "accuracy"]

@@ -7,10 +7,10 @@ Reads top to bottom: `RLConfig` -> `train_rl(config)`: load the policy (LoRA on 
 is the same model with the adapters off) and the reward model (a folder saved with save_pretrained, e.g. by
 `train_reward_for_rl`), draw training prompts of the train domains, run `RobustRLOOTrainer` (TRL's RLOO:
 G sampled completions per prompt, leave-one-out baseline, KL penalty beta in the reward, clipped sequence
-surrogate; its advantages scaled by worst-case prompt weights, see drostudy.train.rl_trainer), then score
-greedy answers on held-out prompts of every domain (drostudy.train.rl_eval). radius 0 is plain RLOO.
+surrogate; its advantages scaled by worst-case prompt weights, see drostudy.rl.trainer), then score
+greedy answers on held-out prompts of every domain (drostudy.rl.eval). radius 0 is plain RLOO.
 
-metrics.json (drostudy.train.common layout): stage "rl", method "ordinary" | "robust", per_domain
+metrics.json (drostudy.runs layout): stage "rl", method "ordinary" | "robust", per_domain
 {domain: {learned_reward, correct, kl, n, learned_reward_before, correct_before}} (the *_before are the
 reference policy's, computed once per evaluation set and cached), and a per-step history with TRL's
 `reward`, `kl`, `rewards/learned_reward/mean`, `samples/correct`, `loss` and `dro/*`.
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import history, lora_config, training_command
-from drostudy.train.rl_eval import LearnedReward, evaluate_rl_policy, prompt_rows
-from drostudy.train.rl_trainer import RobustRLOOTrainer, is_ordinary
+from drostudy.rl.eval import LearnedReward, evaluate_rl_policy, prompt_rows
+from drostudy.rl.trainer import RobustRLOOTrainer, is_ordinary
+from drostudy.runs import history, lora_config, training_command
 from drostudy.weights import validate_radius
 
 

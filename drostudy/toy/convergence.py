@@ -16,7 +16,7 @@ The full-data robust objective (methods.md conventions; `l2` keeps its minimiser
 from drostudy.weights, the gradient of the weighted loss, a decreasing step size); `gap_curves` records
 F(theta_t) - F* against iterations for several batch sizes. The minibatch estimator of F is biased (the
 worst case of a small batch is milder than that of the full data), so small batches stall at a floor.
-drostudy.domain_shift compares the exact robust and ordinary (ERM) optima under a shift of the domain mix
+drostudy.toy.domain_shift compares the exact robust and ordinary (ERM) optima under a shift of the domain mix
 inside the ball. Everything is float64, seeded and takes seconds on a CPU.
 """
 

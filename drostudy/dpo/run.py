@@ -6,9 +6,9 @@
 The policy is SmolLM2-135M-Instruct with LoRA adapters on its top `lora_layers` layers (the lower layers stay
 frozen, so backward stops there and a CPU run is feasible); the reference is the same model with the adapters
 off, and its log-probs on the training pairs are computed once before training. The loss (module
-`drostudy.train.dpo_trainer`) is chosen by name: ordinary DPO, robust DPO over a divergence ball, Dr. DPO,
+`drostudy.dpo.trainer`) is chosen by name: ordinary DPO, robust DPO over a divergence ball, Dr. DPO,
 KLDPO, group-robust DPO over the training domains, or rDPO. `out/metrics.json` follows the layout of
-`drostudy.train.common`, with per_domain {accuracy, margin, correct, correct_before, kl, n}
+`drostudy.runs`, with per_domain {accuracy, margin, correct, correct_before, kl, n}
 (drostudy.evaluate) and the TRL training log, dro/* metrics included, as history.
 """
 
@@ -24,15 +24,15 @@ import torch
 from tqdm.auto import tqdm
 
 from drostudy import evaluate
+from drostudy.dpo.trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import history, lora_config, training_command
-from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
+from drostudy.runs import history, lora_config, training_command
 
 
 @dataclass(frozen=True)
 class DPORunConfig:
     loss: str = "ordinary"
-    """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.train.dpo_trainer)"""
+    """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.dpo.trainer)"""
     divergence: str = "tv"
     """ball of the robust loss: tv, kl, chi2 or cvar (used by --loss robust only)"""
     radius: float = 0.0

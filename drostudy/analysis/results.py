@@ -1,6 +1,6 @@
 """Run metrics -> one tidy table -> means and 95% intervals over seeds -> a conclusion written from the numbers.
 
-Inputs are the `metrics.json` of a training run (layout in `drostudy.train.common`) and the notebook result
+Inputs are the `metrics.json` of a training run (layout in `drostudy.runs`) and the notebook result
 files `results/NN_slug.json` = {"runs": [metrics, ...], ...}. The tidy table has one row per
 (run, domain, metric) with the columns in `COLUMNS`; `run` identifies the run the row came from.
 """
@@ -29,7 +29,7 @@ ORDINARY = "ordinary"
 def results_dir() -> Path:
     """Where notebooks record scalar results: $DROSTUDY_RESULTS or <repo>/results (created)."""
     root = os.environ.get("DROSTUDY_RESULTS")
-    path = Path(root) if root else Path(__file__).resolve().parent.parent / "results"
+    path = Path(root) if root else Path(__file__).resolve().parents[2] / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -134,7 +134,7 @@ def stage_per_sweep(df: pd.DataFrame) -> pd.Series:
 def find_inputs(results: str | os.PathLike, numbers=("02", "03", "04")) -> tuple[list[Path], list[str]]:
     """The result files results/NN_*.json of the notebooks `numbers`, and one message per missing one
     saying which notebook makes it."""
-    from drostudy.notebooks import notebook_paths
+    from drostudy.runner.notebooks import notebook_paths
 
     found, missing = [], []
     makers = {p.name[:2]: p for p in notebook_paths()}

@@ -26,8 +26,8 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from drostudy.io import seed_everything
 from drostudy.losses import robust_bradley_terry_loss
-from drostudy.train.reward import freeze_lower_layers
-from drostudy.train.reward_data import encode_pair_texts, pair_metrics, prepare_splits
+from drostudy.reward.data import encode_pair_texts, pair_metrics, prepare_splits
+from drostudy.reward.trainer import freeze_lower_layers
 
 
 class FrozenFeatures:

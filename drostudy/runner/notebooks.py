@@ -6,8 +6,8 @@ command is `python` is rewritten to sys.executable), so running this module from
 in the venv; no kernel has to be registered. The kernel inherits this process's environment: HF_HUB_OFFLINE,
 DROSTUDY_FIGURES (where figures go), DROSTUDY_RESULTS (where results/NN_slug.json goes).
 
-`python -m drostudy.notebooks IN.ipynb OUT.ipynb --parameters '{"SMOKE": true}'` is what a sweep worker runs.
-`run_tasks` is the runner that drostudy.sweep and drostudy.study share: a process per run (so each run has
+`python -m drostudy.runner.notebooks IN.ipynb OUT.ipynb --parameters '{"SMOKE": true}'` is what a sweep worker runs.
+`run_tasks` is the runner that drostudy.runner.sweep and drostudy.runner.study share: a process per run (so each run has
 its own environment and working directory, and a crash or a timeout stays local), threads to wait on them.
 """
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from drostudy.io import METRICS_FILE, atomic_write_json, atomic_write_text
 
 KERNEL = "python3"
-COMMANDS = {"rm": "drostudy.train.reward", "dpo": "drostudy.train.dpo", "rl": "drostudy.train.rl"}
+COMMANDS = {"rm": "drostudy.reward.trainer", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
 DONE, PARAMS, ERROR, LOG = "done.json", "params.json", "error.txt", "log.txt"
 ERROR_TAIL_LINES = 80
 NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
@@ -41,7 +41,7 @@ NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 
 def notebooks_dir() -> Path:
     """<repo>/notebooks, found from the package location (as drostudy.io.cache_dir finds <repo>/.cache)."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def notebook_paths(root: str | os.PathLike | None = None) -> list[Path]:
@@ -190,7 +190,7 @@ def _argv(task: Task) -> list[str]:
         return [
             sys.executable,
             "-m",
-            "drostudy.notebooks",
+            "drostudy.runner.notebooks",
             task.target,
             str(out),
             "--parameters",

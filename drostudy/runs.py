@@ -12,7 +12,7 @@ Every run folder holds one `metrics.json`, written atomically, with at least:
      "timings": {"total_s": float, ...},
      "history": [{"step": int, "loss": float, "dro/...": float, ...}, ...]}
 
-`drostudy.results` turns such files into one tidy table.
+`drostudy.analysis.results` turns such files into one tidy table.
 """
 
 from __future__ import annotations

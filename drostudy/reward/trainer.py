@@ -7,8 +7,8 @@ l_i = -log sigmoid(r(x, y_w) - r(x, y_l)) becomes the worst case sum_i w*_i l_i 
 Under several processes the weights are those of the global batch. radius 0 (cvar: 1) is TRL's loss.
 
 `train_reward_model(config)` runs one configuration end to end (data, model, training, per-domain test
-accuracy); `cli_main` wraps it in drostudy.train.common.run_or_resume. The cached-encoder fast path that the
-notebook uses lives in drostudy.train.reward_cached and shares the config and the evaluation code.
+accuracy); `cli_main` wraps it in drostudy.runs.run_or_resume. The cached-encoder fast path that the
+notebook uses lives in drostudy.reward.fast and shares the config and the evaluation code.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from drostudy import distributed
 from drostudy.io import seed_everything
 from drostudy.losses import robust_bradley_terry_loss
-from drostudy.train.common import training_command
+from drostudy.runs import training_command
 from drostudy.weights import validate_radius
 
 LEVELS = ("example", "group")
@@ -262,12 +262,12 @@ def _transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def train_reward_model(config: RMConfig) -> dict:
-    """Train and evaluate one reward model on the TRL path; returns the metrics of train/common.py."""
+    """Train and evaluate one reward model on the TRL path; returns the metrics of drostudy/runs.py."""
     from drostudy.models import load_reward_model
-    from drostudy.train.reward_data import evaluate_pairs, prepare_splits, tokenize_pairs
+    from drostudy.reward.data import evaluate_pairs, prepare_splits, tokenize_pairs
 
     if config.engine == "cached":
-        from drostudy.train.reward_cached import train_cached_reward_model
+        from drostudy.reward.fast import train_cached_reward_model
 
         return train_cached_reward_model(config)
     seed_everything(config.seed)
