@@ -11,7 +11,7 @@ import sys
 
 COMMANDS = {
     "data": ("drostudy.data.cli", "build or describe the offline preference suite"),
-    "rm": ("drostudy.reward.trainer", "train and evaluate a (robust) Bradley-Terry reward model"),
+    "rm": ("drostudy.reward.run", "train and evaluate a (robust) Bradley-Terry reward model"),
     "dpo": ("drostudy.dpo.run", "train and evaluate a (robust) DPO policy"),
     "rl": ("drostudy.rl.run", "robust reward-based RL against a learned reward model"),
     "sweep": ("drostudy.runner.sweep", "run a notebook or command over a grid of parameters, resumably"),

@@ -19,6 +19,7 @@ from trl import RewardTrainer
 from drostudy.models import load_reward_model
 from drostudy.reward import data as reward_data
 from drostudy.reward import fast as reward_cached
+from drostudy.reward import run as reward_run
 from drostudy.reward import trainer as reward
 from drostudy.weights import worst_case_weights
 
@@ -55,7 +56,7 @@ def tiny(seed: int = 0):
 def make_trainer(
     cls, tmp_path, batch_size=4, steps=None, seed=0, model=None, optim="adamw_torch", **kwargs
 ):
-    config = reward.RMConfig(
+    config = reward_run.RMConfig(
         train_domains=DOMAINS, eval_domains=DOMAINS, batch_size=batch_size, lr=1e-2, seed=seed
     )
     overrides = {"logging_steps": 1, "optim": optim} | ({"max_steps": steps} if steps else {})
@@ -245,13 +246,13 @@ def test_two_processes_use_global_batch_weights(tmp_path):
 )
 def test_bad_config_values_are_rejected(field, value, match):
     with pytest.raises(ValueError, match=match):
-        reward.RMConfig(**{field: value})
+        reward_run.RMConfig(**{field: value})
 
 
 def test_config_method_and_defaults():
-    assert reward.RMConfig().radius == 0.0 and reward.RMConfig().method == "ordinary"
-    assert reward.RMConfig(divergence="cvar", radius=1.0).method == "ordinary"
-    assert reward.RMConfig(divergence="kl", radius=0.1).method == "robust"
+    assert reward_run.RMConfig().radius == 0.0 and reward_run.RMConfig().method == "ordinary"
+    assert reward_run.RMConfig(divergence="cvar", radius=1.0).method == "ordinary"
+    assert reward_run.RMConfig(divergence="kl", radius=0.1).method == "robust"
 
 
 # --- cached fast path -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from drostudy.analysis import results
 from drostudy.reward import fast as reward_cached
 from drostudy.reward.data import TEST_SEED
-from drostudy.reward.trainer import RMConfig
+from drostudy.reward.run import RMConfig
 from drostudy.runs import domain_means
 from drostudy.weights import worst_case_weights
 

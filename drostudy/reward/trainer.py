@@ -1,122 +1,23 @@
-"""Robust Bradley-Terry reward models on TRL: `python -m drostudy rm ...`.
+"""Robust Bradley-Terry reward models on TRL: `RobustRewardTrainer`, TRL's RewardTrainer with one change.
 
-`RobustRewardTrainer` is TRL's RewardTrainer with one change: the mean of the per-pair Bradley-Terry losses
-l_i = -log sigmoid(r(x, y_w) - r(x, y_l)) becomes the worst case sum_i w*_i l_i over a divergence ball of
-`radius` around the uniform minibatch distribution (drostudy.losses.robust_bradley_terry_loss), per pair
-(`level="example"`, robust over prompts: one pair per prompt) or per training domain (`level="group"`).
-Under several processes the weights are those of the global batch. radius 0 (cvar: 1) is TRL's loss.
-
-`train_reward_model(config)` runs one configuration end to end (data, model, training, per-domain test
-accuracy); `cli_main` wraps it in drostudy.runs.run_or_resume. The cached-encoder fast path that the
-notebook uses lives in drostudy.reward.fast and shares the config and the evaluation code.
+The mean of the per-pair Bradley-Terry losses l_i = -log sigmoid(r(x, y_w) - r(x, y_l)) becomes the worst
+case sum_i w*_i l_i over a divergence ball of `radius` around the uniform minibatch distribution
+(drostudy.reward.objective, on drostudy.losses.robust_bradley_terry_loss), per pair (`level="example"`,
+robust over prompts: one pair per prompt) or per training domain (`level="group"`). Under several processes
+the weights are those of the global batch. radius 0 (cvar: 1) is TRL's loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-import time
-from collections.abc import Sequence
 
 import torch
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from drostudy import distributed
-from drostudy.io import seed_everything
-from drostudy.losses import robust_bradley_terry_loss
-from drostudy.runs import training_command
+from drostudy.reward.objective import LEVELS, bradley_terry_objective, check_choice, dro_metrics
 from drostudy.weights import validate_radius
-
-LEVELS = ("example", "group")
-ENGINES = ("trl", "cached")
-
-
-@dataclasses.dataclass
-class RMConfig:
-    """One reward-model run: data mix, robust objective, optimisation. DRO is off by default (radius 0)."""
-
-    model: str = "minilm-l6"
-    """reward backbone: a name known to drostudy.models.load_reward_model (or a local checkpoint path)"""
-    train_domains: tuple[str, ...] = ("math", "code", "knowledge")
-    """domains of the training mix (the in-distribution domains)"""
-    train_proportions: tuple[float, ...] = ()
-    """share of each training domain in the mix, in the order of train_domains; empty = equal shares"""
-    eval_domains: tuple[str, ...] = ("reasoning", "safety")
-    """held-out domains reported as out of distribution (accuracy is measured on every domain anyway)"""
-    train_kinds: tuple[str, ...] = ()
-    """kinds of rejected response kept for training (empty = all): the filtering experiment"""
-    n_train: int = 750
-    """training pairs drawn from the train split of the training domains"""
-    n_test: int = 300
-    """test pairs per domain at most (0 = the whole test split)"""
-    divergence: str = "tv"
-    """ambiguity set of the worst case: tv, kl, chi2 or cvar (drostudy.weights.DIVERGENCES)"""
-    radius: float = 0.0
-    """ball size rho (for cvar the tail fraction alpha, 1 = ordinary); 0 = ordinary Bradley-Terry"""
-    level: str = "example"
-    """worst case over pairs (example: one pair per prompt, i.e. prompt-level) or over training domains (group)"""
-    lr: float = 5e-5
-    """AdamW learning rate (linear decay to 0, as TRL's default schedule)"""
-    epochs: int = 1
-    """passes over the training pairs"""
-    batch_size: int = 16
-    """pairs per minibatch: the worst case is taken over this many losses (times the process count)"""
-    max_length: int = 128
-    """tokens per (prompt, response) text; the prompt is cut from the left so the question and answer stay"""
-    frozen_layers: int = 0
-    """lower encoder layers (and the embeddings, when > 0) kept frozen"""
-    engine: str = "trl"
-    """trl: RobustRewardTrainer on the whole model; cached: cache the frozen layers' outputs, train the rest"""
-    logging_steps: int = 5
-    """optimizer steps between logged history rows"""
-    seed: int = 0
-    """seeds the data subset, the head initialisation and the batch order"""
-
-    def __post_init__(self) -> None:
-        from drostudy.data import DOMAINS
-
-        self.train_domains, self.eval_domains = tuple(self.train_domains), tuple(self.eval_domains)
-        self.train_proportions = tuple(float(p) for p in self.train_proportions)
-        self.train_kinds = tuple(self.train_kinds)
-        for name in ("train_domains", "eval_domains"):
-            domains = getattr(self, name)
-            unknown = [d for d in domains if d not in DOMAINS]
-            if unknown or not domains:
-                raise ValueError(
-                    f"{name} has unknown or no domains {unknown}; expected some of {list(DOMAINS)}"
-                )
-        if self.train_proportions and (
-            len(self.train_proportions) != len(self.train_domains) or min(self.train_proportions) < 0
-        ):
-            raise ValueError(
-                f"train_proportions must be {len(self.train_domains)} non-negative numbers (one per train "
-                f"domain); got {self.train_proportions!r}"
-            )
-        self.radius = validate_radius(self.divergence, self.radius)
-        _check_choice("level", self.level, LEVELS)
-        _check_choice("engine", self.engine, ENGINES)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be > 0; got {self.lr!r}")
-        for name in ("n_train", "epochs", "batch_size", "max_length", "logging_steps"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
-        for name in ("n_test", "frozen_layers"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be a non-negative integer; got {getattr(self, name)!r}")
-
-    @property
-    def method(self) -> str:
-        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group_robust` at
-        level "group"); `_filtered` is appended when train_kinds drops some kinds."""
-        ordinary = self.radius == 0.0 or (self.divergence == "cvar" and self.radius == 1.0)
-        method = "ordinary" if ordinary else ("group_robust" if self.level == "group" else "robust")
-        return method + ("_filtered" if self.train_kinds else "")
-
-
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {list(allowed)}")
 
 
 @dataclasses.dataclass
@@ -140,7 +41,7 @@ class RobustRewardTrainer(RewardTrainer):
 
     def __init__(self, *args, divergence="tv", radius=0.0, level="example", group_names=(), **kwargs):
         self.divergence, self.radius = divergence, validate_radius(divergence, radius)
-        _check_choice("level", level, LEVELS)
+        check_choice("level", level, LEVELS)
         self.level, self.group_names = level, tuple(group_names)
         super().__init__(*args, **kwargs)
         if isinstance(self.data_collator, DataCollatorForPreference) and not isinstance(
@@ -158,21 +59,14 @@ class RobustRewardTrainer(RewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         groups = inputs.pop("group", None)
-        if self.level == "group" and groups is None:
-            raise ValueError("level='group' needs a `group` column in the dataset (integer domain ids)")
         margin = inputs.pop("margin", None)
         inputs["use_cache"] = False
         outputs = model(**inputs)
         rewards_chosen, rewards_rejected = torch.chunk(
             outputs.logits.squeeze(-1), chunks=2
         )  # (2B,) -> 2 x (B,)
-        out = robust_bradley_terry_loss(
-            rewards_chosen,
-            rewards_rejected,
-            self.divergence,
-            self.radius,
-            groups=groups if self.level == "group" else None,
-            margin=margin,
+        out = bradley_terry_objective(
+            rewards_chosen, rewards_rejected, self.divergence, self.radius, self.level, groups, margin
         )
         loss = out.loss
         if self.args.center_rewards_coefficient is not None:
@@ -180,10 +74,8 @@ class RobustRewardTrainer(RewardTrainer):
                 (rewards_chosen + rewards_rejected) ** 2
             )
         self._log_trl_metrics(mode, inputs, outputs.logits, rewards_chosen, rewards_rejected)
-        for key in ("dro/robust_loss", "dro/mean_loss", "dro/max_weight", "dro/effective_sample_size"):
-            self._metrics[mode][key].append(out.metrics[key])
-        if groups is not None and self.group_names:
-            self._log_weight_mass(mode, out.weights, groups)
+        for key, value in self._dro_metrics(out, groups).items():
+            self._metrics[mode][key].append(value)
         return (loss, outputs) if return_outputs else loss
 
     def _log_trl_metrics(self, mode, inputs, logits, rewards_chosen, rewards_rejected) -> None:
@@ -206,19 +98,17 @@ class RobustRewardTrainer(RewardTrainer):
                 self.accelerator.gather_for_metrics(margin).mean().item()
             )
 
-    def _log_weight_mass(self, mode, local_weights, local_groups) -> None:
-        """Total worst-case weight on each group of the global batch: `dro/weight_mass/<name>`."""
-        weights, _ = distributed.gather(local_weights.detach().double())
-        groups, _ = distributed.gather(local_groups.to(local_weights.device))
-        mass = torch.zeros(len(self.group_names), dtype=torch.float64).index_add_(
-            0, groups.cpu(), weights.cpu()
-        )
-        for name, value in zip(self.group_names, mass.tolist(), strict=True):
-            self._metrics[mode][f"dro/weight_mass/{name}"].append(value)
+    def _dro_metrics(self, out, local_groups) -> dict[str, float]:
+        """dro/* and the total worst-case weight on each group of the global batch (`dro/weight_mass/<name>`)."""
+        if local_groups is None or not self.group_names:
+            return dro_metrics(out)
+        weights, _ = distributed.gather(out.weights.detach().double())
+        groups, _ = distributed.gather(local_groups.to(out.weights.device))
+        return dro_metrics(out, groups, self.group_names, weights)
 
 
-def trl_args(config: RMConfig, output_dir: str, **overrides) -> RewardConfig:
-    """TRL RewardConfig for a CPU-friendly run of `config`: fp32, no reports, no checkpoints."""
+def trl_args(config, output_dir: str, **overrides) -> RewardConfig:
+    """TRL RewardConfig for a CPU-friendly run of `config` (an RMConfig): fp32, no reports, no checkpoints."""
     kwargs = dict(
         output_dir=output_dir,
         per_device_train_batch_size=config.batch_size,
@@ -236,63 +126,3 @@ def trl_args(config: RMConfig, output_dir: str, **overrides) -> RewardConfig:
         disable_tqdm=True,
     )
     return RewardConfig(**(kwargs | overrides))
-
-
-def freeze_lower_layers(model: torch.nn.Module, frozen_layers: int) -> None:
-    """Freeze the embeddings and the first `frozen_layers` transformer blocks (BERT- or Llama-style)."""
-    if frozen_layers == 0:
-        return
-    layers = _transformer_layers(model)
-    if frozen_layers > len(layers):
-        raise ValueError(
-            f"frozen_layers must be at most the model's {len(layers)} layers; got {frozen_layers}"
-        )
-    embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
-    for module in [embeddings, *layers[:frozen_layers]]:
-        module.requires_grad_(False)
-
-
-def _transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    base = model.base_model
-    encoder = getattr(base, "encoder", None)
-    layers = getattr(encoder, "layer", None) if encoder is not None else getattr(base, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
-    return layers
-
-
-def train_reward_model(config: RMConfig) -> dict:
-    """Train and evaluate one reward model on the TRL path; returns the metrics of drostudy/runs.py."""
-    from drostudy.models import load_reward_model
-    from drostudy.reward.data import evaluate_pairs, prepare_splits, tokenize_pairs
-
-    if config.engine == "cached":
-        from drostudy.reward.fast import train_cached_reward_model
-
-        return train_cached_reward_model(config)
-    seed_everything(config.seed)
-    train, test = prepare_splits(config)
-    model, tokenizer = load_reward_model(config.model)
-    freeze_lower_layers(model, config.frozen_layers)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = RobustRewardTrainer(
-            model=model,
-            args=trl_args(config, tmp),
-            train_dataset=tokenize_pairs(train, tokenizer, config.max_length, config.train_domains),
-            processing_class=tokenizer,
-            divergence=config.divergence,
-            radius=config.radius,
-            level=config.level,
-            group_names=config.train_domains,
-        )
-        trainer.train()
-    train_s = time.perf_counter() - start
-    metrics = evaluate_pairs(model, tokenizer, test, config.max_length, config.batch_size)
-    metrics["timings"]["train_s"] = train_s
-    history = [row for row in trainer.state.log_history if "loss" in row]
-    return {"stage": "rm", "method": config.method, **metrics, "history": history}
-
-
-# The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(RMConfig, lambda config: train_reward_model(config))

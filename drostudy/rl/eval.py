@@ -68,7 +68,7 @@ class LearnedReward:
 
 
 def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
-    """Train a reward model with drostudy.reward.trainer's cached engine and save it in `folder` (once).
+    """Train a reward model with drostudy.reward.fast (the cached engine) and save it in `folder` (once).
 
     rm_fields: RMConfig fields (default here: engine "cached" with 4 frozen layers, the reward stage's fast
     path). The folder gets the model and tokenizer (save_pretrained) and `rm_metrics.json` (the reward stage's
@@ -78,7 +78,7 @@ def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
     from drostudy.models import build_once
     from drostudy.reward import data as reward_data
     from drostudy.reward import fast as reward_cached
-    from drostudy.reward.trainer import RMConfig
+    from drostudy.reward.run import RMConfig
 
     config = RMConfig(**({"engine": "cached", "frozen_layers": 4} | rm_fields))
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from drostudy.io import METRICS_FILE, atomic_write_json, atomic_write_text
 
 KERNEL = "python3"
-COMMANDS = {"rm": "drostudy.reward.trainer", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
+COMMANDS = {"rm": "drostudy.reward.run", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
 DONE, PARAMS, ERROR, LOG = "done.json", "params.json", "error.txt", "log.txt"
 ERROR_TAIL_LINES = 80
 NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
