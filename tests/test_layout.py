@@ -16,8 +16,14 @@ MAX_LINES = 350
 LAYERS = (
     ("drostudy._solvers", "drostudy.weights", "drostudy.distributed", "drostudy.losses"),
     ("drostudy",),  # the package's __init__ re-exports the weights
-    ("drostudy.config", "drostudy.io", "drostudy.models", "drostudy.evaluate", "drostudy.plotting",
-     "drostudy.data"),
+    (
+        "drostudy.config",
+        "drostudy.io",
+        "drostudy.models",
+        "drostudy.evaluate",
+        "drostudy.plotting",
+        "drostudy.data",
+    ),
     ("drostudy.runs",),
     ("drostudy.reward", "drostudy.dpo", "drostudy.rl", "drostudy.toy"),
     ("drostudy.analysis",),
@@ -58,7 +64,9 @@ GRAPH = {name: imported_modules(name, path) for name, path in MODULES.items()}
 def layer(name: str) -> int:
     """The layer of the longest listed name that is `name` or a package above it; -1 if none."""
     matches = [
-        (len(m), i) for i, members in enumerate(LAYERS) for m in members
+        (len(m), i)
+        for i, members in enumerate(LAYERS)
+        for m in members
         if name == m or name.startswith(m + ".")
     ]
     return max(matches)[1] if matches else -1

@@ -13,7 +13,7 @@ from trl import RLOOTrainer
 
 from drostudy.models import load_policy, load_reward_model
 from drostudy.rl import run as rl
-from drostudy.rl.eval import LearnedReward
+from drostudy.rl.reward import LearnedReward
 from drostudy.rl.trainer import (
     RobustRLOOTrainer,
     advantage_scale,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drostudy.io import METRICS_FILE
+from drostudy.io import METRICS_FILE, notebook_paths
 
 RUN_KEYS = ("stage", "method", "divergence", "radius", "seed", "train_domains", "eval_domains")
 COLUMNS = (*RUN_KEYS, "domain", "in_distribution", "metric", "value", "run_dir", "run", "source")
@@ -134,8 +134,6 @@ def stage_per_sweep(df: pd.DataFrame) -> pd.Series:
 def find_inputs(results: str | os.PathLike, numbers=("02", "03", "04")) -> tuple[list[Path], list[str]]:
     """The result files results/NN_*.json of the notebooks `numbers`, and one message per missing one
     saying which notebook makes it."""
-    from drostudy.runner.notebooks import notebook_paths
-
     found, missing = [], []
     makers = {p.name[:2]: p for p in notebook_paths()}
     for number in numbers:

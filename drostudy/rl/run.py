@@ -8,7 +8,8 @@ is the same model with the adapters off) and the reward model (a folder saved wi
 `train_reward_for_rl`), draw training prompts of the train domains, run `RobustRLOOTrainer` (TRL's RLOO:
 G sampled completions per prompt, leave-one-out baseline, KL penalty beta in the reward, clipped sequence
 surrogate; its advantages scaled by worst-case prompt weights, see drostudy.rl.trainer), then score
-greedy answers on held-out prompts of every domain (drostudy.rl.eval). radius 0 is plain RLOO.
+greedy answers on held-out prompts of every domain (drostudy.rl.eval; the reward:
+drostudy.rl.reward). radius 0 is plain RLOO.
 
 metrics.json (drostudy.runs layout): stage "rl", method "ordinary" | "robust", per_domain
 {domain: {learned_reward, correct, kl, n, learned_reward_before, correct_before}} (the *_before are the
@@ -28,7 +29,8 @@ from pathlib import Path
 import torch
 
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.rl.eval import LearnedReward, evaluate_rl_policy, prompt_rows
+from drostudy.rl.eval import evaluate_rl_policy, prompt_rows
+from drostudy.rl.reward import LearnedReward
 from drostudy.rl.trainer import RobustRLOOTrainer, is_ordinary
 from drostudy.runs import history, lora_config, training_command
 from drostudy.weights import validate_radius

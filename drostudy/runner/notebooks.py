@@ -22,7 +22,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,24 +29,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from drostudy.io import METRICS_FILE, atomic_write_json, atomic_write_text
+from drostudy.io import (  # noqa: F401 (notebook_paths, notebooks_dir: this module's API too)
+    METRICS_FILE,
+    NUMBERED,
+    atomic_write_json,
+    atomic_write_text,
+    notebook_paths,
+    notebooks_dir,
+)
 
 KERNEL = "python3"
 COMMANDS = {"rm": "drostudy.reward.run", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
 DONE, PARAMS, ERROR, LOG = "done.json", "params.json", "error.txt", "log.txt"
 ERROR_TAIL_LINES = 80
-NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
-
-
-def notebooks_dir() -> Path:
-    """<repo>/notebooks, found from the package location (as drostudy.io.cache_dir finds <repo>/.cache)."""
-    return Path(__file__).resolve().parents[2] / "notebooks"
-
-
-def notebook_paths(root: str | os.PathLike | None = None) -> list[Path]:
-    """The numbered notebooks `NN_slug.ipynb` of `root` (default: <repo>/notebooks), in order."""
-    root = Path(root) if root is not None else notebooks_dir()
-    return sorted(p for p in root.glob("*.ipynb") if NUMBERED.match(p.name))
 
 
 def notebook_parameters(path: str | os.PathLike) -> dict:
