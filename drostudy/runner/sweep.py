@@ -1,6 +1,6 @@
 """`python -m drostudy sweep`: a notebook or a training command over a grid of parameters, resumably.
 
-    python -m drostudy sweep --notebook notebooks/02_reward_models.ipynb --param RADIUS=0,0.1 --param SEED=0,1
+    python -m drostudy sweep --notebook notebooks/02_reward_model_robustness.ipynb --param RADIUS=0,0.1 --param SEED=0,1
     python -m drostudy sweep --command rm --param radius=0,0.1,0.2 --param divergence=tv,cvar --workers 2
     python -m drostudy sweep --grid default          # the study's preset (PRESETS), what `make sweep` runs
 
