@@ -68,6 +68,23 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     return metrics
 
 
+def run_all(
+    configs: list[tuple[str, object]],
+    folder: str | Path | None,
+    train_fn: Callable[[object], dict],
+    desc: str = "runs",
+) -> list[dict]:
+    """`run_or_resume` each (label, config) into its `run_folder` under `folder` (None: nothing written),
+    with a progress bar; each metrics dict gains its `label`. What notebooks 02-04 run their grids with."""
+    from tqdm.auto import tqdm
+
+    runs = []
+    for label, config in tqdm(configs, desc=desc):
+        out = run_folder(folder, label, config) if folder is not None else None
+        runs.append({**run_or_resume(config, out, train_fn), "label": label})
+    return runs
+
+
 def _is_main_process() -> bool:
     """Rank 0 (or no process group): under `accelerate launch` only one process writes the results."""
     import torch.distributed as dist

@@ -11,11 +11,10 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from drostudy.analysis.results import t_interval
 from drostudy.dpo.run import DPORunConfig, train_and_evaluate
-from drostudy.runs import run_folder, run_or_resume
+from drostudy.runs import run_all as run_labelled
 
 METRICS = ("accuracy", "margin", "correct", "correct_before", "kl")
 PEERS = ("dr_dpo", "kldpo", "group", "rdpo")
@@ -38,13 +37,8 @@ def study_configs(base: DPORunConfig, methods: dict[str, dict], seeds) -> list[t
 
 
 def run_all(configs: list[tuple[str, DPORunConfig]], folder: str | Path) -> list[dict]:
-    """Run (or resume) each config into its `run_folder` under `folder`; each metrics dict gains its
-    `label`."""
-    runs = []
-    for label, config in tqdm(configs, desc="DPO runs"):
-        out = run_folder(folder, label, config)
-        runs.append({**run_or_resume(config, out, train_and_evaluate), "label": label})
-    return runs
+    """Run (or resume) each DPO config into its run folder under `folder` (drostudy.runs.run_all)."""
+    return run_labelled(configs, folder, train_and_evaluate, desc="DPO runs")
 
 
 def tidy(runs: list[dict]) -> pd.DataFrame:
