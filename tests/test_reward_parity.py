@@ -73,7 +73,7 @@ def test_one_epoch_same_losses_and_parameters(tmp_path, divergence, radius, leve
         train_domains=DOMAINS,
         eval_domains=DOMAINS,
         batch_size=4,
-        lr=1e-2,
+        learning_rate=1e-2,
         divergence=divergence,
         radius=radius,
         level=level,

@@ -57,7 +57,7 @@ def make_trainer(
     cls, tmp_path, batch_size=4, steps=None, seed=0, model=None, optim="adamw_torch", **kwargs
 ):
     config = reward_run.RMConfig(
-        train_domains=DOMAINS, eval_domains=DOMAINS, batch_size=batch_size, lr=1e-2, seed=seed
+        train_domains=DOMAINS, eval_domains=DOMAINS, batch_size=batch_size, learning_rate=1e-2, seed=seed
     )
     overrides = {"logging_steps": 1, "optim": optim} | ({"max_steps": steps} if steps else {})
     model, tok = model or tiny(seed)
@@ -232,7 +232,7 @@ def test_two_processes_use_global_batch_weights(tmp_path):
         ("radius", 1.5, "radius"),
         ("level", "token", "level 'token'; expected one of \\['example', 'group'\\]"),
         ("engine", "jax", "engine"),
-        ("lr", 0.0, "lr must be > 0"),
+        ("learning_rate", 0.0, "learning_rate must be > 0"),
         ("batch_size", 0, "batch_size must be a positive integer"),
         ("epochs", 1.5, "epochs must be a positive integer"),
         (

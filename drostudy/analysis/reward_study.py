@@ -36,7 +36,7 @@ class RewardStudy:
         self.features = reward_cached.FrozenFeatures(
             self.model, self.tokenizer, base.frozen_layers, base.max_length
         )
-        self.test = reward_data.test_pairs(self.suite["test"], base.n_test)
+        self.test = reward_data.test_pairs(self.suite["test"], base.n_eval)
         self._trained = None  # the config the model's weights were last trained with
 
     def train_split(self, config: RMConfig):

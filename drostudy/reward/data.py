@@ -22,7 +22,7 @@ def prepare_splits(config):
     from drostudy.data import load_suite
 
     suite = load_suite()
-    return train_pairs(suite["train"], config), test_pairs(suite["test"], config.n_test)
+    return train_pairs(suite["train"], config), test_pairs(suite["test"], config.n_eval)
 
 
 def train_pairs(train, config):
@@ -38,8 +38,8 @@ def train_pairs(train, config):
     return select(train, config.train_domains, kinds, proportions, n=config.n_train, seed=config.seed)
 
 
-def test_pairs(test, n_test: int):
-    """Up to `n_test` test pairs of every suite domain (all when 0), the same for every run (TEST_SEED)."""
+def test_pairs(test, n_eval: int):
+    """Up to `n_eval` test pairs of every suite domain (all when 0), the same for every run (TEST_SEED)."""
     from datasets import concatenate_datasets
 
     from drostudy.data import DOMAINS, select
@@ -47,7 +47,7 @@ def test_pairs(test, n_test: int):
     parts = []
     for domain in DOMAINS:
         available = sum(1 for d in test["domain"] if d == domain)
-        n = min(n_test, available) if n_test else None
+        n = min(n_eval, available) if n_eval else None
         parts.append(select(test, domains=[domain], n=n, seed=TEST_SEED))
     return concatenate_datasets([t for t in parts if len(t)])
 

@@ -168,7 +168,7 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     pair_weights (n,): mean of n_batch * w_i over the steps that saw pair i (1 everywhere when ordinary).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     n, bs = len(chosen), config.batch_size
     total = math.ceil(n / bs) * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))

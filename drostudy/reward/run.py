@@ -11,6 +11,7 @@ import dataclasses
 import tempfile
 import time
 
+from drostudy.config import method_label
 from drostudy.io import seed_everything
 from drostudy.reward.objective import LEVELS, check_choice, freeze_lower_layers
 from drostudy.reward.trainer import RobustRewardTrainer, trl_args
@@ -36,15 +37,15 @@ class RMConfig:
     """kinds of rejected response kept for training (empty = all): the filtering experiment"""
     n_train: int = 750
     """training pairs drawn from the train split of the training domains"""
-    n_test: int = 300
-    """test pairs per domain at most (0 = the whole test split)"""
+    n_eval: int = 300
+    """held-out test pairs per domain at most (0 = the whole test split)"""
     divergence: str = "tv"
     """ambiguity set of the worst case: tv, kl, chi2 or cvar (drostudy.weights.DIVERGENCES)"""
     radius: float = 0.0
     """ball size rho (for cvar the tail fraction alpha, 1 = ordinary); 0 = ordinary Bradley-Terry"""
     level: str = "example"
     """worst case over pairs (example: one pair per prompt, i.e. prompt-level) or over training domains (group)"""
-    lr: float = 5e-5
+    learning_rate: float = 5e-5
     """AdamW learning rate (linear decay to 0, as TRL's default schedule)"""
     epochs: int = 1
     """passes over the training pairs"""
@@ -84,12 +85,12 @@ class RMConfig:
         self.radius = validate_radius(self.divergence, self.radius)
         check_choice("level", self.level, LEVELS)
         check_choice("engine", self.engine, ENGINES)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be > 0; got {self.lr!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate!r}")
         for name in ("n_train", "epochs", "batch_size", "max_length", "logging_steps"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
-        for name in ("n_test", "frozen_layers"):
+        for name in ("n_eval", "frozen_layers"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a non-negative integer; got {getattr(self, name)!r}")
 
@@ -97,9 +98,10 @@ class RMConfig:
     def method(self) -> str:
         """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group_robust` at
         level "group"); `_filtered` is appended when train_kinds drops some kinds."""
-        ordinary = self.radius == 0.0 or (self.divergence == "cvar" and self.radius == 1.0)
-        method = "ordinary" if ordinary else ("group_robust" if self.level == "group" else "robust")
-        return method + ("_filtered" if self.train_kinds else "")
+        robust = "group_robust" if self.level == "group" else "robust"
+        return method_label(self.divergence, self.radius, robust) + (
+            "_filtered" if self.train_kinds else ""
+        )
 
 
 def train_reward_model(config: RMConfig) -> dict:

@@ -112,7 +112,7 @@ def trl_args(config, output_dir: str, **overrides) -> RewardConfig:
     kwargs = dict(
         output_dir=output_dir,
         per_device_train_batch_size=config.batch_size,
-        learning_rate=config.lr,
+        learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         seed=config.seed,
         data_seed=config.seed,
