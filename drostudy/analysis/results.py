@@ -157,6 +157,23 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
+def mean_pm(mean, half=None, spec: str = ".3f") -> str:
+    """`mean ± half` (the mean in `spec`, the half-width in .3f); just the mean when there is no interval
+    (half None or NaN: fewer than two seeds), "n/a" when there is no mean. The one formatter of the notebooks."""
+    if mean is None:
+        return "n/a"
+    text = format(mean, spec)
+    return text if half is None or math.isnan(half) else f"{text} ± {half:.3f}"
+
+
+def intervals_overlap(diff: float, half_a, half_b) -> bool | None:
+    """Whether two 95% intervals whose means differ by `diff` overlap (|diff| <= half_a + half_b): a
+    conservative test of a difference; None when either has no interval (None or NaN half-width)."""
+    if any(h is None or math.isnan(h) for h in (half_a, half_b)):
+        return None
+    return bool(abs(diff) <= half_a + half_b)
+
+
 def summary(df: pd.DataFrame, by=(*SETTING_KEYS, "domain")) -> pd.DataFrame:
     """Mean and 95% t-interval over seeds of each metric, per `by` (default stage/method/divergence/radius/domain).
 
@@ -251,9 +268,7 @@ def setting_means(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _comparison(stage, metric: str, best: pd.Series, ref: pd.Series) -> dict:
-    overlap = None
-    if not (math.isnan(best["ood_ci95"]) or math.isnan(ref["ood_ci95"])):
-        overlap = bool(abs(best["ood"] - ref["ood"]) <= best["ood_ci95"] + ref["ood_ci95"])
+    overlap = intervals_overlap(best["ood"] - ref["ood"], best["ood_ci95"], ref["ood_ci95"])
     keep = [*SETTING_KEYS[1:], "id", "id_ci95", "ood", "ood_ci95", "seeds"]
     return {
         "stage": stage,
@@ -271,10 +286,6 @@ def _plain(value):
     if isinstance(value, (np.integer, np.floating)):
         value = value.item()
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _num(value, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 _OVERLAP_TEXT = {
@@ -303,8 +314,8 @@ def conclusion_text(records: list[dict]) -> str:
             else "no robust setting beats ordinary out of distribution; "
         )
         lines.append(
-            f"[{r['stage']}] {verdict}best OOD {r['metric']}: {name} with {_num(b['ood'])} over {b['seeds']} seed(s) "
-            f"vs ordinary {_num(o['ood'])} ({_num(r['ood_gain'], '+.3f')}); in-distribution cost "
-            f"{_num(r['id_cost'], '+.3f')} ({_num(b['id'])} vs {_num(o['id'])}); {ci}."
+            f"[{r['stage']}] {verdict}best OOD {r['metric']}: {name} with {mean_pm(b['ood'])} over {b['seeds']} seed(s) "
+            f"vs ordinary {mean_pm(o['ood'])} ({mean_pm(r['ood_gain'], spec='+.3f')}); in-distribution cost "
+            f"{mean_pm(r['id_cost'], spec='+.3f')} ({mean_pm(b['id'])} vs {mean_pm(o['id'])}); {ci}."
         )
     return "\n".join(lines)

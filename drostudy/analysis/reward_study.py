@@ -153,14 +153,14 @@ def top_weighted_pairs(run: dict, train, k: int = 8) -> pd.DataFrame:
 
 
 def _pm(row) -> str:
-    half = "" if pd.isna(row["ci95"]) else f" ± {row['ci95']:.3f}"
-    return f"{row['mean']:.3f}{half}"
+    return results.mean_pm(row["mean"], row["ci95"])
 
 
-def _verdict(diff: float, half: float) -> str:
-    if pd.isna(half):
+def _verdict(diff: float, half_a: float, half_b: float) -> str:
+    overlap = results.intervals_overlap(diff, half_a, half_b)
+    if overlap is None:
         return "one seed, no interval"
-    if abs(diff) <= half:
+    if overlap:
         return "within the 95% intervals"
     return "better beyond the intervals" if diff > 0 else "worse beyond the intervals"
 
@@ -179,7 +179,7 @@ def setting_table(summary: pd.DataFrame, reference: str = "ordinary") -> pd.Data
         rows.append(
             {"label": label, "ood": _pm(ood), "id": _pm(idm), "worst_domain": worst}
             | {"worst_accuracy": by.loc[(label, worst), "mean"], "ood_gain": gain}
-            | {"verdict": _verdict(gain, ood["ci95"] + ref["ci95"])}
+            | {"verdict": _verdict(gain, ood["ci95"], ref["ci95"])}
         )
     return pd.DataFrame(rows).sort_values("ood_gain", ascending=False).reset_index(drop=True)
 

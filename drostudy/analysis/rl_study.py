@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from drostudy.analysis.results import t_interval
+from drostudy.analysis.results import mean_pm, t_interval
 
 HISTORY_METRICS = {
     "rewards/learned_reward/mean": "learned_reward",
@@ -79,11 +79,7 @@ def overoptimisation_text(gain_table) -> str:
             verdict = "over-optimised" if correct <= 0 else "not over-optimised"
         where = "in distribution" if in_dist else "out of distribution"
         lines.append(
-            f"{method}, {where}: learned reward {_pm(reward, reward_half)}, reference-graded correctness "
-            f"{_pm(correct, correct_half)} vs the reference policy ({verdict})."
+            f"{method}, {where}: learned reward {mean_pm(reward, reward_half, '+.3f')}, reference-graded correctness "
+            f"{mean_pm(correct, correct_half, '+.3f')} vs the reference policy ({verdict})."
         )
     return "\n".join(lines)
-
-
-def _pm(mean: float, half: float) -> str:
-    return f"{mean:+.3f}" if math.isnan(half) else f"{mean:+.3f} ± {half:.3f}"
