@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +43,8 @@ def run_folder(root: str | Path, label: str, config) -> Path:
     """root/<label>-s<seed>-<8 hex of the config>: one folder per configuration, so that a changed
     parameter starts new runs next to the finished ones instead of clashing with them."""
     text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
-    return Path(root) / f"{label}-s{config.seed}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", label)  # labels such as "robust tv 0.2": no spaces in paths
+    return Path(root) / f"{name}-s{config.seed}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object], dict]) -> dict:
