@@ -22,9 +22,9 @@ import time
 
 import torch
 
+from drostudy.dpo.run import DPORunConfig, build_data, build_trainer
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
-from drostudy.train.dpo import DPORunConfig, build_data, build_trainer
 
 
 def step_seconds(trainer, batch) -> float:
@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     base = DPORunConfig(
-        policy=args.policy,
+        model=args.policy,
         batch_size=args.batch_size,
         max_length=args.max_length,
         n_train=args.batch_size,
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     trainers, batch = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for name, config in (("ordinary", base), ("robust", robust)):
-            model, tokenizer = load_policy(config.policy)
+            model, tokenizer = load_policy(config.model)
             train, _ = build_data(dataclasses.replace(config, n_eval=1), tokenizer)
             trainers[name] = build_trainer(config, model, tokenizer, train, tmp)
             batch = batch or next(iter(trainers[name].get_train_dataloader()))

@@ -26,14 +26,14 @@ from trl import RLOOTrainer
 from drostudy.data import load_suite
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
-from drostudy.train import rl
-from drostudy.train.common import lora_config
-from drostudy.train.rl_eval import prompt_rows
-from drostudy.train.rl_trainer import RobustRLOOTrainer, advantage_scale, prompt_values
+from drostudy.rl import run as rl
+from drostudy.rl.eval import prompt_rows
+from drostudy.rl.trainer import RobustRLOOTrainer, advantage_scale, prompt_values
+from drostudy.runs import lora_config
 
 
 def make_trainer(cls, config: rl.RLConfig, rows: list[dict], reward, output_dir: str, **kwargs):
-    policy, tokenizer = load_policy(config.policy)
+    policy, tokenizer = load_policy(config.model)
     return cls(
         model=policy,
         reward_funcs=reward,
@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     config = rl.RLConfig(
         reward_model=args.reward_model,
-        policy=args.policy,
+        model=args.policy,
         prompts_per_step=args.prompts_per_step,
         num_generations=args.num_generations,
         max_completion_length=args.max_completion_length,
     )
-    tokenizer = load_policy(config.policy)[1]
+    tokenizer = load_policy(config.model)[1]
     args_ = (tokenizer, config.max_prompt_tokens, config.system_prompt)
     rows = prompt_rows(
         load_suite()["train"], "math", config.prompts_per_step * args.repeats, *args_, seed=0
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
                     times[name]["cpu"].append(cpu)
     medians = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
     result = {
-        "policy": config.policy,
+        "policy": config.model,
         "batch": f"{config.prompts_per_step} prompts x {config.num_generations} completions x "
         f"{config.max_completion_length} tokens",
         "repeats": args.repeats,

@@ -25,7 +25,10 @@ from trl import RewardTrainer
 
 from drostudy.losses import bradley_terry_loss, robust_bradley_terry_loss
 from drostudy.models import load_reward_model
-from drostudy.train import reward, reward_cached, reward_data
+from drostudy.reward import data as reward_data
+from drostudy.reward import fast as reward_cached
+from drostudy.reward import run as reward_run
+from drostudy.reward import trainer as reward
 
 VARIANTS = {"tv": 0.2, "kl": 0.5, "chi2": 0.5, "cvar": 0.2}  # divergence: radius (cvar: alpha)
 DOMAINS = ("math", "code", "knowledge")
@@ -58,7 +61,7 @@ def batch_pairs(n: int) -> Dataset:
 def trl_steps(args, pairs: Dataset, tmp: str) -> dict:
     """Step closures of the TRL engine: ordinary (TRL) and each robust divergence."""
     model, tok = load_reward_model(args.model)
-    config = reward.RMConfig(
+    config = reward_run.RMConfig(
         train_domains=DOMAINS, batch_size=args.batch_size, max_length=args.max_length
     )
     data = reward_data.tokenize_pairs(pairs, tok, args.max_length, DOMAINS)
@@ -86,7 +89,7 @@ def trl_steps(args, pairs: Dataset, tmp: str) -> dict:
 
 def cached_steps(args, pairs: Dataset) -> dict:
     """Step closures of the cached engine (top layer + head on cached features of the frozen layers)."""
-    config = reward.RMConfig(
+    config = reward_run.RMConfig(
         model=args.model, train_domains=DOMAINS, frozen_layers=args.frozen_layers, engine="cached"
     )
     model, tok, _ = reward_cached.load_cached_model(config)

@@ -11,11 +11,11 @@ import sys
 
 COMMANDS = {
     "data": ("drostudy.data.cli", "build or describe the offline preference suite"),
-    "rm": ("drostudy.train.reward", "train and evaluate a (robust) Bradley-Terry reward model"),
-    "dpo": ("drostudy.train.dpo", "train and evaluate a (robust) DPO policy"),
-    "rl": ("drostudy.train.rl", "robust reward-based RL against a learned reward model"),
-    "sweep": ("drostudy.sweep", "run a notebook or command over a grid of parameters, resumably"),
-    "study": ("drostudy.study", "run every numbered notebook headless (what `make study` does)"),
+    "rm": ("drostudy.reward.run", "train and evaluate a (robust) Bradley-Terry reward model"),
+    "dpo": ("drostudy.dpo.run", "train and evaluate a (robust) DPO policy"),
+    "rl": ("drostudy.rl.run", "robust reward-based RL against a learned reward model"),
+    "sweep": ("drostudy.runner.sweep", "run a notebook or command over a grid of parameters, resumably"),
+    "study": ("drostudy.runner.study", "run every numbered notebook headless (what `make study` does)"),
 }
 
 

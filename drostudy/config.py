@@ -1,4 +1,12 @@
-"""Config dataclasses <-> command lines, with the one-line docstring under each field as its help text."""
+"""The config vocabulary of the three stages, and config dataclasses <-> command lines.
+
+One name per concept across RMConfig (drostudy.reward.run), DPORunConfig (drostudy.dpo.run) and RLConfig
+(drostudy.rl.run): `model` is what the stage trains (a reward model, or a policy), `learning_rate` its
+optimiser's rate, `n_eval` the held-out pairs or prompts per domain, `divergence`/`radius` the ball, and
+`method` (a property) the label of the run: `ordinary` when the ball is a point (`ball_is_point`), else
+the objective's name. The one-line docstring under each field is its --help text. Renamed flags (RENAMED)
+still parse, with a deprecation warning.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,21 @@ import dataclasses
 import inspect
 import textwrap
 import typing
+import warnings
 from typing import Any
+
+# old field / flag name -> its name now; the old flag still parses, with a FutureWarning
+RENAMED = {"lr": "learning_rate", "n_test": "n_eval", "policy": "model"}
+
+
+def ball_is_point(divergence: str, radius: float) -> bool:
+    """Whether the ball is a single point (radius 0, or cvar alpha 1): the robust loss is the ordinary one."""
+    return radius == (1.0 if divergence == "cvar" else 0.0)
+
+
+def method_label(divergence: str, radius: float, robust: str = "robust") -> str:
+    """The `method` of a run: `ordinary` when the ball is a point, else `robust` (the objective's name)."""
+    return "ordinary" if ball_is_point(divergence, radius) else robust
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -66,6 +88,25 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default=default,
             help=f"{docs.get(f.name, '')} (default: {shown})",
         )
+    names = {f.name for f in dataclasses.fields(cls)}
+    for old, new in RENAMED.items():
+        if new in names and old not in names:
+            parser.add_argument(
+                "--" + old.replace("_", "-"),
+                dest=new,
+                type=_parser_for(hints[new]),
+                action=_Renamed,
+                help=argparse.SUPPRESS,
+            )
+
+
+class _Renamed(argparse.Action):
+    """A renamed flag: stores into the new field and warns once per use."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = "--" + self.dest.replace("_", "-")
+        warnings.warn(f"{option_string} is deprecated; use {new}", FutureWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):

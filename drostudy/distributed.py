@@ -1,7 +1,7 @@
 """The worst case over the global batch: gather per-example losses across processes, weight them once.
 
 Under data parallelism each of P processes holds a local slice of the global batch of N examples. The
-worst-case distribution is defined over the N global losses (methods.md), so every process gathers the
+worst-case distribution is defined over the N global losses (docs/methods.md), so every process gathers the
 detached losses, computes the same global weights, and keeps the entries of its own slice.
 
 Gradient convention (DDP averages gradients over the P processes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,17 @@ def cache_dir() -> Path:
     path = Path(root) if root else Path(__file__).resolve().parent.parent / ".cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")  # the study's notebooks: NN_slug.ipynb
+
+
+def notebooks_dir() -> Path:
+    """<repo>/notebooks, found from the package location (as cache_dir finds <repo>/.cache)."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def notebook_paths(root: str | os.PathLike | None = None) -> list[Path]:
+    """The numbered notebooks `NN_slug.ipynb` of `root` (default: <repo>/notebooks), in order."""
+    root = Path(root) if root is not None else notebooks_dir()
+    return sorted(p for p in root.glob("*.ipynb") if NUMBERED.match(p.name))

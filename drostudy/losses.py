@@ -1,6 +1,6 @@
 """Robust losses: per-example Bradley-Terry / DPO losses and their worst case over a divergence ball.
 
-Paper symbols (methods.md): l_i = `per_example[i]`, w* = `weights`, D = `divergence`, the ball size rho =
+Paper symbols (docs/methods.md): l_i = `per_example[i]`, w* = `weights`, D = `divergence`, the ball size rho =
 `radius` (for cvar the tail fraction alpha), the DPO coefficient beta = `beta`. Every robust loss returns
 a `RobustLoss(loss, weights, per_example, metrics)`; weights are detached (Danskin: grad of the robust
 loss is sum_i w*_i grad l_i), and under torch.distributed they are computed on the global batch (see

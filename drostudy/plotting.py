@@ -47,7 +47,6 @@ OKABE_ITO = (
 # the palette's remaining colours plus grey.
 METHOD_COLORS = {
     "ordinary": "#000000",
-    "erm": "#000000",
     "tv": "#E69F00",
     "kl": "#56B4E9",
     "chi2": "#009E73",
@@ -57,10 +56,9 @@ METHOD_COLORS = {
     "kldpo": "#F0E442",
     "wdpo": "#999999",
     "rdpo": "#7F7F7F",
-    "grm": "#7F7F7F",
 }
 # Peers that share a hue with another method are told apart by the line dash.
-METHOD_DASH = {"rdpo": "dash", "grm": "dot", "kldpo": "dashdot"}
+METHOD_DASH = {"rdpo": "dash", "kldpo": "dashdot"}
 
 FONT_SIZE = 15
 NAME_PATTERN = re.compile(r"^\d{2}_[a-z0-9]+(?:_[a-z0-9]+)*$")
@@ -102,7 +100,7 @@ def color_map(values: Sequence[str]) -> dict[str, str]:
         return {v: method_color(v) for v in distinct}
     baseline = METHOD_COLORS["ordinary"]
     cycle = [c for c in OKABE_ITO if c != baseline]
-    others = [v for v in distinct if _method_key(v) not in ("ordinary", "erm")]
+    others = [v for v in distinct if _method_key(v) != "ordinary"]
     colors = {v: cycle[i % len(cycle)] for i, v in enumerate(others)}
     return {v: colors.get(v, baseline) for v in distinct}
 

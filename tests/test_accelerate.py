@@ -42,10 +42,10 @@ DPO_REF_CACHE = "dpo_ref_logps"
 # rewards tie to 1e-6 at the start, which would leave the worst case to rounding). tv radius 0.3: with a
 # global batch of 8 (rm) or 4 (dpo) the weights are far from uniform (max weight 1/N + 0.3).
 RM_ARGS = ["--model", "tiny-llama", "--train-domains", "math,code", "--eval-domains", "reasoning",
-           "--n-train", "32", "--n-test", "4", "--divergence", "tv", "--radius", "0.3",
-           "--lr", "3e-3", "--max-length", "64", "--logging-steps", "1"]  # fmt: skip
+           "--n-train", "32", "--n-eval", "4", "--divergence", "tv", "--radius", "0.3",
+           "--learning-rate", "3e-3", "--max-length", "64", "--logging-steps", "1"]  # fmt: skip
 RM_GLOBAL_BATCH = 8
-DPO_ARGS = ["--policy", "tiny-llama", "--loss", "robust", "--divergence", "tv", "--radius", "0.3",
+DPO_ARGS = ["--model", "tiny-llama", "--loss", "robust", "--divergence", "tv", "--radius", "0.3",
             "--train-domains", "math", "--eval-domains", "code", "--n-train", "12", "--n-eval", "4",
             "--n-generate", "1", "--max-new-tokens", "2", "--lora-layers", "2",
             "--learning-rate", "1e-2"]  # fmt: skip
@@ -201,7 +201,7 @@ def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
 
 # --- rl ------------------------------------------------------------------------------------------------
 
-RL_ARGS = ["--policy", "tiny-llama", "--reward-model", "tiny-bert", "--train-domains", "math",
+RL_ARGS = ["--model", "tiny-llama", "--reward-model", "tiny-bert", "--train-domains", "math",
            "--eval-domains", "code", "--n-train", "8", "--steps", "2", "--num-generations", "2",
            "--max-completion-length", "4", "--n-eval", "2", "--max-new-tokens", "2",
            "--lora-layers", "2", "--divergence", "tv", "--radius", "0.3",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from drostudy import convergence as C
-from drostudy import domain_shift as S
+from drostudy.toy import convergence as C
+from drostudy.toy import domain_shift as S
 from drostudy.weights import robust_value, worst_case_weights
 
 CASES = [("tv", 0.2), ("cvar", 0.3), ("chi2", 0.5), ("kl", 0.3)]

@@ -13,9 +13,9 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from drostudy.config import dataclass_from_args
+from drostudy.dpo import run as dpo
+from drostudy.dpo.trainer import GROUP_KEY, DROSettings, GroupPreferenceCollator, RobustDPOTrainer
 from drostudy.models import load_policy
-from drostudy.train import dpo
-from drostudy.train.dpo_trainer import GROUP_KEY, DROSettings, GroupPreferenceCollator, RobustDPOTrainer
 
 BETA = 0.5  # large enough that the per-pair losses differ visibly after one step
 

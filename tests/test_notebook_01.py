@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # about 30 s: kernel start, widgets, three cvxpy solves
 NOTEBOOK = notebooks_dir() / "01_worst_case_weights.ipynb"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # kernel start, the suite, a dozen tiny runs
 NOTEBOOK = notebooks_dir() / "02_reward_model_robustness.ipynb"

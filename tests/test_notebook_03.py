@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # kernel start and eight tiny DPO runs
 NOTEBOOK = notebooks_dir() / "03_dpo_robustness.ipynb"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from drostudy.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = (
     pytest.mark.slow

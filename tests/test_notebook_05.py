@@ -4,16 +4,16 @@ import json
 
 import pytest
 
+from drostudy.analysis.results import collect
 from drostudy.io import atomic_write_json
-from drostudy.notebooks import Task, notebooks_dir, printed_text, run_task
-from drostudy.results import collect
+from drostudy.runner.notebooks import Task, notebooks_dir, printed_text, run_task
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = notebooks_dir() / "05_ood_analysis.ipynb"
 
 
 def metrics(stage, method, radius, seed, ood):
-    """A run in the train/common.py layout: trained on chat and safety, tested on math and code too."""
+    """A run in the drostudy/runs.py layout: trained on chat and safety, tested on math and code too."""
     per_domain = {"chat": 0.80, "safety": 0.75, "math": ood, "code": ood - 0.02}
     return {
         "stage": stage,

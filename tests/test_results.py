@@ -1,4 +1,4 @@
-"""drostudy.results: tidy rows from the metrics layout, collection from files, t-intervals, the comparison."""
+"""drostudy.analysis.results: tidy rows from the metrics layout, collection from files, t-intervals, the comparison."""
 
 import json
 import math
@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from drostudy.io import atomic_write_json
-from drostudy.results import (
+from drostudy.analysis.results import (
     collect,
     compare_to_ordinary,
     conclusion_text,
@@ -21,10 +20,11 @@ from drostudy.results import (
     t_interval,
     tidy,
 )
+from drostudy.io import atomic_write_json
 
 
 def metrics(method="ordinary", radius=0.0, seed=0, acc=(0.8, 0.6, 0.5), divergence="tv"):
-    """A metrics dict in the train/common.py layout: train on chat, evaluate on math and code too."""
+    """A metrics dict in the drostudy/runs.py layout: train on chat, evaluate on math and code too."""
     return {
         "stage": "rm",
         "method": method,

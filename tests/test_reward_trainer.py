@@ -17,7 +17,10 @@ from datasets import Dataset
 from trl import RewardTrainer
 
 from drostudy.models import load_reward_model
-from drostudy.train import reward, reward_cached, reward_data
+from drostudy.reward import data as reward_data
+from drostudy.reward import fast as reward_cached
+from drostudy.reward import run as reward_run
+from drostudy.reward import trainer as reward
 from drostudy.weights import worst_case_weights
 
 DOMAINS = ("code", "math")
@@ -53,8 +56,8 @@ def tiny(seed: int = 0):
 def make_trainer(
     cls, tmp_path, batch_size=4, steps=None, seed=0, model=None, optim="adamw_torch", **kwargs
 ):
-    config = reward.RMConfig(
-        train_domains=DOMAINS, eval_domains=DOMAINS, batch_size=batch_size, lr=1e-2, seed=seed
+    config = reward_run.RMConfig(
+        train_domains=DOMAINS, eval_domains=DOMAINS, batch_size=batch_size, learning_rate=1e-2, seed=seed
     )
     overrides = {"logging_steps": 1, "optim": optim} | ({"max_steps": steps} if steps else {})
     model, tok = model or tiny(seed)
@@ -229,7 +232,7 @@ def test_two_processes_use_global_batch_weights(tmp_path):
         ("radius", 1.5, "radius"),
         ("level", "token", "level 'token'; expected one of \\['example', 'group'\\]"),
         ("engine", "jax", "engine"),
-        ("lr", 0.0, "lr must be > 0"),
+        ("learning_rate", 0.0, "learning_rate must be > 0"),
         ("batch_size", 0, "batch_size must be a positive integer"),
         ("epochs", 1.5, "epochs must be a positive integer"),
         (
@@ -243,13 +246,13 @@ def test_two_processes_use_global_batch_weights(tmp_path):
 )
 def test_bad_config_values_are_rejected(field, value, match):
     with pytest.raises(ValueError, match=match):
-        reward.RMConfig(**{field: value})
+        reward_run.RMConfig(**{field: value})
 
 
 def test_config_method_and_defaults():
-    assert reward.RMConfig().radius == 0.0 and reward.RMConfig().method == "ordinary"
-    assert reward.RMConfig(divergence="cvar", radius=1.0).method == "ordinary"
-    assert reward.RMConfig(divergence="kl", radius=0.1).method == "robust"
+    assert reward_run.RMConfig().radius == 0.0 and reward_run.RMConfig().method == "ordinary"
+    assert reward_run.RMConfig(divergence="cvar", radius=1.0).method == "ordinary"
+    assert reward_run.RMConfig(divergence="kl", radius=0.1).method == "robust"
 
 
 # --- cached fast path -----------------------------------------------------------------------------------
@@ -322,7 +325,7 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("divergence", ["kl", "chi2", "cvar"])
 def test_matched_radius_gives_the_same_effective_sample_size(divergence):
-    from drostudy.train import reward_study
+    from drostudy.analysis import reward_study
 
     losses = np.random.default_rng(0).exponential(0.7, size=300)
     target = reward_study.mean_ess(losses, 16, "tv", 0.2)
@@ -332,7 +335,7 @@ def test_matched_radius_gives_the_same_effective_sample_size(divergence):
 
 
 def test_setting_table_verdicts():
-    from drostudy.train import reward_study
+    from drostudy.analysis import reward_study
 
     rows = []
     for label, ood, half in [

@@ -3,7 +3,7 @@ called one when it clears the seed interval."""
 
 import pandas as pd
 
-from drostudy.train.rl_eval import overoptimisation_text
+from drostudy.analysis.rl_study import overoptimisation_text
 
 
 def table(reward_gains, correct_gains, in_distribution=False):

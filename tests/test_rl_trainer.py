@@ -12,15 +12,15 @@ from datasets import Dataset
 from trl import RLOOTrainer
 
 from drostudy.models import load_policy, load_reward_model
-from drostudy.train import rl
-from drostudy.train.common import lora_config
-from drostudy.train.rl_eval import LearnedReward
-from drostudy.train.rl_trainer import (
+from drostudy.rl import run as rl
+from drostudy.rl.reward import LearnedReward
+from drostudy.rl.trainer import (
     RobustRLOOTrainer,
     advantage_scale,
     completion_scale,
     prompt_values,
 )
+from drostudy.runs import lora_config
 
 G = 2  # completions per prompt
 
@@ -65,7 +65,7 @@ def toy_prompts() -> Dataset:
 
 
 def make_trainer(cls, tmp_path, steps=2, **kwargs):
-    config = rl.RLConfig(reward_model="tiny-bert", policy="tiny-llama", lora_layers=1, lora_rank=2,
+    config = rl.RLConfig(reward_model="tiny-bert", model="tiny-llama", lora_layers=1, lora_rank=2,
                          prompts_per_step=4, num_generations=G, max_completion_length=4, steps=steps)  # fmt: skip
     policy, tok = load_policy("tiny-llama")  # the same random weights every call
     return cls(
@@ -157,7 +157,7 @@ def test_bad_config_raises(field, value, match):
 def test_cli_writes_metrics_and_resumes(tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     rl.add_cli_arguments(parser)
-    argv = ["--policy", "tiny-llama", "--reward-model", "tiny-bert", "--divergence", "tv", "--radius", "0.3",
+    argv = ["--model", "tiny-llama", "--reward-model", "tiny-bert", "--divergence", "tv", "--radius", "0.3",
             "--train-domains", "math", "--eval-domains", "safety", "--steps", "1", "--n-train", "2",
             "--prompts-per-step", "2", "--num-generations", "2", "--max-completion-length", "3",
             "--n-eval", "2", "--max-new-tokens", "3", "--lora-layers", "1", "--max-prompt-tokens", "120",

@@ -1,6 +1,6 @@
 """Run metrics -> one tidy table -> means and 95% intervals over seeds -> a conclusion written from the numbers.
 
-Inputs are the `metrics.json` of a training run (layout in `drostudy.train.common`) and the notebook result
+Inputs are the `metrics.json` of a training run (layout in `drostudy.runs`) and the notebook result
 files `results/NN_slug.json` = {"runs": [metrics, ...], ...}. The tidy table has one row per
 (run, domain, metric) with the columns in `COLUMNS`; `run` identifies the run the row came from.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drostudy.io import METRICS_FILE
+from drostudy.io import METRICS_FILE, notebook_paths
 
 RUN_KEYS = ("stage", "method", "divergence", "radius", "seed", "train_domains", "eval_domains")
 COLUMNS = (*RUN_KEYS, "domain", "in_distribution", "metric", "value", "run_dir", "run", "source")
@@ -29,7 +29,7 @@ ORDINARY = "ordinary"
 def results_dir() -> Path:
     """Where notebooks record scalar results: $DROSTUDY_RESULTS or <repo>/results (created)."""
     root = os.environ.get("DROSTUDY_RESULTS")
-    path = Path(root) if root else Path(__file__).resolve().parent.parent / "results"
+    path = Path(root) if root else Path(__file__).resolve().parents[2] / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -134,8 +134,6 @@ def stage_per_sweep(df: pd.DataFrame) -> pd.Series:
 def find_inputs(results: str | os.PathLike, numbers=("02", "03", "04")) -> tuple[list[Path], list[str]]:
     """The result files results/NN_*.json of the notebooks `numbers`, and one message per missing one
     saying which notebook makes it."""
-    from drostudy.notebooks import notebook_paths
-
     found, missing = [], []
     makers = {p.name[:2]: p for p in notebook_paths()}
     for number in numbers:
@@ -157,6 +155,23 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     if n < 2:
         return mean, math.nan
     return mean, float(stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
+def mean_pm(mean, half=None, spec: str = ".3f") -> str:
+    """`mean ± half` (the mean in `spec`, the half-width in .3f); just the mean when there is no interval
+    (half None or NaN: fewer than two seeds), "n/a" when there is no mean. The one formatter of the notebooks."""
+    if mean is None:
+        return "n/a"
+    text = format(mean, spec)
+    return text if half is None or math.isnan(half) else f"{text} ± {half:.3f}"
+
+
+def intervals_overlap(diff: float, half_a, half_b) -> bool | None:
+    """Whether two 95% intervals whose means differ by `diff` overlap (|diff| <= half_a + half_b): a
+    conservative test of a difference; None when either has no interval (None or NaN half-width)."""
+    if any(h is None or math.isnan(h) for h in (half_a, half_b)):
+        return None
+    return bool(abs(diff) <= half_a + half_b)
 
 
 def summary(df: pd.DataFrame, by=(*SETTING_KEYS, "domain")) -> pd.DataFrame:
@@ -253,9 +268,7 @@ def setting_means(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _comparison(stage, metric: str, best: pd.Series, ref: pd.Series) -> dict:
-    overlap = None
-    if not (math.isnan(best["ood_ci95"]) or math.isnan(ref["ood_ci95"])):
-        overlap = bool(abs(best["ood"] - ref["ood"]) <= best["ood_ci95"] + ref["ood_ci95"])
+    overlap = intervals_overlap(best["ood"] - ref["ood"], best["ood_ci95"], ref["ood_ci95"])
     keep = [*SETTING_KEYS[1:], "id", "id_ci95", "ood", "ood_ci95", "seeds"]
     return {
         "stage": stage,
@@ -273,10 +286,6 @@ def _plain(value):
     if isinstance(value, (np.integer, np.floating)):
         value = value.item()
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _num(value, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 _OVERLAP_TEXT = {
@@ -305,8 +314,8 @@ def conclusion_text(records: list[dict]) -> str:
             else "no robust setting beats ordinary out of distribution; "
         )
         lines.append(
-            f"[{r['stage']}] {verdict}best OOD {r['metric']}: {name} with {_num(b['ood'])} over {b['seeds']} seed(s) "
-            f"vs ordinary {_num(o['ood'])} ({_num(r['ood_gain'], '+.3f')}); in-distribution cost "
-            f"{_num(r['id_cost'], '+.3f')} ({_num(b['id'])} vs {_num(o['id'])}); {ci}."
+            f"[{r['stage']}] {verdict}best OOD {r['metric']}: {name} with {mean_pm(b['ood'])} over {b['seeds']} seed(s) "
+            f"vs ordinary {mean_pm(o['ood'])} ({mean_pm(r['ood_gain'], spec='+.3f')}); in-distribution cost "
+            f"{mean_pm(r['id_cost'], spec='+.3f')} ({mean_pm(b['id'])} vs {mean_pm(o['id'])}); {ci}."
         )
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """`RobustRLOOTrainer`: TRL's RLOOTrainer whose advantages carry worst-case weights over prompts.
 
-The objective (methods.md, the seed's third stage) is
+The objective (docs/methods.md: the third stage of Mandal, Sasnauskas and Radanovic, 2025) is
 
     max_pi  min_{Q: D(Q || uniform) <= radius}  E_{x ~ Q} [ E_{y ~ pi(.|x)} r(x, y) - beta KL(pi(.|x) || pi_ref(.|x)) ].
 

@@ -1,6 +1,6 @@
 """Does a robust model hold up when the domain mix shifts inside the ball? Exact optima, fresh data.
 
-On the synthetic Bradley-Terry domains of drostudy.convergence: the ordinary (ERM) model, the seed paper's
+On the synthetic Bradley-Terry domains of drostudy.toy.convergence: the ordinary (ERM) model, Mandal et al.'s
 robust model (ball over pairs) and a group-robust one (ball over the domain mix) are solved exactly, then
 scored per domain on fresh data and under the in-ball shift of the domain mix that hurts the ordinary model
 most. `mix_divergence` / `in_ball` say how far a mix is from the training mix in each divergence.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from drostudy.convergence import (
+from drostudy.toy.convergence import (
     DEFAULT_L2,
     Domains,
     PreferenceData,
@@ -69,7 +69,7 @@ def domain_shift_check(
 ) -> dict:
     """Ordinary vs robust models under the in-ball domain shift that hurts the ordinary model most.
 
-    Models (exact optima by cvxpy): "ordinary" (ERM), "robust" (ball over pairs, the seed paper) and
+    Models (exact optima by cvxpy): "ordinary" (ERM), "robust" (ball over pairs, Mandal et al., 2025) and
     "group_robust" (ball over the domain mix). The shift is the ordinary model's worst domain mix in the
     ball around the training mix (exact, from drostudy.weights with the mix as prior), checked separately
     to lie inside; spread uniformly within domains it is inside the pair-level ball too. Losses are

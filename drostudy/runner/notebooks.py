@@ -6,8 +6,8 @@ command is `python` is rewritten to sys.executable), so running this module from
 in the venv; no kernel has to be registered. The kernel inherits this process's environment: HF_HUB_OFFLINE,
 DROSTUDY_FIGURES (where figures go), DROSTUDY_RESULTS (where results/NN_slug.json goes).
 
-`python -m drostudy.notebooks IN.ipynb OUT.ipynb --parameters '{"SMOKE": true}'` is what a sweep worker runs.
-`run_tasks` is the runner that drostudy.sweep and drostudy.study share: a process per run (so each run has
+`python -m drostudy.runner.notebooks IN.ipynb OUT.ipynb --parameters '{"SMOKE": true}'` is what a sweep worker runs.
+`run_tasks` is the runner that drostudy.runner.sweep and drostudy.runner.study share: a process per run (so each run has
 its own environment and working directory, and a crash or a timeout stays local), threads to wait on them.
 """
 
@@ -22,7 +22,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,24 +29,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from drostudy.io import METRICS_FILE, atomic_write_json, atomic_write_text
+from drostudy.io import (  # noqa: F401 (notebook_paths, notebooks_dir: this module's API too)
+    METRICS_FILE,
+    NUMBERED,
+    atomic_write_json,
+    atomic_write_text,
+    notebook_paths,
+    notebooks_dir,
+)
 
 KERNEL = "python3"
-COMMANDS = {"rm": "drostudy.train.reward", "dpo": "drostudy.train.dpo", "rl": "drostudy.train.rl"}
+COMMANDS = {"rm": "drostudy.reward.run", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
 DONE, PARAMS, ERROR, LOG = "done.json", "params.json", "error.txt", "log.txt"
 ERROR_TAIL_LINES = 80
-NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
-
-
-def notebooks_dir() -> Path:
-    """<repo>/notebooks, found from the package location (as drostudy.io.cache_dir finds <repo>/.cache)."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def notebook_paths(root: str | os.PathLike | None = None) -> list[Path]:
-    """The numbered notebooks `NN_slug.ipynb` of `root` (default: <repo>/notebooks), in order."""
-    root = Path(root) if root is not None else notebooks_dir()
-    return sorted(p for p in root.glob("*.ipynb") if NUMBERED.match(p.name))
 
 
 def notebook_parameters(path: str | os.PathLike) -> dict:
@@ -190,7 +184,7 @@ def _argv(task: Task) -> list[str]:
         return [
             sys.executable,
             "-m",
-            "drostudy.notebooks",
+            "drostudy.runner.notebooks",
             task.target,
             str(out),
             "--parameters",

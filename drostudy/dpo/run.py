@@ -6,9 +6,9 @@
 The policy is SmolLM2-135M-Instruct with LoRA adapters on its top `lora_layers` layers (the lower layers stay
 frozen, so backward stops there and a CPU run is feasible); the reference is the same model with the adapters
 off, and its log-probs on the training pairs are computed once before training. The loss (module
-`drostudy.train.dpo_trainer`) is chosen by name: ordinary DPO, robust DPO over a divergence ball, Dr. DPO,
+`drostudy.dpo.trainer`) is chosen by name: ordinary DPO, robust DPO over a divergence ball, Dr. DPO,
 KLDPO, group-robust DPO over the training domains, or rDPO. `out/metrics.json` follows the layout of
-`drostudy.train.common`, with per_domain {accuracy, margin, correct, correct_before, kl, n}
+`drostudy.runs`, with per_domain {accuracy, margin, correct, correct_before, kl, n}
 (drostudy.evaluate) and the TRL training log, dro/* metrics included, as history.
 """
 
@@ -24,15 +24,16 @@ import torch
 from tqdm.auto import tqdm
 
 from drostudy import evaluate
+from drostudy.config import method_label
+from drostudy.dpo.trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import history, lora_config, training_command
-from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
+from drostudy.runs import history, lora_config, training_command
 
 
 @dataclass(frozen=True)
 class DPORunConfig:
     loss: str = "ordinary"
-    """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.train.dpo_trainer)"""
+    """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.dpo.trainer)"""
     divergence: str = "tv"
     """ball of the robust loss: tv, kl, chi2 or cvar (used by --loss robust only)"""
     radius: float = 0.0
@@ -43,16 +44,16 @@ class DPORunConfig:
     """Dr. DPO temperature beta' (--loss dr_dpo)"""
     tau: float = 1.0
     """KLDPO temperature tau (--loss kldpo)"""
-    group_step: float = 0.5
-    """exponentiated-gradient step of group-robust DPO (--loss group); few steps need a large one"""
+    group_step: float = DROSettings.group_step
+    """exponentiated-gradient step eta of group-robust DPO (--loss group); see docs/methods.md for its scale"""
     label_smoothing: float = 0.1
     """rDPO's assumed label-flip rate epsilon in [0, 0.5) (--loss rdpo)"""
     train_domains: tuple[str, ...] = ("math", "code")
     """suite domains to train on (in distribution)"""
     eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
     """held-out suite domains (out of distribution); the train domains are evaluated too"""
-    policy: str = "smollm2-135m-instruct"
-    """policy name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
+    model: str = "smollm2-135m-instruct"
+    """the policy trained: a name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
     lora_layers: int = 4
     """LoRA adapters on this many top transformer layers; the layers below stay frozen"""
     lora_rank: int = 8
@@ -95,6 +96,13 @@ class DPORunConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
         self.dro_settings()  # validates divergence/radius and the peers' parameters
+
+    @property
+    def method(self) -> str:
+        """`ordinary` for the ordinary loss or a robust ball that is a point, else the loss's name."""
+        if self.loss == "robust":
+            return method_label(self.divergence, self.radius)
+        return self.loss
 
     def dro_settings(self) -> DROSettings:
         return DROSettings(
@@ -194,7 +202,7 @@ def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str
 def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[str, dict]:
     """Per domain, what the reference policy gives and every run shares, cached on disk by content:
     {"correct_before": fraction correct, "ref_rejected_logps": [n floats]}."""
-    key = json.dumps([config.policy, config.max_new_tokens, config.n_generate, test], sort_keys=True)
+    key = json.dumps([config.model, config.max_new_tokens, config.n_generate, test], sort_keys=True)
     path = cache_dir() / "dpo_reference_eval" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -216,7 +224,7 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
-    model, tokenizer = load_policy(config.policy)
+    model, tokenizer = load_policy(config.model)
     train, test = build_data(config, tokenizer)
     timings = {}
     with tempfile.TemporaryDirectory() as output_dir:
@@ -244,7 +252,7 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
     robust = config.loss == "robust"
     return {
         "stage": "dpo",
-        "method": config.loss,
+        "method": config.method,
         "divergence": config.divergence if robust else None,
         "radius": config.radius if robust else None,
         "seed": config.seed,

@@ -7,15 +7,13 @@ Methods are labelled by the colour keys of drostudy.plotting: `ordinary`, the ro
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from drostudy.results import t_interval
-from drostudy.train.common import run_folder, run_or_resume
-from drostudy.train.dpo import DPORunConfig, train_and_evaluate
+from drostudy.analysis.results import intervals_overlap, mean_pm, t_interval
+from drostudy.dpo.run import DPORunConfig, train_and_evaluate
+from drostudy.runs import run_all as run_labelled
 
 METRICS = ("accuracy", "margin", "correct", "correct_before", "kl")
 PEERS = ("dr_dpo", "kldpo", "group", "rdpo")
@@ -38,13 +36,8 @@ def study_configs(base: DPORunConfig, methods: dict[str, dict], seeds) -> list[t
 
 
 def run_all(configs: list[tuple[str, DPORunConfig]], folder: str | Path) -> list[dict]:
-    """Run (or resume) each config into its `run_folder` under `folder`; each metrics dict gains its
-    `label`."""
-    runs = []
-    for label, config in tqdm(configs, desc="DPO runs"):
-        out = run_folder(folder, label, config)
-        runs.append({**run_or_resume(config, out, train_and_evaluate), "label": label})
-    return runs
+    """Run (or resume) each DPO config into its run folder under `folder` (drostudy.runs.run_all)."""
+    return run_labelled(configs, folder, train_and_evaluate, desc="DPO runs")
 
 
 def tidy(runs: list[dict]) -> pd.DataFrame:
@@ -79,16 +72,12 @@ def versus_ordinary(table: pd.DataFrame, domain: str = "OOD mean") -> pd.DataFra
     rows = []
     for (metric, label), row in part.iterrows():
         base = part.loc[(metric, "ordinary")]
-        apart = abs(row["mean"] - base["mean"]) > row["ci95"] + base["ci95"]  # NaN (one seed): False
+        apart = intervals_overlap(row["mean"] - base["mean"], row["ci95"], base["ci95"]) is False
         rows.append(
             {"label": label, "metric": metric, "mean": row["mean"], "ci95": row["ci95"],
              "vs_ordinary": row["mean"] - base["mean"], "intervals_apart": bool(apart)}
         )  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def _fmt(mean: float, half: float) -> str:
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 
 
 def conclusion(table: pd.DataFrame, seeds: int) -> str:
@@ -106,8 +95,8 @@ def conclusion(table: pd.DataFrame, seeds: int) -> str:
         apart = part[part["intervals_apart"]]
         better, worse = apart[apart["vs_ordinary"] > 0], apart[apart["vs_ordinary"] < 0]
         lines.append(
-            f"- {what}: best {best['label']} {_fmt(best['mean'], best['ci95'])} vs ordinary DPO "
-            f"{_fmt(base['mean'], base['ci95'])}; above ordinary beyond the intervals: "
+            f"- {what}: best {best['label']} {mean_pm(best['mean'], best['ci95'])} vs ordinary DPO "
+            f"{mean_pm(base['mean'], base['ci95'])}; above ordinary beyond the intervals: "
             f"{', '.join(better['label']) or 'none'}; below: {', '.join(worse['label']) or 'none'}."
         )
     kl = vs[vs["metric"] == "kl"].set_index("label")["mean"]

@@ -25,9 +25,13 @@ from tqdm.auto import tqdm
 from transformers.masking_utils import create_bidirectional_mask
 
 from drostudy.io import seed_everything
-from drostudy.losses import robust_bradley_terry_loss
-from drostudy.train.reward import freeze_lower_layers
-from drostudy.train.reward_data import encode_pair_texts, pair_metrics, prepare_splits
+from drostudy.reward.data import encode_pair_texts, pair_metrics, prepare_splits
+from drostudy.reward.objective import (
+    bradley_terry_objective,
+    dro_metrics,
+    freeze_lower_layers,
+    weight_mass,
+)
 
 
 class FrozenFeatures:
@@ -164,7 +168,7 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     pair_weights (n,): mean of n_batch * w_i over the steps that saw pair i (1 everywhere when ordinary).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     n, bs = len(chosen), config.batch_size
     total = math.ceil(n / bs) * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
@@ -183,8 +187,9 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
         rc, rr = pair_rewards(
             model, [chosen[i] for i in idx], [rejected[i] for i in idx], config.frozen_layers
         )
-        level_groups = groups[idx] if config.level == "group" else None
-        out = robust_bradley_terry_loss(rc, rr, config.divergence, config.radius, groups=level_groups)
+        out = bradley_terry_objective(
+            rc, rr, config.divergence, config.radius, config.level, groups[idx]
+        )
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -194,7 +199,7 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
         weight_sum[idx.numpy()] += len(idx) * w  # n_batch * w_i: 1 for uniform weights
         seen[idx.numpy()] += 1
         batch = idx.numpy()
-        for key, value in _step_metrics(out, w, domains[batch], kinds[batch], all_kinds, config).items():
+        for key, value in _step_metrics(out, groups[idx], kinds[batch], all_kinds, config).items():
             window[key].append(value)
         if (step + 1) % config.logging_steps == 0 or step + 1 == total:
             history.append({"step": step + 1, "epoch": (step + 1) / math.ceil(n / bs)} | _means(window))
@@ -202,12 +207,12 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     return history, weight_sum / np.maximum(seen, 1)
 
 
-def _step_metrics(out, w: np.ndarray, domains, kinds, all_kinds, config) -> dict[str, float]:
+def _step_metrics(out, groups, kinds, all_kinds, config) -> dict[str, float]:
     """Loss, accuracy, dro/* and the weight mass on every training domain and kind (0 when absent)."""
     metrics = {"loss": float(out.loss.detach()), "accuracy": out.metrics["rewards/accuracy"]}
-    metrics |= {k: v for k, v in out.metrics.items() if k.startswith("dro/")}
-    metrics |= {f"dro/weight_mass/{d}": float(w[domains == d].sum()) for d in config.train_domains}
-    return metrics | {f"dro/kind_mass/{k}": float(w[kinds == k].sum()) for k in all_kinds}
+    metrics |= dro_metrics(out, groups, config.train_domains)
+    w = out.weights.double().numpy()
+    return metrics | weight_mass(w, kinds, all_kinds, "dro/kind_mass/")
 
 
 def _means(window: dict[str, list[float]]) -> dict[str, float]:

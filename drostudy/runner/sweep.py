@@ -1,6 +1,6 @@
 """`python -m drostudy sweep`: a notebook or a training command over a grid of parameters, resumably.
 
-    python -m drostudy sweep --notebook notebooks/02_reward_models.ipynb --param RADIUS=0,0.1 --param SEED=0,1
+    python -m drostudy sweep --notebook notebooks/02_reward_model_robustness.ipynb --param RADIUS=0,0.1 --param SEED=0,1
     python -m drostudy sweep --command rm --param radius=0,0.1,0.2 --param divergence=tv,cvar --workers 2
     python -m drostudy sweep --grid default          # the study's preset (PRESETS), what `make sweep` runs
 
@@ -9,7 +9,7 @@ and holds params.json, log.txt (the run's stdout/stderr), the executed notebook 
 metrics.json, and at the end either done.json (written atomically, last: the run is finished) or error.txt
 (the tail of the log). A rerun skips finished runs and redoes the missing and failed ones. Notebook runs write
 their results/ and figures/ inside their run folder. All runs' results land in one tidy table,
-runs/<sweep-name>/results.{parquet,csv} (drostudy.results), with each run's parameters, status and timings.
+runs/<sweep-name>/results.{parquet,csv} (drostudy.analysis.results), with each run's parameters, status and timings.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from drostudy import results
+from drostudy.analysis import results
 from drostudy.io import atomic_write_text
-from drostudy.notebooks import (
+from drostudy.runner.notebooks import (
     COMMANDS,
     DONE,
     ERROR,
@@ -54,7 +54,7 @@ PRESETS = {
 def runs_root() -> Path:
     """Where sweeps and the study write: $DROSTUDY_RUNS or <repo>/runs."""
     root = os.environ.get("DROSTUDY_RUNS")
-    return Path(root) if root else Path(__file__).resolve().parent.parent / "runs"
+    return Path(root) if root else Path(__file__).resolve().parents[2] / "runs"
 
 
 def parse_value(text: str):

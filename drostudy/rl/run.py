@@ -7,10 +7,11 @@ Reads top to bottom: `RLConfig` -> `train_rl(config)`: load the policy (LoRA on 
 is the same model with the adapters off) and the reward model (a folder saved with save_pretrained, e.g. by
 `train_reward_for_rl`), draw training prompts of the train domains, run `RobustRLOOTrainer` (TRL's RLOO:
 G sampled completions per prompt, leave-one-out baseline, KL penalty beta in the reward, clipped sequence
-surrogate; its advantages scaled by worst-case prompt weights, see drostudy.train.rl_trainer), then score
-greedy answers on held-out prompts of every domain (drostudy.train.rl_eval). radius 0 is plain RLOO.
+surrogate; its advantages scaled by worst-case prompt weights, see drostudy.rl.trainer), then score
+greedy answers on held-out prompts of every domain (drostudy.rl.eval; the reward:
+drostudy.rl.reward). radius 0 is plain RLOO.
 
-metrics.json (drostudy.train.common layout): stage "rl", method "ordinary" | "robust", per_domain
+metrics.json (drostudy.runs layout): stage "rl", method "ordinary" | "robust", per_domain
 {domain: {learned_reward, correct, kl, n, learned_reward_before, correct_before}} (the *_before are the
 reference policy's, computed once per evaluation set and cached), and a per-step history with TRL's
 `reward`, `kl`, `rewards/learned_reward/mean`, `samples/correct`, `loss` and `dro/*`.
@@ -27,10 +28,12 @@ from pathlib import Path
 
 import torch
 
+from drostudy.config import method_label
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import history, lora_config, training_command
-from drostudy.train.rl_eval import LearnedReward, evaluate_rl_policy, prompt_rows
-from drostudy.train.rl_trainer import RobustRLOOTrainer, is_ordinary
+from drostudy.rl.eval import evaluate_rl_policy, prompt_rows
+from drostudy.rl.reward import LearnedReward
+from drostudy.rl.trainer import RobustRLOOTrainer
+from drostudy.runs import history, lora_config, training_command
 from drostudy.weights import validate_radius
 
 
@@ -44,8 +47,8 @@ class RLConfig:
     """reward model: a folder saved with save_pretrained (train_reward_for_rl), or a name (tiny-bert: tests)"""
     reward_max_length: int = 128
     """tokens per (prompt, response) text fed to the reward model, as in its training"""
-    policy: str = "smollm2-135m-instruct"
-    """policy name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
+    model: str = "smollm2-135m-instruct"
+    """the policy trained: a name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
     train_domains: tuple[str, ...] = ("math", "code")
     """suite domains whose prompts the policy is trained on (in distribution)"""
     eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
@@ -126,7 +129,7 @@ class RLConfig:
     @property
     def method(self) -> str:
         """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust`."""
-        return "ordinary" if is_ordinary(self.divergence, self.radius) else "robust"
+        return method_label(self.divergence, self.radius)
 
 
 def build_data(config: RLConfig, tokenizer):
@@ -200,7 +203,7 @@ def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, tr
 def reference_metrics(policy, tokenizer, reward: LearnedReward, test: dict, config: RLConfig) -> dict:
     """Per-domain learned reward and correctness of the reference policy, cached (the same in every run)."""
     prompts = {d: [r["prompt"] for r in rows] for d, rows in test.items()}
-    key = [config.policy, _reward_identity(config.reward_model), config.reward_max_length, config.max_new_tokens,
+    key = [config.model, _reward_identity(config.reward_model), config.reward_max_length, config.max_new_tokens,
            prompts]  # fmt: skip
     path = (
         cache_dir()
@@ -213,9 +216,7 @@ def reference_metrics(policy, tokenizer, reward: LearnedReward, test: dict, conf
         out = evaluate_rl_policy(
             policy, tokenizer, reward, test, config.max_new_tokens, reference=policy
         )
-    if (
-        config.policy != "tiny-llama"
-    ):  # a random tiny policy is rebuilt every time: nothing worth caching
+    if config.model != "tiny-llama":  # a random tiny policy is rebuilt every time: nothing worth caching
         atomic_write_json(path, out)
     return out
 
@@ -238,7 +239,7 @@ def train_rl(config: RLConfig) -> dict:
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
-    policy, tokenizer = load_policy(config.policy)
+    policy, tokenizer = load_policy(config.model)
     reward = load_reward(config)
     train, test = build_data(config, tokenizer)
     timings = {}

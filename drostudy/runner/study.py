@@ -15,7 +15,8 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from drostudy.notebooks import (
+from drostudy.analysis.results import results_dir
+from drostudy.runner.notebooks import (
     ERROR,
     LOG,
     Task,
@@ -25,8 +26,7 @@ from drostudy.notebooks import (
     notebook_paths,
     run_task,
 )
-from drostudy.results import results_dir
-from drostudy.sweep import runs_root
+from drostudy.runner.sweep import runs_root
 
 
 def study_parameters(path: Path, full: bool, smoke: bool) -> dict:

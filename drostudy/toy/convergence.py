@@ -7,16 +7,16 @@ z = x if the first response won else -x, so the loss of a linear reward model th
 
     l_i(theta) = -log sigmoid(theta . z_i) = softplus(-theta . z_i)          (convex in theta).
 
-The full-data robust objective (methods.md conventions; `l2` keeps its minimiser unique) is
+The full-data robust objective (docs/methods.md conventions; `l2` keeps its minimiser unique) is
 
     F(theta) = max_{q in ball(divergence, radius) around 1/n} sum_i q_i l_i(theta) + 0.5 * l2 * |theta|^2.
 
 `solve_full_robust` minimises F exactly with cvxpy, writing the inner max in dual form;
-`minibatch_robust_gd` runs the seed paper's minibatch algorithm (exact worst-case weights on each minibatch
+`minibatch_robust_gd` runs the minibatch algorithm of Mandal, Sasnauskas and Radanovic (2025) (exact worst-case weights on each minibatch
 from drostudy.weights, the gradient of the weighted loss, a decreasing step size); `gap_curves` records
 F(theta_t) - F* against iterations for several batch sizes. The minibatch estimator of F is biased (the
 worst case of a small batch is milder than that of the full data), so small batches stall at a floor.
-drostudy.domain_shift compares the exact robust and ordinary (ERM) optima under a shift of the domain mix
+drostudy.toy.domain_shift compares the exact robust and ordinary (ERM) optima under a shift of the domain mix
 inside the ball. Everything is float64, seeded and takes seconds on a CPU.
 """
 
@@ -157,7 +157,7 @@ def robust_objective(
 ) -> float:
     """F(theta): the full-data robust loss (exact weights from drostudy.weights) + 0.5 l2 |theta|^2.
 
-    level "example": the ball is over pairs (the seed paper); "domain": over the domain mix, around the
+    level "example": the ball is over pairs (Mandal et al., 2025); "domain": over the domain mix, around the
     empirical domain proportions (group DRO).
     """
     _check_level(level)

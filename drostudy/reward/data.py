@@ -19,28 +19,37 @@ TEST_SEED = 0  # every run is evaluated on the same test pairs
 
 def prepare_splits(config):
     """(train pairs of the config's mix and seed, test pairs of every domain) as datasets.Dataset."""
-    from datasets import concatenate_datasets
-
-    from drostudy.data import DOMAINS, load_suite, select
+    from drostudy.data import load_suite
 
     suite = load_suite()
+    return train_pairs(suite["train"], config), test_pairs(suite["test"], config.n_eval)
+
+
+def train_pairs(train, config):
+    """The training pairs of `config` (its domains, shares, kinds, n_train and seed) from suite split `train`."""
+    from drostudy.data import select
+
     proportions = (
         dict(zip(config.train_domains, config.train_proportions, strict=True))
         if config.train_proportions
         else None
     )
     kinds = config.train_kinds or None
-    train = select(
-        suite["train"], config.train_domains, kinds, proportions, n=config.n_train, seed=config.seed
-    )
-    test = [_test_domain(suite["test"], d, config.n_test, select) for d in DOMAINS]
-    return train, concatenate_datasets([t for t in test if len(t)])
+    return select(train, config.train_domains, kinds, proportions, n=config.n_train, seed=config.seed)
 
 
-def _test_domain(test, domain: str, n_test: int, select):
-    available = sum(1 for d in test["domain"] if d == domain)
-    n = min(n_test, available) if n_test else None
-    return select(test, domains=[domain], n=n, seed=TEST_SEED)
+def test_pairs(test, n_eval: int):
+    """Up to `n_eval` test pairs of every suite domain (all when 0), the same for every run (TEST_SEED)."""
+    from datasets import concatenate_datasets
+
+    from drostudy.data import DOMAINS, select
+
+    parts = []
+    for domain in DOMAINS:
+        available = sum(1 for d in test["domain"] if d == domain)
+        n = min(n_eval, available) if n_eval else None
+        parts.append(select(test, domains=[domain], n=n, seed=TEST_SEED))
+    return concatenate_datasets([t for t in parts if len(t)])
 
 
 def encode_pair_texts(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int):

@@ -12,7 +12,7 @@ Every run folder holds one `metrics.json`, written atomically, with at least:
      "timings": {"total_s": float, ...},
      "history": [{"step": int, "loss": float, "dro/...": float, ...}, ...]}
 
-`drostudy.results` turns such files into one tidy table.
+`drostudy.analysis.results` turns such files into one tidy table.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +43,8 @@ def run_folder(root: str | Path, label: str, config) -> Path:
     """root/<label>-s<seed>-<8 hex of the config>: one folder per configuration, so that a changed
     parameter starts new runs next to the finished ones instead of clashing with them."""
     text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
-    return Path(root) / f"{label}-s{config.seed}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", label)  # labels such as "robust tv 0.2": no spaces in paths
+    return Path(root) / f"{name}-s{config.seed}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object], dict]) -> dict:
@@ -66,6 +68,23 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     if out_dir is not None and _is_main_process():
         atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics
+
+
+def run_all(
+    configs: list[tuple[str, object]],
+    folder: str | Path | None,
+    train_fn: Callable[[object], dict],
+    desc: str = "runs",
+) -> list[dict]:
+    """`run_or_resume` each (label, config) into its `run_folder` under `folder` (None: nothing written),
+    with a progress bar; each metrics dict gains its `label`. What notebooks 02-04 run their grids with."""
+    from tqdm.auto import tqdm
+
+    runs = []
+    for label, config in tqdm(configs, desc=desc):
+        out = run_folder(folder, label, config) if folder is not None else None
+        runs.append({**run_or_resume(config, out, train_fn), "label": label})
+    return runs
 
 
 def _is_main_process() -> bool:

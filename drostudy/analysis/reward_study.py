@@ -1,85 +1,66 @@
 """What notebook 02 runs and tabulates: reward-model settings on shared cached features, their tables, and a
 conclusion written from the numbers.
 
-`RewardStudy(base)` loads the suite, the model and the frozen-feature cache once; `run(seed, **overrides)`
-trains one setting (drostudy.train.reward_cached.run_cached) and returns its metrics in the layout of
-drostudy.train.common. Labels name a setting: `ordinary`, `robust tv 0.2`, `group_robust tv 0.2`, ...
+`RewardStudy(base, folder)` loads the suite, the model and the frozen-feature cache once; `grid(settings,
+seeds)` runs (or resumes, run by run) each setting through drostudy.runs.run_all, like notebooks 03 and 04. Labels name a setting: `ordinary`, `robust tv 0.2`, `group_robust tv 0.2`, ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from drostudy import results
-from drostudy.train import reward_cached
-from drostudy.train.common import domain_means
-from drostudy.train.reward import RMConfig
-from drostudy.train.reward_data import TEST_SEED
+from drostudy.analysis import results
+from drostudy.reward import data as reward_data
+from drostudy.reward import fast as reward_cached
+from drostudy.reward.run import RMConfig
+from drostudy.runs import run_all as run_labelled
 from drostudy.weights import worst_case_weights
 
 
 class RewardStudy:
-    """Shared state of a grid of cached-engine runs: suite, model, pretrained top weights, feature cache."""
+    """Shared state of a grid of cached-engine runs: suite, model, pretrained top weights, feature cache.
 
-    def __init__(self, base: RMConfig):
+    folder: where each run is written and resumed from (drostudy.runs.run_folder); None writes nothing.
+    """
+
+    def __init__(self, base: RMConfig, folder: str | Path | None = None):
         from drostudy.data import DOMAINS, load_suite
 
-        self.base, self.suite, self.domains = base, load_suite(), DOMAINS
+        self.base, self.folder, self.suite, self.domains = base, folder, load_suite(), DOMAINS
         self.model, self.tokenizer, self.initial = reward_cached.load_cached_model(base)
         self.features = reward_cached.FrozenFeatures(
             self.model, self.tokenizer, base.frozen_layers, base.max_length
         )
-        self.test = self._test()
-
-    def _test(self):
-        from datasets import concatenate_datasets
-
-        from drostudy.data import select
-
-        parts = []
-        for domain in self.domains:
-            available = sum(1 for d in self.suite["test"]["domain"] if d == domain)
-            n = min(self.base.n_test, available) if self.base.n_test else None
-            parts.append(select(self.suite["test"], domains=[domain], n=n, seed=TEST_SEED))
-        return concatenate_datasets(parts)
+        self.test = reward_data.test_pairs(self.suite["test"], base.n_eval)
+        self._trained = None  # the config the model's weights were last trained with
 
     def train_split(self, config: RMConfig):
-        from drostudy.data import select
+        return reward_data.train_pairs(self.suite["train"], config)
 
-        shares = (
-            dict(zip(config.train_domains, config.train_proportions, strict=True))
-            if config.train_proportions
-            else None
-        )
-        kinds = config.train_kinds or None
-        return select(
-            self.suite["train"], config.train_domains, kinds, shares, config.n_train, config.seed
-        )
-
-    def run(self, seed: int, **overrides) -> dict:
-        """Train and evaluate `base` with `seed` and `overrides`; metrics as drostudy.train.common writes."""
-        config = dataclasses.replace(self.base, seed=seed, **overrides)
+    def train(self, config: RMConfig) -> dict:
+        """Train and evaluate one config on the shared features (drostudy.reward.fast.run_cached)."""
         metrics = reward_cached.run_cached(
             config, self.model, self.initial, self.features, self.train_split(config), self.test
         )
-        metrics["config"] = dataclasses.asdict(config)
-        metrics["in_distribution"] = domain_means(metrics["per_domain"], config.train_domains)
-        metrics["out_of_distribution"] = domain_means(metrics["per_domain"], config.eval_domains)
-        metrics["label"] = setting_label(config)
+        self._trained = config
         return metrics
 
     def grid(self, settings: list[dict], seeds) -> list[dict]:
-        """`run` every setting (a dict of overrides) with every seed, with a progress bar."""
-        jobs = [(s, seed) for s in settings for seed in seeds]
-        return [self.run(seed, **s) for s, seed in tqdm(jobs, desc="reward models")]
+        """Run (or resume) every setting (a dict of overrides of `base`) with every seed."""
+        configs = [dataclasses.replace(self.base, seed=seed, **s) for s in settings for seed in seeds]
+        labelled = [(setting_label(c), c) for c in configs]
+        return run_labelled(labelled, self.folder, self.train, desc="reward models")
 
     def train_losses(self, config: RMConfig) -> np.ndarray:
-        """Per-pair BT losses of the model as it stands (call right after a run) on that run's train pairs."""
+        """Per-pair BT losses of the model trained with `config` on its train pairs (retrained when the
+        model holds other weights, e.g. after a resumed run)."""
+        if self._trained != config:
+            self.train(config)
         margins = reward_cached.cached_margins(
             self.model, *self.features.pairs(self.train_split(config)), config.frozen_layers
         )
@@ -120,7 +101,7 @@ def matched_radius(losses: np.ndarray, batch_size: int, divergence: str, target_
 
 
 def accuracy_frame(runs: list[dict]) -> pd.DataFrame:
-    """Tidy accuracy rows (drostudy.results.tidy) with each run's `label`."""
+    """Tidy accuracy rows (drostudy.analysis.results.tidy) with each run's `label`."""
     rows = [r | {"label": run["label"]} for run in runs for r in results.tidy(run)]
     frame = pd.DataFrame(rows)
     return frame[frame["metric"] == "accuracy"]
@@ -172,14 +153,14 @@ def top_weighted_pairs(run: dict, train, k: int = 8) -> pd.DataFrame:
 
 
 def _pm(row) -> str:
-    half = "" if pd.isna(row["ci95"]) else f" ± {row['ci95']:.3f}"
-    return f"{row['mean']:.3f}{half}"
+    return results.mean_pm(row["mean"], row["ci95"])
 
 
-def _verdict(diff: float, half: float) -> str:
-    if pd.isna(half):
+def _verdict(diff: float, half_a: float, half_b: float) -> str:
+    overlap = results.intervals_overlap(diff, half_a, half_b)
+    if overlap is None:
         return "one seed, no interval"
-    if abs(diff) <= half:
+    if overlap:
         return "within the 95% intervals"
     return "better beyond the intervals" if diff > 0 else "worse beyond the intervals"
 
@@ -198,7 +179,7 @@ def setting_table(summary: pd.DataFrame, reference: str = "ordinary") -> pd.Data
         rows.append(
             {"label": label, "ood": _pm(ood), "id": _pm(idm), "worst_domain": worst}
             | {"worst_accuracy": by.loc[(label, worst), "mean"], "ood_gain": gain}
-            | {"verdict": _verdict(gain, ood["ci95"] + ref["ci95"])}
+            | {"verdict": _verdict(gain, ood["ci95"], ref["ci95"])}
         )
     return pd.DataFrame(rows).sort_values("ood_gain", ascending=False).reset_index(drop=True)
 

@@ -1,0 +1,141 @@
+"""One reward-model run end to end: `python -m drostudy rm ...`.
+
+`RMConfig` is the run's configuration; `train_reward_model(config)` prepares the data, trains on the TRL path
+(drostudy.reward.trainer) or the cached-encoder fast path (drostudy.reward.fast, `engine="cached"`) and
+measures per-domain test accuracy; `cli_main` wraps it in drostudy.runs.run_or_resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+
+from drostudy.config import method_label
+from drostudy.io import seed_everything
+from drostudy.reward.objective import LEVELS, check_choice, freeze_lower_layers
+from drostudy.reward.trainer import RobustRewardTrainer, trl_args
+from drostudy.runs import training_command
+from drostudy.weights import validate_radius
+
+ENGINES = ("trl", "cached")
+
+
+@dataclasses.dataclass
+class RMConfig:
+    """One reward-model run: data mix, robust objective, optimisation. DRO is off by default (radius 0)."""
+
+    model: str = "minilm-l6"
+    """reward backbone: a name known to drostudy.models.load_reward_model (or a local checkpoint path)"""
+    train_domains: tuple[str, ...] = ("math", "code", "knowledge")
+    """domains of the training mix (the in-distribution domains)"""
+    train_proportions: tuple[float, ...] = ()
+    """share of each training domain in the mix, in the order of train_domains; empty = equal shares"""
+    eval_domains: tuple[str, ...] = ("reasoning", "safety")
+    """held-out domains reported as out of distribution (accuracy is measured on every domain anyway)"""
+    train_kinds: tuple[str, ...] = ()
+    """kinds of rejected response kept for training (empty = all): the filtering experiment"""
+    n_train: int = 750
+    """training pairs drawn from the train split of the training domains"""
+    n_eval: int = 300
+    """held-out test pairs per domain at most (0 = the whole test split)"""
+    divergence: str = "tv"
+    """ambiguity set of the worst case: tv, kl, chi2 or cvar (drostudy.weights.DIVERGENCES)"""
+    radius: float = 0.0
+    """ball size rho (for cvar the tail fraction alpha, 1 = ordinary); 0 = ordinary Bradley-Terry"""
+    level: str = "example"
+    """worst case over pairs (example: one pair per prompt, i.e. prompt-level) or over training domains (group)"""
+    learning_rate: float = 5e-5
+    """AdamW learning rate (linear decay to 0, as TRL's default schedule)"""
+    epochs: int = 1
+    """passes over the training pairs"""
+    batch_size: int = 16
+    """pairs per minibatch: the worst case is taken over this many losses (times the process count)"""
+    max_length: int = 128
+    """tokens per (prompt, response) text; the prompt is cut from the left so the question and answer stay"""
+    frozen_layers: int = 0
+    """lower encoder layers (and the embeddings, when > 0) kept frozen"""
+    engine: str = "trl"
+    """trl: RobustRewardTrainer on the whole model; cached: cache the frozen layers' outputs, train the rest"""
+    logging_steps: int = 5
+    """optimizer steps between logged history rows"""
+    seed: int = 0
+    """seeds the data subset, the head initialisation and the batch order"""
+
+    def __post_init__(self) -> None:
+        from drostudy.data import DOMAINS
+
+        self.train_domains, self.eval_domains = tuple(self.train_domains), tuple(self.eval_domains)
+        self.train_proportions = tuple(float(p) for p in self.train_proportions)
+        self.train_kinds = tuple(self.train_kinds)
+        for name in ("train_domains", "eval_domains"):
+            domains = getattr(self, name)
+            unknown = [d for d in domains if d not in DOMAINS]
+            if unknown or not domains:
+                raise ValueError(
+                    f"{name} has unknown or no domains {unknown}; expected some of {list(DOMAINS)}"
+                )
+        if self.train_proportions and (
+            len(self.train_proportions) != len(self.train_domains) or min(self.train_proportions) < 0
+        ):
+            raise ValueError(
+                f"train_proportions must be {len(self.train_domains)} non-negative numbers (one per train "
+                f"domain); got {self.train_proportions!r}"
+            )
+        self.radius = validate_radius(self.divergence, self.radius)
+        check_choice("level", self.level, LEVELS)
+        check_choice("engine", self.engine, ENGINES)
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate!r}")
+        for name in ("n_train", "epochs", "batch_size", "max_length", "logging_steps"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
+        for name in ("n_eval", "frozen_layers"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a non-negative integer; got {getattr(self, name)!r}")
+
+    @property
+    def method(self) -> str:
+        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group_robust` at
+        level "group"); `_filtered` is appended when train_kinds drops some kinds."""
+        robust = "group_robust" if self.level == "group" else "robust"
+        return method_label(self.divergence, self.radius, robust) + (
+            "_filtered" if self.train_kinds else ""
+        )
+
+
+def train_reward_model(config: RMConfig) -> dict:
+    """Train and evaluate one reward model on the TRL path; returns the metrics of drostudy/runs.py."""
+    from drostudy.models import load_reward_model
+    from drostudy.reward.data import evaluate_pairs, prepare_splits, tokenize_pairs
+
+    if config.engine == "cached":
+        from drostudy.reward.fast import train_cached_reward_model
+
+        return train_cached_reward_model(config)
+    seed_everything(config.seed)
+    train, test = prepare_splits(config)
+    model, tokenizer = load_reward_model(config.model)
+    freeze_lower_layers(model, config.frozen_layers)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = RobustRewardTrainer(
+            model=model,
+            args=trl_args(config, tmp),
+            train_dataset=tokenize_pairs(train, tokenizer, config.max_length, config.train_domains),
+            processing_class=tokenizer,
+            divergence=config.divergence,
+            radius=config.radius,
+            level=config.level,
+            group_names=config.train_domains,
+        )
+        trainer.train()
+    train_s = time.perf_counter() - start
+    metrics = evaluate_pairs(model, tokenizer, test, config.max_length, config.batch_size)
+    metrics["timings"]["train_s"] = train_s
+    history = [row for row in trainer.state.log_history if "loss" in row]
+    return {"stage": "rm", "method": config.method, **metrics, "history": history}
+
+
+# The lambda looks the training function up at call time, so tests and users can patch it.
+add_cli_arguments, cli_main = training_command(RMConfig, lambda config: train_reward_model(config))

@@ -1,1 +1,0 @@
-"""Training loops on TRL: reward models (`reward`), DPO (`dpo`) and reward-based RL (`rl`)."""
