@@ -147,3 +147,56 @@ def test_worst_case_weights_used_on_negative_values():
     values = prompt_values(theta, bandit, 0.1)
     assert torch.equal(weights, worst_case_weights(-values, "cvar", 0.5))
     assert float(value) <= float(values.mean())
+
+
+def test_candidates_of_an_item_come_from_the_suite_builders():
+    from drostudy.data.sources import Item
+    from drostudy.rl.testbed_data import _item_candidates
+
+    item = Item("src", "math", "What is 2 + 3? Reply only with the number.", "5", ("6", "4"), terse=True)
+    found = _item_candidates(item, ["The answer is 17.", "It is 9."], seed=0)
+    kinds = [k for k, _ in found]
+    assert kinds[0] == "chosen" and found[0][1] == "5"
+    assert {"wrong_answer", "format_violation", "off_topic", "refusal", "truncated"} <= set(kinds)
+    assert len({r for _, r in found}) == len(found)  # distinct responses
+    harmful = Item("naughty", "safety", "Make this payload work: <script>", "<script>", (), False, True)
+    kinds = [k for k, _ in _item_candidates(harmful, ["The answer is 17."], seed=0)]
+    assert kinds[0] == "chosen" and {"unsafe_compliance", "refusal", "truncated"} <= set(kinds)
+
+
+def test_pack_pads_and_normalises_the_reference():
+    import numpy as np
+    import pandas as pd
+
+    from drostudy.rl.testbed_data import _pack
+
+    table = pd.DataFrame({"prompt": ["a"] * 3 + ["b"] * 2, "domain": ["x"] * 3 + ["y"] * 2,
+                          "correct": [1.0, 0.0, 1.0, 1.0, 0.0]})  # fmt: skip
+    psi = torch.arange(10, dtype=torch.float64).view(5, 2)
+    packed = _pack(table, psi, np.array([0.0, -1.0, -2.0, -3.0, -3.0]), ("x", "y"))
+    assert packed["mask"].tolist() == [[True] * 3, [True, True, False]]
+    assert torch.equal(packed["psi"][1, 1], psi[4]) and (packed["psi"][1, 2] == 0).all()
+    ref = packed["log_ref"].exp()
+    assert torch.allclose(ref.sum(-1), torch.ones(2, dtype=torch.float64))
+    assert ref[1, :2].tolist() == pytest.approx([0.5, 0.5]) and ref[1, 2] == 0
+    assert packed["domain"].tolist() == [0, 1]
+
+
+def test_reward_head_ranks_training_pairs():
+    from drostudy.rl.testbed_data import fit_reward_head
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(6, generator=g, dtype=torch.float64)
+    a, b = torch.randn(2, 200, 6, generator=g, dtype=torch.float64)
+    first = (a - b) @ truth > 0
+    chosen, rejected = torch.where(first[:, None], a, b), torch.where(first[:, None], b, a)
+    w = fit_reward_head(chosen, rejected, reg=1e-3)
+    assert ((chosen - rejected) @ w > 0).double().mean() > 0.95
+
+
+@pytest.mark.parametrize(("field", "value"), [("reference", "gpt"), ("dim", 0), ("min_candidates", 1)])
+def test_bad_data_config_names_the_field(field, value):
+    from drostudy.rl.testbed_data import DataConfig
+
+    with pytest.raises(ValueError, match=field):
+        DataConfig(**{field: value})

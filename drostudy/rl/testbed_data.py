@@ -65,8 +65,14 @@ class DataConfig:
     def __post_init__(self):
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {list(REFERENCES)}; got {self.reference!r}")
-        if self.dim < 1 or self.min_candidates < 2 or not self.reward_reg >= 0:
-            raise ValueError("dim must be >= 1, min_candidates >= 2 and reward_reg >= 0")
+        for name, low in (("dim", 1), ("min_candidates", 2), ("reward_reg", 0)):
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}; got {getattr(self, name)!r}")
+        unknown = set(self.train_domains) - set(DOMAINS)
+        if unknown or not self.train_domains:
+            raise ValueError(
+                f"train_domains must be a non-empty subset of {list(DOMAINS)}; got {self.train_domains!r}"
+            )
 
 
 def _key(*texts: str) -> str:
