@@ -200,3 +200,14 @@ def test_bad_data_config_names_the_field(field, value):
 
     with pytest.raises(ValueError, match=field):
         DataConfig(**{field: value})
+
+
+def test_training_curves_start_at_the_reference():
+    from drostudy.rl.testbed import training_curves
+
+    bandit = synthetic_bandit()
+    curves = training_curves(bandit, bandit, BanditConfig(**SMALL), n_evals=4)
+    start = curves[(curves.step == 0) & (curves.metric == "kl")]
+    assert (start.value.abs() < 1e-12).all() and curves.step.max() == SMALL["steps"]
+    rewards = curves[curves.metric == "reward"].groupby("step").value.mean()
+    assert rewards.iloc[-1] > rewards.iloc[0]  # the learned reward is what the policy climbs

@@ -36,7 +36,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from drostudy.train.rl_trainer import advantage_scale, is_ordinary
 from drostudy.weights import validate_radius, worst_case_weights
 
 
@@ -169,9 +168,11 @@ def _advantages(theta: Tensor, batch: Bandit, config: BanditConfig, generator) -
         total = batch.reward.gather(1, ys) - config.beta * (old - batch.log_ref.gather(1, ys))
         baseline = (total.sum(1, keepdim=True) - total) / (config.samples - 1)  # mean of the others
         advantages = total - baseline
-        if not is_ordinary(config.divergence, config.radius):  # radius 0: untouched, the plain algorithm
-            scale, _ = advantage_scale(total.mean(1), config.divergence, config.radius)  # (B,)
-            advantages = advantages * scale[:, None]
+        # As drostudy.train.rl_trainer.advantage_scale (not imported: that module loads TRL, which would
+        # triple this module's import time): P * w*, w* the worst case of the losses -v over the batch.
+        if config.radius != (1.0 if config.divergence == "cvar" else 0.0):  # else untouched: plain
+            weights = worst_case_weights(-total.mean(1), config.divergence, config.radius)  # (B,)
+            advantages = advantages * (len(weights) * weights)[:, None]
     return ys, old, advantages
 
 
@@ -308,3 +309,18 @@ def convergence_table(
     table = pd.DataFrame(rows)
     table["gap"] = optimum - table["objective"]
     return table, optimum
+
+
+def training_curves(
+    train: Bandit, test: Bandit, config: BanditConfig, n_evals: int = 12
+) -> pd.DataFrame:
+    """The exact test metrics of the minibatch iterate at `n_evals` log-spaced steps (step 0: pi_ref), so
+    reward over-optimisation shows: learned reward rising while graded correctness falls.
+
+    Returns a DataFrame (step, domain, metric, value) with `evaluate_policy`'s metrics.
+    """
+    steps = tuple(np.unique(np.geomspace(1, config.steps, n_evals).round().astype(int)).tolist())
+    _, history = run_minibatch(train, config, steps)
+    zero = {"step": 0, "theta": torch.zeros(train.phi.shape[-1], dtype=train.phi.dtype)}
+    frames = [evaluate_policy(h["theta"], test).assign(step=h["step"]) for h in [zero, *history]]
+    return pd.concat(frames, ignore_index=True)[["step", "domain", "metric", "value"]]
