@@ -78,9 +78,9 @@ class BanditConfig:
     """Adam steps on the clipped surrogate per batch (1: the ratio is 1 and clipping never acts)"""
     clip: float = 0.2
     """PPO clip range epsilon: the ratio is clipped to [1 - clip, 1 + clip]"""
-    lr: float = 0.05
-    """Adam learning rate of theta (minibatch algorithm)"""
-    full_steps: int = 400
+    lr: float = 0.1
+    """Adam learning rate of theta at step 1 of the minibatch algorithm; step t uses lr / sqrt(t)"""
+    full_steps: int = 1000
     """gradient-ascent steps of the full-batch exact solver"""
     full_lr: float = 0.05
     """Adam learning rate of the full-batch solver (decays linearly to 0, so it settles)"""
@@ -200,6 +200,8 @@ def run_minibatch(
     n_prompts, batch_size = len(bandit.mask), min(config.batch_prompts, len(bandit.mask))
     theta = torch.zeros(bandit.phi.shape[-1], dtype=bandit.phi.dtype, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=config.lr)
+    # lr / sqrt(t), the step sizes of the convergence guarantee; a constant rate keeps the iterate bouncing
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + t // config.ppo_epochs) ** -0.5)
     generator = torch.Generator().manual_seed(config.seed)
     history, wanted = [], set(eval_steps)
     for step in range(1, config.steps + 1):
@@ -207,6 +209,7 @@ def run_minibatch(
         ys, old, advantages = _advantages(theta.detach(), batch, config, generator)
         for _ in range(config.ppo_epochs):
             _surrogate_step(theta, optimizer, batch, ys, old, advantages, config.clip)
+            decay.step()
         if step in wanted:
             row = {"step": step, "theta": theta.detach().clone()}
             if objective is not None:
