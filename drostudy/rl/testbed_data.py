@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -100,7 +101,26 @@ def _item_candidates(item, others: list[str], seed: int) -> list[tuple[str, str]
 
 
 def candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.DataFrame:
-    """One row per candidate: split, domain, prompt, kind, response, correct (see the module docstring)."""
+    """One row per candidate: split, domain, prompt, kind, response, correct (see the module docstring).
+
+    Cached under cache_dir()/"testbed" by the suite's code fingerprint, split, domains and config (reading
+    the registry again costs ~15 s of CPU per split).
+    """
+    from drostudy.data.suite import fingerprint
+
+    key = _key(fingerprint(), split, *domains, str(config.seed), str(config.min_candidates))
+    path = cache_dir() / "testbed" / f"candidates_{key[:16]}.parquet"
+    if path.exists():
+        return pd.read_parquet(path)
+    table = _candidates(split, domains, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return table
+
+
+def _candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.DataFrame:
     build = BuildConfig()
     suite = load_suite()[split].to_pandas()
     rows = []
@@ -156,7 +176,7 @@ def embed(texts: list[str], left: bool, batch_size: int = 64) -> np.ndarray:
 def _save(path, store: dict[str, np.ndarray]) -> None:
     """Write {key: vector or scalar} atomically (keys and values as two arrays)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, keys=np.array(list(store)), values=np.stack(list(store.values())))
     tmp.replace(path)
 
