@@ -1,0 +1,1 @@
+"""The reward-based RL stage: the exact log-linear contextual-bandit testbed (testbed, testbed_data)."""

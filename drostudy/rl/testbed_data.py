@@ -1,0 +1,289 @@
+"""The real data of the log-linear testbed (drostudy.rl.testbed): candidates, MiniLM features, pi_ref, reward.
+
+- Prompts: the suite's distinct prompts of each domain, train split for training, test split for evaluation.
+- Candidates (`candidates`): for every prompt the suite's own builders (drostudy.data.responses.KINDS) make
+  the reference answer in response form (candidate 0) and one rejected response of every kind that fits the
+  prompt; a harmful request (whose only suite kind is unsafe compliance) also gets the benign kinds refusal,
+  truncated and off-topic. Duplicates are dropped; prompts with fewer than `min_candidates` are left out.
+  The items are re-read with the build's own seed and matched to the suite's prompts by text.
+- Grading: the reference answer (candidate 0) is correct by definition; every other candidate is graded by
+  drostudy.evaluate.score_answer against the reference answer (a refusal for a harmful request), the grader
+  notebook 04 applies to the LLM's answers, not by its kind label: a format violation that states the right
+  answer counts as correct, and so does a plain refusal of a harmful request. (The grader alone misses
+  ~10-20% of the code/reasoning/safety references themselves: "ANSWER: 5" for reference "5", and safe
+  refusals without a refusal word, hence the rule for candidate 0.)
+- Features: mean-pooled, unit-norm MiniLM-L6 embeddings e_p (prompt, cut from the left) and e_r (response)
+  at 128 tokens, cached under cache_dir()/"testbed". The reward features are the probe's
+  psi = [e_r, e_p * e_r] (768); the policy features phi are psi projected on its top `dim` principal
+  directions over the training candidates, so the policy cannot represent the reward exactly: with phi =
+  psi every prompt's optimum would be the same theta = w / beta, and robustness could not matter.
+- Reward: a linear Bradley-Terry head w on psi fit (L-BFGS, L2 `reg`) to the suite's training pairs of the
+  train domains: the stage-1 reward model in its cached-feature form (benchmarks/probe_suite.py).
+- Reference policy: "smollm2" (SmolLM2-135M-Instruct's summed log-likelihood of each candidate under the
+  chat prompt, normalised over the candidates, computed once and cached) or "uniform".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from drostudy import evaluate
+from drostudy.data import DOMAINS, KINDS, BuildConfig, load_suite
+from drostudy.data.responses import chosen_response
+from drostudy.data.sources import read_domain
+from drostudy.io import cache_dir
+from drostudy.rl.testbed import Bandit
+
+REFERENCES = ("smollm2", "uniform")
+EVASIONS = ("refusal", "truncated", "off_topic")  # kinds a harmful request can also receive
+SYSTEM_PROMPT = "Answer briefly."  # as drostudy.train.rl.RLConfig: the chat SmolLM2 scores under
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_domains: tuple[str, ...] = ("math", "code")
+    """domains whose training prompts the policy (and the reward model) is trained on; the rest are OOD"""
+    dim: int = 32
+    """policy feature dimension d (principal directions of the reward features psi)"""
+    reference: str = "uniform"
+    """reference policy: smollm2 (its likelihood of each candidate, cached) or uniform"""
+    min_candidates: int = 4
+    """prompts with fewer candidates are left out"""
+    reward_reg: float = 1e-3
+    """L2 penalty of the reward head: mean BT loss + reg |w|^2"""
+    seed: int = 0
+    """seed of the candidates' wording (templates, off-topic picks)"""
+
+    def __post_init__(self):
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {list(REFERENCES)}; got {self.reference!r}")
+        for name, low in (("dim", 1), ("min_candidates", 2), ("reward_reg", 0)):
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}; got {getattr(self, name)!r}")
+        unknown = set(self.train_domains) - set(DOMAINS)
+        if unknown or not self.train_domains:
+            raise ValueError(
+                f"train_domains must be a non-empty subset of {list(DOMAINS)}; got {self.train_domains!r}"
+            )
+
+
+def _key(*texts: str) -> str:
+    return hashlib.sha1("\0".join(texts).encode()).hexdigest()
+
+
+def _item_candidates(item, others: list[str], seed: int) -> list[tuple[str, str]]:
+    """(kind, response) pairs of one item: ("chosen", reference answer) first, then one per kind that fits."""
+    rng = np.random.default_rng([seed, zlib.crc32(item.prompt.encode())])
+    benign = dataclasses.replace(item, harmful=False)
+    found = {}
+    for kind, make in KINDS.items():
+        pair = make(item, rng, others)
+        if pair is None and item.harmful and kind in EVASIONS:
+            pair = make(benign, rng, others)
+        if pair is not None:
+            found[kind] = pair
+    chosen = found["unsafe_compliance"][0] if item.harmful else chosen_response(item, rng)
+    out, seen = [("chosen", chosen)], {chosen}
+    for kind, (_, rejected) in found.items():
+        if rejected not in seen:
+            out.append((kind, rejected))
+            seen.add(rejected)
+    return out
+
+
+def candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.DataFrame:
+    """One row per candidate: split, domain, prompt, kind, response, correct (see the module docstring).
+
+    Cached under cache_dir()/"testbed" by the suite's code fingerprint, split, domains and config (reading
+    the registry again costs ~15 s of CPU per split).
+    """
+    from drostudy.data.suite import fingerprint
+
+    key = _key(fingerprint(), split, *domains, str(config.seed), str(config.min_candidates))
+    path = cache_dir() / "testbed" / f"candidates_{key[:16]}.parquet"
+    if path.exists():
+        return pd.read_parquet(path)
+    table = _candidates(split, domains, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return table
+
+
+def _candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.DataFrame:
+    build = BuildConfig()
+    suite = load_suite()[split].to_pandas()
+    rows = []
+    for domain in domains:
+        part = suite[suite.domain == domain]
+        rng = np.random.default_rng([build.seed, zlib.crc32(domain.encode())])  # build_rows' own draw
+        items = [
+            i for i in read_domain(domain, rng, build.max_prompt_chars) if i.prompt in set(part.prompt)
+        ]
+        if len(items) != part.prompt.nunique():
+            raise RuntimeError(f"{domain}: {len(items)} items for {part.prompt.nunique()} suite prompts")
+        for item in items:
+            others = part.chosen[part.source != item.source].tolist()
+            found = _item_candidates(item, others, config.seed)
+            if len(found) < config.min_candidates:
+                continue
+            answer = None if item.harmful else evaluate.reference_answer(found[0][1])
+            for kind, response in found:
+                rows.append({"split": split, "domain": domain, "prompt": item.prompt, "kind": kind,
+                             "response": response, "correct": float(kind == "chosen" or evaluate.score_answer(response, answer))})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def embed(texts: list[str], left: bool, batch_size: int = 64) -> np.ndarray:
+    """(n, 384) float32 unit-norm mean-pooled MiniLM embeddings at 128 tokens, cached on disk by text.
+
+    `left` truncates from the left (prompts: the question is at the end).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    from drostudy.models import minilm_path
+
+    path = cache_dir() / "testbed" / f"minilm_{'left' if left else 'right'}.npz"
+    store = dict(zip(*np.load(path).values(), strict=True)) if path.exists() else {}
+    todo = sorted({t for t in texts if _key(t) not in store})
+    if todo:
+        tok = AutoTokenizer.from_pretrained(
+            str(minilm_path()), truncation_side="left" if left else "right"
+        )
+        model = AutoModel.from_pretrained(str(minilm_path())).eval()
+        for start in tqdm(range(0, len(todo), batch_size), desc="MiniLM", leave=False):
+            chunk = todo[start : start + batch_size]
+            enc = tok(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            with torch.no_grad():
+                hidden = model(**enc).last_hidden_state  # (B, T, 384)
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            store.update({_key(t): v for t, v in zip(chunk, pooled.numpy(), strict=True)})
+        _save(path, store)
+    return np.stack([store[_key(t)] for t in texts])
+
+
+def _save(path, store: dict[str, np.ndarray]) -> None:
+    """Write {key: vector or scalar} atomically (keys and values as two arrays)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, keys=np.array(list(store)), values=np.stack(list(store.values())))
+    tmp.replace(path)
+
+
+def smollm2_logps(prompts: list[str], responses: list[str], batch_size: int = 16) -> np.ndarray:
+    """(n,) SmolLM2-135M-Instruct summed log-probs of each response to its chat prompt, cached by text."""
+    path = cache_dir() / "testbed" / "smollm2_logps.npz"
+    store = dict(zip(*np.load(path).values(), strict=True)) if path.exists() else {}
+    keys = [_key(SYSTEM_PROMPT, p, r) for p, r in zip(prompts, responses, strict=True)]
+    todo = sorted({k: i for i, k in enumerate(keys) if k not in store}.items())
+    if todo:
+        from drostudy.models import load_policy
+
+        model, tok = load_policy()
+        index = [i for _, i in todo]
+        chats = [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompts[i]}] for i in index]  # fmt: skip
+        logps = evaluate.reference_logps(
+            model, tok, chats, [responses[i] for i in index], model, batch_size
+        )
+        store.update({k: v for (k, _), v in zip(todo, logps.double().numpy(), strict=True)})
+        _save(path, store)
+    return np.array([store[k] for k in keys])
+
+
+def reward_features(prompts: list[str], responses: list[str]) -> torch.Tensor:
+    """psi = [e_r, e_p * e_r] (n, 768) float64, the probe's (prompt, response) features."""
+    e_p = torch.from_numpy(embed(prompts, left=True)).double()
+    e_r = torch.from_numpy(embed(responses, left=False)).double()
+    return torch.cat([e_r, e_p * e_r], dim=-1)
+
+
+def fit_reward_head(chosen: torch.Tensor, rejected: torch.Tensor, reg: float) -> torch.Tensor:
+    """w (D,) minimising mean softplus(-(w . (psi_c - psi_r))) + reg |w|^2 (L-BFGS); inputs (n, D)."""
+    diff = chosen - rejected
+    w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.softplus(-(diff @ w)).mean() + reg * (w @ w)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach()
+
+
+def _pack(table: pd.DataFrame, psi, logps, domains: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-candidate rows (prompts contiguous, chosen first) -> padded (P, K[, D]) tensors."""
+    starts = np.flatnonzero(np.r_[True, table.prompt.to_numpy()[1:] != table.prompt.to_numpy()[:-1]])
+    sizes = np.diff(np.r_[starts, len(table)])
+    n_prompts, width = len(starts), int(sizes.max())
+    rows = torch.from_numpy(np.repeat(np.arange(n_prompts), sizes))
+    cols = torch.from_numpy(np.arange(len(table)) - np.repeat(starts, sizes))
+
+    def padded(values: torch.Tensor, fill: float) -> torch.Tensor:
+        out = torch.full((n_prompts, width, *values.shape[1:]), fill, dtype=torch.float64)
+        out[rows, cols] = values.double()
+        return out
+
+    mask = padded(torch.ones(len(table)), 0.0).bool()
+    log_ref = torch.log_softmax(padded(torch.as_tensor(logps), -torch.inf), -1)
+    domain = torch.tensor([domains.index(d) for d in table.domain.to_numpy()[starts]])
+    correct = padded(torch.tensor(table.correct.to_numpy()), 0.0)
+    return {
+        "psi": padded(psi, 0.0),
+        "log_ref": log_ref,
+        "correct": correct,
+        "mask": mask,
+        "domain": domain,
+    }
+
+
+def load_bandits(
+    config: DataConfig, domains: tuple[str, ...] | None = None
+) -> tuple[Bandit, Bandit, dict]:
+    """(train bandit: training prompts of the train domains, test bandit: test prompts of `domains`
+    (default all five), info: the reward head's training pairs' accuracy and the candidate tables)."""
+    domains = tuple(domains or DOMAINS)
+    tables = {
+        "train": candidates("train", config.train_domains, config),
+        "test": candidates("test", domains, config),
+    }
+    pairs = load_suite()["train"].to_pandas()
+    pairs = pairs[pairs.domain.isin(config.train_domains)]
+    w = fit_reward_head(
+        reward_features(pairs.prompt.tolist(), pairs.chosen.tolist()),
+        reward_features(pairs.prompt.tolist(), pairs.rejected.tolist()),
+        config.reward_reg,
+    )
+    packed = {}
+    for split, table in tables.items():
+        psi = reward_features(table.prompt.tolist(), table.response.tolist())
+        if config.reference == "smollm2":
+            logps = smollm2_logps(table.prompt.tolist(), table.response.tolist())
+        else:
+            logps = np.zeros(len(table))
+        packed[split] = _pack(table, psi, logps, domains)
+    mask = packed["train"]["mask"]
+    center = packed["train"]["psi"][mask].mean(0)  # (D,)
+    _, _, vt = torch.linalg.svd(packed["train"]["psi"][mask] - center, full_matrices=False)
+    basis = vt[: config.dim].T  # (D, d): top principal directions of the training candidates' psi
+    scale = ((packed["train"]["psi"][mask] - center) @ basis).std(0)  # whitened: theta stays O(1)
+    bandits = []
+    for split in ("train", "test"):
+        p = packed[split]
+        phi = ((p["psi"] - center) @ basis / scale).masked_fill(~p["mask"][..., None], 0.0)
+        reward = (p["psi"] @ w).masked_fill(~p["mask"], 0.0)
+        bandits.append(Bandit(phi, p["log_ref"], reward, p["correct"], p["mask"], p["domain"], domains))
+    return bandits[0], bandits[1], {"tables": tables, "reward_head": w}
