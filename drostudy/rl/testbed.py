@@ -12,7 +12,7 @@ E_{x~Q} V(x), the ball around the uniform distribution over the training prompts
 w* = worst_case_weights(-V, divergence, radius) (low value = high weight) and its gradient sum_x w*_x grad V(x)
 (Danskin; w* detached). Two algorithms, both from theta = 0 (pi = pi_ref):
 
-- `run_minibatch`: the PPO-style algorithm the stage runs on the LLM (drostudy.train.rl_trainer): per step
+- `run_minibatch`: the PPO-style algorithm the stage runs on the LLM (drostudy.rl.trainer): per step
   sample `batch_prompts` prompts and `samples` responses each from pi, reward minus beta times the sampled
   log-ratio, a leave-one-out baseline, advantages scaled by P * w*_p with w* from the batch's sampled
   per-prompt values, and `ppo_epochs` Adam steps on the clipped surrogate. Radius 0 leaves the advantages
@@ -168,7 +168,7 @@ def _advantages(theta: Tensor, batch: Bandit, config: BanditConfig, generator) -
         total = batch.reward.gather(1, ys) - config.beta * (old - batch.log_ref.gather(1, ys))
         baseline = (total.sum(1, keepdim=True) - total) / (config.samples - 1)  # mean of the others
         advantages = total - baseline
-        # As drostudy.train.rl_trainer.advantage_scale (not imported: that module loads TRL, which would
+        # As drostudy.rl.trainer.advantage_scale (not imported: that module loads TRL, which would
         # triple this module's import time): P * w*, w* the worst case of the losses -v over the batch.
         if config.radius != (1.0 if config.divergence == "cvar" else 0.0):  # else untouched: plain
             weights = worst_case_weights(-total.mean(1), config.divergence, config.radius)  # (B,)

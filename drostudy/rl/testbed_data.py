@@ -45,7 +45,7 @@ from drostudy.rl.testbed import Bandit
 
 REFERENCES = ("smollm2", "uniform")
 EVASIONS = ("refusal", "truncated", "off_topic")  # kinds a harmful request can also receive
-SYSTEM_PROMPT = "Answer briefly."  # as drostudy.train.rl.RLConfig: the chat SmolLM2 scores under
+SYSTEM_PROMPT = "Answer briefly."  # as drostudy.rl.run.RLConfig: the chat SmolLM2 scores under
 
 
 @dataclass(frozen=True)
