@@ -3,6 +3,7 @@ log-probs, loss and LoRA gradients (float32, 1e-5), for ordinary DPO and robust/
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -10,7 +11,8 @@ import torch
 from datasets import Dataset
 from transformers import LlamaForCausalLM
 
-from drostudy.dpo import fast
+from drostudy import evaluate
+from drostudy.dpo import fast, fast_run
 from drostudy.models import _tiny_llama_config, smollm2_tokenizer
 from drostudy.train.common import lora_config
 from drostudy.train.dpo import DPORunConfig, trl_config
@@ -85,7 +87,7 @@ def test_encoding_matches_trls_tokenised_dataset(setup):
 
 def test_reference_logps_match_trls_precomputed_ones(setup):
     _, batch, pairs, _, cache = setup
-    ref_chosen, ref_rejected = fast.reference_logps(cache.model, cache, pairs)
+    ref_chosen, ref_rejected = cache.reference_logps(pairs)
     torch.testing.assert_close(ref_chosen, batch["ref_chosen_logps"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ref_rejected, batch["ref_rejected_logps"], rtol=1e-5, atol=1e-5)
 
@@ -152,3 +154,75 @@ def test_group_objective_moves_q_and_rdpo_is_trls(setup):
             torch.testing.assert_close(q, trainer.group_q, rtol=1e-5, atol=1e-8)
             assert abs(float(q[0]) - 0.5) > 1e-4  # the weights did move
     trainer.loss_types = ["sigmoid"]
+
+
+def test_training_follows_the_trainers_trajectory(tmp_path):
+    """Same LoRA init, same batch order (TRL's sampler), same optimiser: three steps give the same losses."""
+    tok = smollm2_tokenizer()
+    llama = _tiny_llama_config(tok)
+    llama.num_hidden_layers = LAYERS
+    torch.manual_seed(0)
+    config = _config(loss="robust", divergence="chi2", radius=0.5, batch_size=3, steps=3, seed=2)
+    config = dataclasses.replace(config, learning_rate=5e-2)  # large, so the steps move the losses
+    trainer = RobustDPOTrainer(
+        model=LlamaForCausalLM(llama),
+        args=trl_config(config, str(tmp_path)),
+        train_dataset=Dataset.from_list(_rows()),
+        processing_class=tok,
+        peft_config=lora_config(config, LAYERS),
+        dro=config.dro_settings(),
+    )
+    twin = copy.deepcopy(trainer.model)
+    trainer.train()
+    expected = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    pairs, _ = fast.encode_pairs(tok, _rows(), config.max_length)
+    cache = fast.TrunkCache(twin, LAYERS - LORA_LAYERS)
+    history = fast.train(
+        config, twin, cache, pairs, torch.tensor([r[GROUP_KEY] for r in _rows()]), False
+    )
+    got = [h["loss"] for h in history]
+    assert len(got) == len(expected) == 3
+    assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert abs(got[-1] - got[0]) > 1e-3  # the weights did move between the compared steps
+    assert history[-1]["dro/max_weight"] > 1 / 3  # chi2 weights are not uniform
+
+
+def test_cached_evaluation_equals_the_slow_evaluation(setup):
+    trainer, _, pairs, _, cache = setup
+    rows = _rows()
+    prompts = [r["prompt"] for r in rows]
+    model, tok = trainer.model, trainer.processing_class
+    assert [p[0].ids for p in pairs] == [
+        tuple(a + b) for a, b in evaluate.encode(tok, prompts, [r["chosen"] for r in rows])
+    ]  # the slow evaluation splits these rows where TRL does
+    chosen = evaluate.sequence_stats(model, tok, prompts, [r["chosen"] for r in rows])
+    rejected = evaluate.sequence_stats(model, tok, prompts, [r["rejected"] for r in rows])
+    expected = evaluate.preference_metrics(
+        chosen["policy_logps"],
+        rejected["policy_logps"],
+        chosen["ref_logps"],
+        rejected["ref_logps"],
+        BETA,
+    )
+    got = fast_run.evaluate_pairs(model, cache, pairs, BETA, batch_size=3)
+    assert abs(expected["margin"]) > 1e-3  # B was perturbed: the policy is not the reference
+    assert got["accuracy"] == expected["accuracy"]
+    assert got["margin"] == pytest.approx(expected["margin"], rel=1e-5, abs=1e-7)
+    assert got["kl"] == pytest.approx(float(chosen["kl"].double().mean()), rel=1e-4)
+    assert got["kl"] > 1e-4
+
+
+def test_batch_order_covers_each_epoch_once():
+    batches = fast.batch_order(8, 3, 6, seed=0)
+    assert [len(b) for b in batches] == [3, 3, 2, 3, 3, 2]
+    for epoch in (batches[:3], batches[3:]):
+        assert sorted(torch.cat(epoch).tolist()) == list(range(8))
+    assert [b.tolist() for b in batches] == [b.tolist() for b in fast.batch_order(8, 3, 6, seed=0)]
+    assert batches[0].tolist() != fast.batch_order(8, 3, 6, seed=1)[0].tolist()
+
+
+def test_wdpo_config_is_validated():
+    with pytest.raises(ValueError, match="wdpo_radius"):
+        fast_run.FastDPORunConfig(policy="tiny-llama", wdpo_radius=-0.1)
+    with pytest.raises(ValueError, match="needs loss 'ordinary'"):
+        fast_run.FastDPORunConfig(policy="tiny-llama", wdpo_radius=0.1, loss="kldpo")

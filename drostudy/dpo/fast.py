@@ -26,12 +26,14 @@ token-embedding penalty, and its radius is on a different scale.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
 from transformers.masking_utils import create_causal_mask
 
 from drostudy import losses as dro_losses
@@ -94,6 +96,7 @@ class TrunkCache:
     def __init__(self, model, first_trainable: int, batch_size: int = 32):
         self.model, self.first, self.batch_size = model, first_trainable, batch_size
         self._store: dict[tuple[int, ...], Tensor] = {}
+        self._reference: dict[Sequence, Tensor] = {}
 
     @torch.no_grad()
     def fill(self, sequences) -> None:
@@ -123,6 +126,20 @@ class TrunkCache:
             attention[row, : len(s.ids)] = 1
             labels[row, s.start : len(s.ids)] = torch.tensor(s.ids[s.start :])
         return Batch(hidden, attention.to(hidden.device), labels[:, 1:].to(hidden.device))
+
+    @torch.no_grad()
+    def reference_logps(self, pairs) -> tuple[Tensor, Tensor]:
+        """Reference (adapters off) summed completion log-probs (chosen (n,), rejected (n,)) of `pairs`,
+        each sequence computed once (the reference never changes)."""
+        missing = sorted({s for p in pairs for s in p} - set(self._reference), key=lambda s: len(s.ids))
+        model = self.model
+        off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+        with off:
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start : start + self.batch_size]
+                logps = sequence_logps(model, self.batch(chunk), self.first).cpu()
+                self._reference.update(zip(chunk, logps, strict=True))
+        return tuple(torch.stack([self._reference[p[side]] for p in pairs]) for side in (0, 1))
 
     def __len__(self) -> int:
         return len(self._store)
@@ -157,19 +174,6 @@ def sequence_logps(model, batch: Batch, first_trainable: int, hidden: Tensor | N
     logits, targets, rows = completion_logits(model, batch, first_trainable, hidden)
     token = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]  # (M,)
     return token.new_zeros(len(batch.labels)).index_add(0, rows, token)
-
-
-@torch.no_grad()
-def reference_logps(model, cache: TrunkCache, pairs, batch_size: int = 32) -> tuple[Tensor, Tensor]:
-    """Reference (adapters off) summed completion log-probs of (chosen (n,), rejected (n,)), computed once."""
-    out = []
-    context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    with context:
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            batch = cache.batch([p[0] for p in chunk] + [p[1] for p in chunk])
-            out.append(sequence_logps(model, batch, cache.first).view(2, -1))
-    return tuple(torch.cat(out, dim=1).cpu())
 
 
 def pair_logps(model, cache: TrunkCache, pairs, with_states: bool = False):
@@ -231,3 +235,51 @@ def objective(
     out = dro_losses.group_robust_loss(per_example, groups, q.to(per_example.device))
     out.metrics.update({f"dro/q_{g}": float(value) for g, value in enumerate(q)})
     return out, q
+
+
+def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[Tensor]:
+    """Index batches (B,) for `steps` steps: epoch e is a permutation of range(n) drawn from seed + e (as
+    accelerate's seedable sampler), cut into batches; the last batch of an epoch may be short."""
+    batches, epoch = [], 0
+    while len(batches) < steps:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        batches += list(order.split(batch_size))
+        epoch += 1
+    return batches[:steps]
+
+
+def train(config, model, cache: TrunkCache, pairs, groups: Tensor, progress: bool = True) -> list[dict]:
+    """Train the LoRA weights of `model` on `pairs` with `config`'s loss; returns the per-step history.
+
+    As TRL's Trainer: AdamW (lr `config.learning_rate`, weight decay 0), linear decay to 0 over
+    `config.steps` without warm-up, gradient norm clipped at 1, batches of `config.batch_size` pairs in the
+    order `batch_order` draws from `config.seed`. groups: (n,) domain ids. History keys: step, loss,
+    grad_norm, learning_rate, step_s and the objective's metrics (dro/*, rewards/*, wdpo/*).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: max(0.0, 1 - s / config.steps))
+    ref_chosen, ref_rejected = cache.reference_logps(pairs)
+    num_groups = len(config.train_domains)
+    q = torch.full((num_groups,), 1.0 / num_groups, dtype=torch.float64)
+    with_states = getattr(config, "wdpo_radius", 0.0) > 0
+    model.train()
+    history = []
+    batches = batch_order(len(pairs), config.batch_size, config.steps, config.seed)
+    for step, index in enumerate(tqdm(batches, desc="fast DPO", disable=not progress, leave=False)):
+        start = time.perf_counter()
+        logps = pair_logps(model, cache, [pairs[i] for i in index.tolist()], with_states)
+        states = logps[2] if with_states else None
+        ref = (ref_chosen[index], ref_rejected[index])
+        out, q = objective(config, logps[:2], ref, groups[index], q, states)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        learning_rate = schedule.get_last_lr()[0]
+        optimiser.step()
+        schedule.step()
+        optimiser.zero_grad(set_to_none=True)
+        history.append(
+            {"step": step + 1, "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
+             "learning_rate": learning_rate, "step_s": time.perf_counter() - start, **out.metrics}
+        )  # fmt: skip
+    return history
