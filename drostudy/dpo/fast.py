@@ -248,13 +248,14 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[Tensor]:
     return batches[:steps]
 
 
-def train(config, model, cache: TrunkCache, pairs, groups: Tensor, progress: bool = True) -> list[dict]:
+def train(config, model, cache: TrunkCache, pairs, groups: Tensor, progress: bool = True, callback=None):
     """Train the LoRA weights of `model` on `pairs` with `config`'s loss; returns the per-step history.
 
     As TRL's Trainer: AdamW (lr `config.learning_rate`, weight decay 0), linear decay to 0 over
     `config.steps` without warm-up, gradient norm clipped at 1, batches of `config.batch_size` pairs in the
     order `batch_order` draws from `config.seed`. groups: (n,) domain ids. History keys: step, loss,
     grad_norm, learning_rate, step_s and the objective's metrics (dro/*, rewards/*, wdpo/*).
+    `callback(step)`, if given, runs after each optimiser step (1-based), e.g. to evaluate.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
@@ -282,4 +283,6 @@ def train(config, model, cache: TrunkCache, pairs, groups: Tensor, progress: boo
             {"step": step + 1, "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
              "learning_rate": learning_rate, "step_s": time.perf_counter() - start, **out.metrics}
         )  # fmt: skip
+        if callback is not None:
+            callback(step + 1)
     return history
