@@ -318,7 +318,9 @@ def wdpo_loss(per_example: Tensor, embeddings: Tensor, radius: float = 0.0) -> R
     only (true of a transformer batch: padding is masked), so one backward of sum_i l_i gives every
     example's gradient in its own rows. radius 0 returns the plain mean exactly (the norm is still
     reported). Weights are uniform; metrics add `wdpo/grad_norm` (the root mean square norm) and
-    `wdpo/penalty`. The mean runs over the local batch (no distributed gather).
+    `wdpo/penalty`. The mean runs over the local batch (no distributed gather). The forward must be twice
+    differentiable: the fused SDPA attention kernels have no double backward, so run it under
+    `torch.nn.attention.sdpa_kernel(SDPBackend.MATH)` (drostudy.dpo.fast does) or eager attention.
     """
     _check_per_example(per_example)
     if not radius >= 0 or not math.isfinite(radius):
@@ -340,6 +342,7 @@ def wdpo_loss(per_example: Tensor, embeddings: Tensor, radius: float = 0.0) -> R
     mean = per_example.mean()
     loss = mean + radius * grad_norm if radius > 0 else mean
     weights = torch.full_like(per_example, 1.0 / n).detach()
-    metrics = {"dro/robust_loss": float(loss), "dro/mean_loss": float(mean)}
-    metrics |= {"wdpo/grad_norm": float(grad_norm), "wdpo/penalty": float(radius * grad_norm)}
+    metrics = {"dro/robust_loss": float(loss.detach()), "dro/mean_loss": float(mean.detach())}
+    grad_norm = float(grad_norm.detach())
+    metrics |= {"wdpo/grad_norm": grad_norm, "wdpo/penalty": radius * grad_norm}
     return RobustLoss(loss, weights, per_example, metrics | weight_metrics(weights))

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 from transformers.masking_utils import create_causal_mask
@@ -181,7 +182,10 @@ def pair_logps(model, cache: TrunkCache, pairs, with_states: bool = False):
     `with_states`, also the (2B, T, H) input states they were computed from (requiring grad, for WDPO)."""
     batch = cache.batch([p[0] for p in pairs] + [p[1] for p in pairs])  # TRL's rows: [chosen; rejected]
     states = batch.hidden.clone().requires_grad_(True) if with_states else None
-    chosen, rejected = sequence_logps(model, batch, cache.first, states).chunk(2)
+    # WDPO differentiates the gradient again: the fused attention kernels have no double backward
+    kernels = sdpa_kernel(SDPBackend.MATH) if with_states else contextlib.nullcontext()
+    with kernels:
+        chosen, rejected = sequence_logps(model, batch, cache.first, states).chunk(2)
     return (chosen, rejected, states) if with_states else (chosen, rejected)
 
 
