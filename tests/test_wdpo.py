@@ -112,7 +112,8 @@ def test_penalty_gradient_matches_finite_differences_float64(tiny):
     direction = torch.randn(param.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     embeds, attention, labels, ref = _setup(model, batch)
     out = dro_losses.wdpo_loss(_pair_losses(model, embeds, attention, labels, ref), embeds, radius=0.7)
-    (grad,) = torch.autograd.grad(out.loss, param, retain_graph=True)  # through the norm: double backprop
+    # through the gradient norm: double backprop
+    (grad,) = torch.autograd.grad(out.loss, param, retain_graph=True)
     analytic = float((grad * direction).sum())
     eps = 1e-5
     numeric = (
