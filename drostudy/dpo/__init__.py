@@ -1,0 +1,1 @@
+"""Direct preference optimisation: the exact cached-trunk fast path (`drostudy.dpo.fast`)."""

@@ -1,0 +1,292 @@
+"""The exact fast DPO path for a causal LM with LoRA on its top layers only (what notebook 03 trains).
+
+With LoRA on the top `lora_layers` blocks, the embeddings and the blocks below never change, so the hidden
+states entering the first trainable block are a fixed function of the token ids: `TrunkCache` computes
+them once per sequence (no grad) and every step runs only the top blocks, the final norm and the LM head.
+The LM head and log-softmax run at completion positions only (the prompt is most of the tokens; TRL's
+fused head scores every position on a CPU). Reference log-probs are the same top blocks with the adapters
+off, computed once per pair. Everything else is TRL's: tokenisation (`encode_pairs`: chat template,
+completion from where prompt and prompt+completion diverge, keep-start truncation at `max_length`),
+batch rows [chosen; rejected], right padding, position ids 0..T-1, summed completion log-probs.
+
+Exact: the cached states equal the full forward's (causal attention: a token never sees the padding or
+the other rows), so the loss and LoRA gradients equal RobustDPOTrainer's up to float rounding (tested to
+1e-5 in float32). Needs LoRA dropout 0 (it is, in drostudy.train.common.lora_config) and a Llama-style
+model (`model.model.layers`, `norm`, `rotary_emb`, `lm_head`).
+
+`objective` maps the per-pair log-probs to every loss of notebook 03 (drostudy.losses) plus WDPO, whose
+penalty here is taken w.r.t. the cached states entering the first trainable block, not the token
+embeddings: the embeddings' gradient flows through the frozen blocks, which the cache skips, and running
+them (with double backprop) would cost the full model again. Perturbing the features the trainable part
+reads is the same Wasserstein-ball argument (Xu et al. treat the policy as a function of a feature
+vector) on the representation that LoRA can actually change its answer to; it is not the paper's
+token-embedding penalty, and its radius is on a different scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
+from transformers.masking_utils import create_causal_mask
+
+from drostudy import losses as dro_losses
+
+
+class Sequence(NamedTuple):
+    """One tokenised sequence: prompt + completion ids (truncated as TRL does) and where the completion starts."""
+
+    ids: tuple[int, ...]
+    start: int
+
+
+def encode_pairs(
+    tokenizer, rows, max_length: int | None
+) -> tuple[list[tuple[Sequence, Sequence]], list[int]]:
+    """TRL 1.16's DPO tokenisation of conversational rows (prompt, chosen, rejected message lists).
+
+    Returns ((chosen, rejected) Sequences, indices of the kept rows): like DPOTrainer, a row whose prompt
+    alone fills `max_length` is dropped and the others are truncated keep-start.
+    """
+    from trl.data_utils import _tokenize, common_prefix_length
+
+    pairs, kept = [], []
+    for index, row in enumerate(rows):
+        prompt = _tokenize(tokenizer, row["prompt"], add_generation_prompt=True)["input_ids"]
+        full = [
+            _tokenize(tokenizer, row["prompt"] + row[side])["input_ids"]
+            for side in ("chosen", "rejected")
+        ]
+        start = min(common_prefix_length(prompt, ids) for ids in full)
+        if max_length is not None and start >= max_length:
+            continue
+        limit = max_length or max(map(len, full))
+        pairs.append(tuple(Sequence(tuple(ids[:limit]), start) for ids in full))
+        kept.append(index)
+    return pairs, kept
+
+
+def _parts(model):
+    """(causal LM, its decoder backbone) of a plain or PEFT-wrapped Llama-style model."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm, lm.model
+
+
+def run_blocks(backbone, hidden: Tensor, attention: Tensor, blocks) -> Tensor:
+    """`blocks` of the backbone on hidden (B, T, H) with attention mask (B, T), as LlamaModel.forward runs
+    them: causal mask with padding, rotary embeddings of position ids 0..T-1 (right padding)."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+    mask = create_causal_mask(backbone.config, hidden, attention, None, position_ids=positions)
+    rotary = backbone.rotary_emb(hidden, position_ids=positions)
+    for block in blocks:
+        hidden = block(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+    return hidden
+
+
+class TrunkCache:
+    """States entering block `first_trainable` of `model`, one (length, H) tensor per token sequence, computed
+    once without grad and kept in memory (keyed by the ids, so runs sharing data share the work)."""
+
+    def __init__(self, model, first_trainable: int, batch_size: int = 32):
+        self.model, self.first, self.batch_size = model, first_trainable, batch_size
+        self._store: dict[tuple[int, ...], Tensor] = {}
+        self._reference: dict[Sequence, Tensor] = {}
+
+    @torch.no_grad()
+    def fill(self, sequences) -> None:
+        """Compute the states of every sequence not cached yet, batched by length (little padding)."""
+        missing = sorted({s.ids for s in sequences} - set(self._store), key=len)
+        _, backbone = _parts(self.model)
+        device = backbone.embed_tokens.weight.device
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start : start + self.batch_size]
+            ids = pad_sequence([torch.tensor(s) for s in chunk], batch_first=True).to(device)
+            attention = pad_sequence(
+                [torch.ones(len(s), dtype=torch.long) for s in chunk], batch_first=True
+            )
+            hidden = backbone.embed_tokens(ids)
+            hidden = run_blocks(backbone, hidden, attention.to(device), backbone.layers[: self.first])
+            for row, key in enumerate(chunk):
+                self._store[key] = hidden[row, : len(key)].clone()
+
+    def batch(self, sequences) -> Batch:
+        """The padded `Batch` of `sequences` (rows in the given order; fills the cache first)."""
+        self.fill(sequences)
+        hidden = pad_sequence([self._store[s.ids] for s in sequences], batch_first=True)
+        width = hidden.shape[1]
+        attention = torch.zeros(len(sequences), width, dtype=torch.long)
+        labels = torch.full((len(sequences), width), -100, dtype=torch.long)
+        for row, s in enumerate(sequences):
+            attention[row, : len(s.ids)] = 1
+            labels[row, s.start : len(s.ids)] = torch.tensor(s.ids[s.start :])
+        return Batch(hidden, attention.to(hidden.device), labels[:, 1:].to(hidden.device))
+
+    @torch.no_grad()
+    def reference_logps(self, pairs) -> tuple[Tensor, Tensor]:
+        """Reference (adapters off) summed completion log-probs (chosen (n,), rejected (n,)) of `pairs`,
+        each sequence computed once (the reference never changes)."""
+        missing = sorted({s for p in pairs for s in p} - set(self._reference), key=lambda s: len(s.ids))
+        model = self.model
+        off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+        with off:
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start : start + self.batch_size]
+                logps = sequence_logps(model, self.batch(chunk), self.first).cpu()
+                self._reference.update(zip(chunk, logps, strict=True))
+        return tuple(torch.stack([self._reference[p[side]] for p in pairs]) for side in (0, 1))
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+class Batch(NamedTuple):
+    """Padded cached states (N, T, H) (zeros at padding), attention mask (N, T) and next-token labels
+    (N, T-1), -100 outside the completion (TRL's shifted labels)."""
+
+    hidden: Tensor
+    attention: Tensor
+    labels: Tensor
+
+
+def completion_logits(model, batch: Batch, first_trainable: int, hidden: Tensor | None = None):
+    """Logits (M, V) at the M completion positions of `batch` and their targets (M,) and row ids (M,).
+
+    Runs the top blocks from `hidden` (default `batch.hidden`; pass a tensor with grad for WDPO), the final
+    norm, and the LM head only where a label is scored.
+    """
+    lm, backbone = _parts(model)
+    hidden = batch.hidden if hidden is None else hidden
+    hidden = run_blocks(backbone, hidden, batch.attention, backbone.layers[first_trainable:])
+    scored = batch.labels != -100  # (N, T-1)
+    states = backbone.norm(hidden)[:, :-1][scored]  # (N, T-1, H) -> (M, H)
+    rows = torch.arange(len(batch.labels), device=scored.device)[:, None].expand_as(scored)[scored]
+    return lm.lm_head(states), batch.labels[scored], rows
+
+
+def sequence_logps(model, batch: Batch, first_trainable: int, hidden: Tensor | None = None) -> Tensor:
+    """Summed completion log-probs (N,) of the rows of `batch` under `model` (with grad if enabled)."""
+    logits, targets, rows = completion_logits(model, batch, first_trainable, hidden)
+    token = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]  # (M,)
+    return token.new_zeros(len(batch.labels)).index_add(0, rows, token)
+
+
+def pair_logps(model, cache: TrunkCache, pairs, with_states: bool = False):
+    """Policy summed log-probs (chosen (B,), rejected (B,)) of `pairs` with grad, from the cache; with
+    `with_states`, also the (2B, T, H) input states they were computed from (requiring grad, for WDPO)."""
+    batch = cache.batch([p[0] for p in pairs] + [p[1] for p in pairs])  # TRL's rows: [chosen; rejected]
+    states = batch.hidden.clone().requires_grad_(True) if with_states else None
+    # WDPO differentiates the gradient again: the fused attention kernels have no double backward
+    kernels = sdpa_kernel(SDPBackend.MATH) if with_states else contextlib.nullcontext()
+    with kernels:
+        chosen, rejected = sequence_logps(model, batch, cache.first, states).chunk(2)
+    return (chosen, rejected, states) if with_states else (chosen, rejected)
+
+
+def rdpo_losses(
+    chosen, rejected, ref_chosen, ref_rejected, beta: float, label_smoothing: float
+) -> Tensor:
+    """rDPO per-pair losses (n,), as TRL's loss_type="robust": the label-flip-corrected sigmoid loss."""
+    delta = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    eps = label_smoothing
+    return (-(1 - eps) * F.logsigmoid(delta) + eps * F.logsigmoid(-delta)) / (1 - 2 * eps)
+
+
+def objective(
+    config, logps, ref, groups=None, q=None, states=None
+) -> tuple[dro_losses.RobustLoss, Tensor | None]:
+    """The loss `config.loss` of notebook 03 on one batch: (RobustLoss, updated group weights q or None).
+
+    config: DPORunConfig-like (loss, beta, divergence, radius, beta_prime, tau, group_step,
+    label_smoothing, `wdpo_radius` if present); logps, ref: (chosen (B,), rejected (B,)) of the policy
+    and reference; groups: (B,) domain ids (loss "group"); q: (G,) group weights before this training
+    step; states: the (2B, ...) tensor the log-probs were computed from, for WDPO (`wdpo_radius` > 0).
+    """
+    beta, loss = config.beta, config.loss
+    chosen, rejected = logps
+    ref = tuple(r.to(chosen) for r in ref)
+    if loss == "robust":
+        args = {"divergence": config.divergence, "radius": config.radius}
+        return dro_losses.robust_dpo_loss(chosen, rejected, *ref, beta=beta, **args), q
+    if loss == "rdpo":
+        per_example = rdpo_losses(chosen, rejected, *ref, beta, config.label_smoothing)
+        return dro_losses.robust_loss(per_example), q
+    per_example, _, _ = dro_losses.dpo_loss(chosen, rejected, *ref, beta=beta)
+    wdpo_radius = getattr(config, "wdpo_radius", 0.0)
+    if wdpo_radius > 0:
+        if loss != "ordinary" or states is None:
+            raise ValueError(
+                "wdpo_radius > 0 needs loss 'ordinary' and the states (pair_logps with_states)"
+            )
+        return dro_losses.wdpo_loss(per_example, states, wdpo_radius), q
+    if loss == "ordinary":
+        return dro_losses.robust_loss(per_example), q
+    if loss == "dr_dpo":
+        return dro_losses.dr_dpo_loss(per_example, config.beta_prime), q
+    if loss == "kldpo":
+        return dro_losses.kldpo_loss(per_example, config.tau), q
+    if loss != "group":
+        raise ValueError(f"unknown loss {loss!r}")
+    groups = groups.to(per_example.device)
+    group_losses = dro_losses.group_mean_losses(per_example, groups, q.numel())
+    q = dro_losses.eg_update(q, group_losses.double().cpu(), config.group_step)
+    out = dro_losses.group_robust_loss(per_example, groups, q.to(per_example.device))
+    out.metrics.update({f"dro/q_{g}": float(value) for g, value in enumerate(q)})
+    return out, q
+
+
+def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[Tensor]:
+    """Index batches (B,) for `steps` steps: epoch e is a permutation of range(n) drawn from seed + e (as
+    accelerate's seedable sampler), cut into batches; the last batch of an epoch may be short."""
+    batches, epoch = [], 0
+    while len(batches) < steps:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        batches += list(order.split(batch_size))
+        epoch += 1
+    return batches[:steps]
+
+
+def train(config, model, cache: TrunkCache, pairs, groups: Tensor, progress: bool = True, callback=None):
+    """Train the LoRA weights of `model` on `pairs` with `config`'s loss; returns the per-step history.
+
+    As TRL's Trainer: AdamW (lr `config.learning_rate`, weight decay 0), linear decay to 0 over
+    `config.steps` without warm-up, gradient norm clipped at 1, batches of `config.batch_size` pairs in the
+    order `batch_order` draws from `config.seed`. groups: (n,) domain ids. History keys: step, loss,
+    grad_norm, learning_rate, step_s and the objective's metrics (dro/*, rewards/*, wdpo/*).
+    `callback(step)`, if given, runs after each optimiser step (1-based), e.g. to evaluate.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: max(0.0, 1 - s / config.steps))
+    ref_chosen, ref_rejected = cache.reference_logps(pairs)
+    num_groups = len(config.train_domains)
+    q = torch.full((num_groups,), 1.0 / num_groups, dtype=torch.float64)
+    with_states = getattr(config, "wdpo_radius", 0.0) > 0
+    model.train()
+    history = []
+    batches = batch_order(len(pairs), config.batch_size, config.steps, config.seed)
+    for step, index in enumerate(tqdm(batches, desc="fast DPO", disable=not progress, leave=False)):
+        start = time.perf_counter()
+        logps = pair_logps(model, cache, [pairs[i] for i in index.tolist()], with_states)
+        states = logps[2] if with_states else None
+        ref = (ref_chosen[index], ref_rejected[index])
+        out, q = objective(config, logps[:2], ref, groups[index], q, states)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        learning_rate = schedule.get_last_lr()[0]
+        optimiser.step()
+        schedule.step()
+        optimiser.zero_grad(set_to_none=True)
+        history.append(
+            {"step": step + 1, "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
+             "learning_rate": learning_rate, "step_s": time.perf_counter() - start, **out.metrics}
+        )  # fmt: skip
+        if callback is not None:
+            callback(step + 1)
+    return history
