@@ -32,9 +32,9 @@ import torch
 from drostudy import evaluate
 from drostudy import losses as dro_losses
 from drostudy.dpo import fast, fast_run
+from drostudy.dpo.run import DPORunConfig, build_data, build_trainer
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
-from drostudy.train.dpo import DPORunConfig, build_data, build_trainer
 
 
 def _timed(fn) -> float:
@@ -135,9 +135,9 @@ def spread(config: DPORunConfig, checkpoints: list[int], batch_size: int) -> dic
     losses of every training batch of `batch_size` pairs (means over batches)."""
     from peft import get_peft_model
 
-    from drostudy.train.common import lora_config
+    from drostudy.runs import lora_config
 
-    model, tokenizer = load_policy(config.policy)
+    model, tokenizer = load_policy(config.model)
     rows, _ = build_data(dataclasses.replace(config, n_eval=1), tokenizer)
     layers = model.config.num_hidden_layers
     model = get_peft_model(model, lora_config(config, layers))
@@ -200,9 +200,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--spread-batch", type=int, default=16)
     parser.add_argument("--out", default=None, help="write the result JSON here too")
     args = parser.parse_args(argv)
-    config = DPORunConfig(policy=args.policy, batch_size=args.batch_size, max_length=args.max_length,
+    config = DPORunConfig(model=args.policy, batch_size=args.batch_size, max_length=args.max_length,
                           n_train=args.batch_size, n_eval=args.eval_pairs)  # fmt: skip
-    model, tokenizer = load_policy(config.policy)
+    model, tokenizer = load_policy(config.model)
     layers = model.config.num_hidden_layers
     train, test = build_data(config, tokenizer)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,10 +13,10 @@ from transformers import LlamaForCausalLM
 
 from drostudy import evaluate
 from drostudy.dpo import fast, fast_run
+from drostudy.dpo.run import DPORunConfig, trl_config
+from drostudy.dpo.trainer import GROUP_KEY, RobustDPOTrainer
 from drostudy.models import _tiny_llama_config, smollm2_tokenizer
-from drostudy.train.common import lora_config
-from drostudy.train.dpo import DPORunConfig, trl_config
-from drostudy.train.dpo_trainer import GROUP_KEY, RobustDPOTrainer
+from drostudy.runs import lora_config
 
 LAYERS, LORA_LAYERS = 4, 2
 BETA = 0.5
@@ -36,7 +36,7 @@ def _rows(n: int = 8) -> list[dict]:
 
 
 def _config(**kw) -> DPORunConfig:
-    base = {"policy": "tiny-llama", "lora_layers": LORA_LAYERS, "beta": BETA, "batch_size": 8}
+    base = {"model": "tiny-llama", "lora_layers": LORA_LAYERS, "beta": BETA, "batch_size": 8}
     base |= {"max_length": 64, "steps": 1, "n_train": 8}
     return DPORunConfig(**(base | kw))
 
@@ -223,6 +223,6 @@ def test_batch_order_covers_each_epoch_once():
 
 def test_wdpo_config_is_validated():
     with pytest.raises(ValueError, match="wdpo_radius"):
-        fast_run.FastDPORunConfig(policy="tiny-llama", wdpo_radius=-0.1)
+        fast_run.FastDPORunConfig(model="tiny-llama", wdpo_radius=-0.1)
     with pytest.raises(ValueError, match="needs loss 'ordinary'"):
-        fast_run.FastDPORunConfig(policy="tiny-llama", wdpo_radius=0.1, loss="kldpo")
+        fast_run.FastDPORunConfig(model="tiny-llama", wdpo_radius=0.1, loss="kldpo")

@@ -1,4 +1,4 @@
-"""WDPO (drostudy.losses.wdpo_loss) against its formula on a tiny Llama: per-example embedding gradients one
+"""WDPO (drostudy.wdpo.wdpo_loss) against its formula on a tiny Llama: per-example embedding gradients one
 by one, the penalty's gradient (double backprop) against finite differences and gradcheck in float64,
 radius 0 is plain DPO exactly; and WDPO on the fast path."""
 
@@ -11,9 +11,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from drostudy import losses as dro_losses
+from drostudy import wdpo
 from drostudy.dpo import fast, fast_run
 from drostudy.models import tiny_policy
-from drostudy.train.common import lora_config
+from drostudy.runs import lora_config
 
 BETA = 0.5
 PROMPTS = ["What is 2 plus 2?", "Name a colour.", "Say hi twice, please."]
@@ -82,7 +83,7 @@ def test_value_matches_per_example_gradients_one_by_one(tiny):
     model, batch = tiny
     embeds, attention, labels, ref = _setup(model, batch)
     per_example = _pair_losses(model, embeds, attention, labels, ref)
-    out = dro_losses.wdpo_loss(per_example, embeds, radius=0.3)
+    out = wdpo.wdpo_loss(per_example, embeds, radius=0.3)
     squared = []
     for i in range(3):
         (grad,) = torch.autograd.grad(per_example[i], embeds, retain_graph=True)
@@ -104,7 +105,7 @@ def _penalised(model, batch, param, direction, t: float, radius: float = 0.7) ->
     try:
         embeds, attention, labels, ref = _setup(model, batch)
         per_example = _pair_losses(model, embeds, attention, labels, ref)
-        return float(dro_losses.wdpo_loss(per_example, embeds, radius).loss.detach())
+        return float(wdpo.wdpo_loss(per_example, embeds, radius).loss.detach())
     finally:
         with torch.no_grad():
             param.sub_(t * direction)
@@ -115,7 +116,7 @@ def test_penalty_gradient_matches_finite_differences_float64(tiny):
     param = model.model.layers[1].mlp.down_proj.weight
     direction = torch.randn(param.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     embeds, attention, labels, ref = _setup(model, batch)
-    out = dro_losses.wdpo_loss(_pair_losses(model, embeds, attention, labels, ref), embeds, radius=0.7)
+    out = wdpo.wdpo_loss(_pair_losses(model, embeds, attention, labels, ref), embeds, radius=0.7)
     # through the gradient norm: double backprop
     (grad,) = torch.autograd.grad(out.loss, param, retain_graph=True)
     analytic = float((grad * direction).sum())
@@ -137,7 +138,7 @@ def test_gradcheck_float64():
     def loss(weight, x):
         per_row = torch.nn.functional.softplus(torch.tanh(x @ weight).sum(1))  # (6,)
         per_example = per_row[:3] - 0.5 * per_row[3:]  # example i owns rows i and i + 3
-        return dro_losses.wdpo_loss(per_example, x, radius=0.4).loss
+        return wdpo.wdpo_loss(per_example, x, radius=0.4).loss
 
     weight = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(loss, (weight, x0.clone().requires_grad_(True)))
@@ -147,7 +148,7 @@ def test_radius_zero_is_plain_dpo_exactly(tiny):
     model, batch = tiny
     embeds, attention, labels, ref = _setup(model, batch)
     per_example = _pair_losses(model, embeds, attention, labels, ref)
-    out = dro_losses.wdpo_loss(per_example, embeds, radius=0.0)
+    out = wdpo.wdpo_loss(per_example, embeds, radius=0.0)
     assert torch.equal(out.loss, per_example.mean())
     assert out.metrics["wdpo/penalty"] == 0 and out.metrics["wdpo/grad_norm"] > 0
     param = model.model.layers[0].self_attn.q_proj.weight
@@ -165,12 +166,12 @@ def test_bad_inputs_are_rejected(kwargs, match):
     x = torch.randn(kwargs.get("rows", 6), 2, requires_grad=kwargs.get("grad", True))
     per_example = x[:3].sum(1) if kwargs.get("rows", 6) == 6 else torch.ones(3, requires_grad=True)
     with pytest.raises(ValueError, match=match):
-        dro_losses.wdpo_loss(per_example, x, kwargs.get("radius", 0.1))
+        wdpo.wdpo_loss(per_example, x, kwargs.get("radius", 0.1))
 
 
 def test_fast_path_wdpo_penalises_the_cached_states_and_trains():
     model, tok = tiny_policy()
-    config = fast_run.FastDPORunConfig(policy="tiny-llama", lora_layers=1, beta=BETA, batch_size=3, steps=2,
+    config = fast_run.FastDPORunConfig(model="tiny-llama", lora_layers=1, beta=BETA, batch_size=3, steps=2,
                                        n_train=3, wdpo_radius=0.5)  # fmt: skip
     model = get_peft_model(model, lora_config(config, 2))
     for name, param in model.named_parameters():

@@ -11,7 +11,7 @@ batch rows [chosen; rejected], right padding, position ids 0..T-1, summed comple
 
 Exact: the cached states equal the full forward's (causal attention: a token never sees the padding or
 the other rows), so the loss and LoRA gradients equal RobustDPOTrainer's up to float rounding (tested to
-1e-5 in float32). Needs LoRA dropout 0 (it is, in drostudy.train.common.lora_config) and a Llama-style
+1e-5 in float32). Needs LoRA dropout 0 (it is, in drostudy.runs.lora_config) and a Llama-style
 model (`model.model.layers`, `norm`, `rotary_emb`, `lm_head`).
 
 `objective` maps the per-pair log-probs to every loss of notebook 03 (drostudy.losses) plus WDPO, whose
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from transformers.masking_utils import create_causal_mask
 
 from drostudy import losses as dro_losses
+from drostudy import wdpo
 
 
 class Sequence(NamedTuple):
@@ -224,7 +225,7 @@ def objective(
             raise ValueError(
                 "wdpo_radius > 0 needs loss 'ordinary' and the states (pair_logps with_states)"
             )
-        return dro_losses.wdpo_loss(per_example, states, wdpo_radius), q
+        return wdpo.wdpo_loss(per_example, states, wdpo_radius), q
     if loss == "ordinary":
         return dro_losses.robust_loss(per_example), q
     if loss == "dr_dpo":

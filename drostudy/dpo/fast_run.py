@@ -1,4 +1,4 @@
-"""A whole DPO run on the fast path: the drop-in for drostudy.train.dpo.train_and_evaluate (same metrics
+"""A whole DPO run on the fast path: the drop-in for drostudy.dpo.run.train_and_evaluate (same metrics
 layout), for the LoRA-on-top-layers setting of notebook 03.
 
 Training is `drostudy.dpo.fast.train`; held-out preference accuracy, margin and KL come from the same cached
@@ -18,9 +18,9 @@ import torch
 
 from drostudy import evaluate
 from drostudy.dpo import fast
+from drostudy.dpo.run import DPORunConfig, build_data, reference_eval
 from drostudy.io import seed_everything
-from drostudy.train.common import lora_config
-from drostudy.train.dpo import DPORunConfig, build_data, reference_eval
+from drostudy.runs import lora_config
 
 _CACHES: dict[tuple[str, int], fast.TrunkCache] = {}
 
@@ -77,18 +77,18 @@ def evaluate_pairs(model, cache: fast.TrunkCache, pairs, beta: float, batch_size
 
 def train_and_evaluate(config: DPORunConfig) -> dict:
     """Train with `config` on the fast path and evaluate every domain: the metrics dict of
-    drostudy.train.dpo.train_and_evaluate (train.common layout), `timings` split the same way."""
+    drostudy.dpo.run.train_and_evaluate (drostudy.runs layout), `timings` split the same way."""
     from peft import get_peft_model
 
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
-    model, tokenizer = load_policy(config.policy)
+    model, tokenizer = load_policy(config.model)
     train_rows, test = build_data(config, tokenizer)
     layers = model.config.num_hidden_layers
     model = get_peft_model(model, lora_config(config, layers))
     timings, start = {}, time.perf_counter()
-    cache = shared_cache(model, config.policy, max(0, layers - config.lora_layers))
+    cache = shared_cache(model, config.model, max(0, layers - config.lora_layers))
     pairs, kept = fast.encode_pairs(tokenizer, train_rows, config.max_length)
     groups = torch.tensor(train_rows["group_id"])[kept]
     cache.fill([s for p in pairs for s in p])
