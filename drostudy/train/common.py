@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from drostudy import progress
 from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import METRICS_FILE, atomic_write_json, finished_run
 
@@ -55,6 +56,7 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     cfg = dataclasses.asdict(config)
     if out_dir is not None and (done := finished_run(out_dir, cfg)) is not None:
         print(f"{Path(out_dir) / METRICS_FILE} exists for this config: skipping the run")
+        progress.run_finished(out_dir, 0.0, skipped=True)
         return done
     start = time.perf_counter()
     metrics = dict(train_fn(config))
@@ -65,6 +67,7 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     metrics.setdefault("timings", {})["total_s"] = time.perf_counter() - start
     if out_dir is not None and _is_main_process():
         atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
+        progress.run_finished(out_dir, metrics["timings"]["total_s"], skipped=False)
     return metrics
 
 

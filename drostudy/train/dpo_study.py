@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from drostudy.progress import runs_planned, tqdm
 from drostudy.results import t_interval
 from drostudy.train.common import run_folder, run_or_resume
 from drostudy.train.dpo import DPORunConfig, train_and_evaluate
@@ -41,6 +41,7 @@ def run_all(configs: list[tuple[str, DPORunConfig]], folder: str | Path) -> list
     """Run (or resume) each config into its `run_folder` under `folder`; each metrics dict gains its
     `label`."""
     runs = []
+    runs_planned(len(configs))
     for label, config in tqdm(configs, desc="DPO runs"):
         out = run_folder(folder, label, config)
         runs.append({**run_or_resume(config, out, train_and_evaluate), "label": label})
