@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from drostudy import evaluate
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
+from drostudy.progress import tqdm
 from drostudy.train.common import history, lora_config, training_command
 from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 
@@ -174,7 +174,7 @@ def trl_config(config: DPORunConfig, output_dir: str):
         report_to="none",
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
     )
 
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
-from tqdm.auto import tqdm
 from transformers.masking_utils import create_bidirectional_mask
 
 from drostudy.io import seed_everything
 from drostudy.losses import robust_bradley_terry_loss
+from drostudy.progress import tqdm
 from drostudy.train.reward import freeze_lower_layers
 from drostudy.train.reward_data import encode_pair_texts, pair_metrics, prepare_splits
 

@@ -13,9 +13,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from drostudy import results
+from drostudy.progress import tqdm
 from drostudy.train import reward_cached
 from drostudy.train.common import domain_means
 from drostudy.train.reward import RMConfig

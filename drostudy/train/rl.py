@@ -168,7 +168,7 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         report_to="none",
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
         gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
     )
     return RLOOConfig(**(kwargs | overrides))
