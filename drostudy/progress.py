@@ -67,18 +67,20 @@ def read_events(path: str | os.PathLike) -> list[dict]:
     return events
 
 
-def runs_status(events: list[dict]) -> tuple[int, int | None, float | None]:
-    """(runs done, runs planned or None, estimated seconds left or None) from the events.
+def runs_status(events: list[dict], now: float | None = None) -> tuple[int, int | None, float | None]:
+    """(runs done, runs planned or None, estimated seconds left or None) from the events at time `now`.
 
-    The estimate is the mean time of the runs trained in this session times the runs still to do; runs
-    read back from their folders cost nothing and do not count.
+    The estimate is the mean time of the runs trained in this session times the runs still to do, less the
+    time the run in progress has had; runs read back from their folders cost nothing and do not count.
     """
     planned = sum(e["runs"] for e in events if e["event"] == "planned") or None
     runs = [e for e in events if e["event"] == "run"]
     trained = [e["seconds"] for e in runs if not e["skipped"]]
     left = None
     if planned is not None and trained:
-        left = max(0, planned - len(runs)) * sum(trained) / len(trained)
+        to_do = max(0, planned - len(runs))
+        running = (time.time() if now is None else now) - runs[-1]["time"] if to_do else 0.0
+        left = max(0.0, to_do * sum(trained) / len(trained) - running)
     return len(runs), planned, left
 
 
@@ -102,13 +104,17 @@ class NotebookProgress:
     def __init__(self, name: str, position: str, executed: Path, events: Path, out: Callable = print):
         self.name, self.position, self.out = name, position, out
         self.executed, self.events = executed, events
-        self.last_line, self.last_time = "", time.monotonic()
+        self.last_state, self.last_time = None, time.monotonic()
         self.cells: tuple[int, int] | None = None
 
-    def line(self) -> str:
+    def state(self) -> tuple:
+        """(cells done, cells, runs done, runs planned, seconds left or None)."""
         self.cells = cells_status(self.executed) or self.cells
-        parts = [] if self.cells is None else [f"cell {self.cells[0]}/{self.cells[1]}"]
-        done, planned, left = runs_status(read_events(self.events))
+        return (*(self.cells or (None, None)), *runs_status(read_events(self.events)))
+
+    def line(self, state: tuple) -> str:
+        cells_done, cells, done, planned, left = state
+        parts = [] if cells is None else [f"cell {cells_done}/{cells}"]
         if done or planned:
             parts.append(f"run {done}/{planned}" if planned else f"run {done}")
         if left is not None:
@@ -116,8 +122,8 @@ class NotebookProgress:
         return f"[{self.position} notebooks] {self.name}: " + (", ".join(parts) or "starting")
 
     def poll(self) -> None:
-        """Print the line if it changed, or if nothing was printed for HEARTBEAT_S seconds."""
-        line, now = self.line(), time.monotonic()
-        if line != self.last_line or now - self.last_time >= HEARTBEAT_S:
-            self.out(line, flush=True)
-            self.last_line, self.last_time = line, now
+        """Print a line when a cell or a run finished, or when nothing was printed for HEARTBEAT_S seconds."""
+        state, now = self.state(), time.monotonic()
+        if state[:4] != self.last_state or now - self.last_time >= HEARTBEAT_S:
+            self.out(self.line(state), flush=True)
+            self.last_state, self.last_time = state[:4], now
