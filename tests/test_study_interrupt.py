@@ -275,3 +275,18 @@ def test_a_run_whose_metrics_write_fails_stays_unfinished_and_trains_again(monke
     first = run_or_resume(Config(), out, train)  # the rerun trains it again and records it
     assert len(calls) == 2 and finished_run(out, {"seed": 0}) == first
     assert run_or_resume(Config(), out, train) == first and len(calls) == 2  # now finished: skipped
+
+
+def test_an_atomic_write_syncs_a_temporary_in_the_same_folder_then_renames_it(monkeypatch, tmp_path):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(io.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        io.os, "replace", lambda a, b: calls.append((Path(a), Path(b))) or real_replace(a, b)
+    )
+    atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert calls[0] == "fsync"  # the data is on disk before the name points to it
+    temporary, target = calls[1]
+    assert temporary.parent == tmp_path and target == tmp_path / "metrics.json"  # a rename, not a copy
+    assert calls[2:] == ["fsync"]  # then the folder, so that the rename survives a power cut
+    assert target.read_text() == "{}" and not temporary.exists()
