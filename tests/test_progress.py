@@ -80,3 +80,22 @@ def test_drostudys_bars_are_off_in_batch_runs_even_in_a_notebook(monkeypatch):
     assert tqdm(range(2), disable=True).disable
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert tqdm(range(2)).disable and tqdm(range(2), disable=False).disable
+
+
+@pytest.mark.parametrize(("verbosity", "printer_kept"), [("error", False), ("warning", True)])
+def test_trainers_print_no_log_dicts_in_batch_runs(tmp_path, verbosity, printer_kept):
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers.utils import logging
+
+    from drostudy.train.common import quiet_in_batch
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity(getattr(logging, verbosity.upper()))
+    try:
+        args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=True, use_cpu=True, report_to=[])
+        trainer = quiet_in_batch(Trainer(model=torch.nn.Linear(2, 1), args=args))
+    finally:
+        logging.set_verbosity(previous)
+    callbacks = {type(c) for c in trainer.callback_handler.callbacks}
+    assert (PrinterCallback in callbacks) == printer_kept

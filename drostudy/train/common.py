@@ -93,6 +93,18 @@ def lora_config(config, num_layers: int):
     )
 
 
+def quiet_in_batch(trainer):
+    """`trainer`, printing no per-step log dicts in a batch run (transformers logging at error level only,
+    as drostudy.notebooks.BATCH_ENV sets): with its progress bar off the Trainer prints every log
+    (PrinterCallback) into the executed notebook; metrics.json's history keeps them."""
+    from transformers import PrinterCallback
+    from transformers.utils import logging
+
+    if logging.get_verbosity() > logging.WARNING:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def history(log_history: list[dict]) -> list[dict]:
     """TRL's per-step logs (loss, dro/* and the trainer's own metrics) as the metrics.json history."""
     return [{k: v for k, v in entry.items() if k != "epoch"} for entry in log_history if "loss" in entry]

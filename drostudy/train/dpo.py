@@ -25,7 +25,7 @@ import torch
 from drostudy import evaluate
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.progress import tqdm
-from drostudy.train.common import history, lora_config, training_command
+from drostudy.train.common import history, lora_config, quiet_in_batch, training_command
 from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 
 
@@ -180,7 +180,7 @@ def trl_config(config: DPORunConfig, output_dir: str):
 
 def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
     """The RobustDPOTrainer of `config` on a train Dataset (chat rows with group_id)."""
-    return RobustDPOTrainer(
+    trainer = RobustDPOTrainer(
         model=model,
         args=trl_config(config, output_dir),
         train_dataset=train,
@@ -189,6 +189,7 @@ def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str
         dro=config.dro_settings(),
         ref_cache_dir=cache_dir() / "dpo_ref_logps",
     )
+    return quiet_in_batch(trainer)
 
 
 def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[str, dict]:

@@ -25,7 +25,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from drostudy import distributed
 from drostudy.io import seed_everything
 from drostudy.losses import robust_bradley_terry_loss
-from drostudy.train.common import training_command
+from drostudy.train.common import quiet_in_batch, training_command
 from drostudy.weights import validate_radius
 
 LEVELS = ("example", "group")
@@ -286,7 +286,7 @@ def train_reward_model(config: RMConfig) -> dict:
             level=config.level,
             group_names=config.train_domains,
         )
-        trainer.train()
+        quiet_in_batch(trainer).train()
     train_s = time.perf_counter() - start
     metrics = evaluate_pairs(model, tokenizer, test, config.max_length, config.batch_size)
     metrics["timings"]["train_s"] = train_s

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.train.common import history, lora_config, training_command
+from drostudy.train.common import history, lora_config, quiet_in_batch, training_command
 from drostudy.train.rl_eval import LearnedReward, evaluate_rl_policy, prompt_rows
 from drostudy.train.rl_trainer import RobustRLOOTrainer, is_ordinary
 from drostudy.weights import validate_radius
@@ -193,6 +193,7 @@ def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, tr
         divergence=config.divergence,
         radius=config.radius,
     )
+    quiet_in_batch(trainer)
     reward.model.to(trainer.accelerator.device)
     return trainer
 
