@@ -33,6 +33,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from drostudy.io import METRICS_FILE, atomic_write_json, atomic_write_text
+from drostudy.progress import BATCH_ENV
 from drostudy.threads import worker_thread_env
 
 KERNEL = "python3"
@@ -43,16 +44,6 @@ POLL_S, GRACE_S = (
     2.0,
     10.0,
 )  # how often a run's monitor is called; how long a stopped run may take to stop
-# A notebook run in a batch is read later, not watched: no progress bars (their frozen `0%|` text would stay
-# in the executed notebook; JupyterLab, where they render, does not get these), no model load reports or
-# library warnings. Variables the user set win.
-BATCH_ENV = {
-    "TQDM_DISABLE": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "PYTHONWARNINGS": "ignore::FutureWarning",  # libraries' deprecation notices, for their callers
-}
 NUMBERED = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 
 
@@ -238,10 +229,9 @@ def run_task(
 ) -> dict:
     """Run one task in a subprocess; write done.json (success, last) or error.txt; return its record.
 
-    env: extra environment variables (over this process's and, for a notebook, BATCH_ENV's); monitor: called
-    every POLL_S seconds while the run runs (the study prints progress with it). record: run_id, status
-    (ok / failed), wall_s (the whole subprocess), run_s (the notebook's cells or the command's own total),
-    overhead_s = wall_s - run_s (process and kernel start, imports, writing).
+    env: extra environment variables (over this process's, over BATCH_ENV for a notebook); monitor: called
+    every POLL_S seconds meanwhile. record: run_id, status (ok / failed), wall_s (the whole subprocess),
+    run_s (the notebook's cells or the command's own total), overhead_s = wall_s - run_s.
     """
     task.run_dir.mkdir(parents=True, exist_ok=True)
     for stale in (DONE, ERROR):

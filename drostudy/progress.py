@@ -19,6 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 PROGRESS_ENV = "DROSTUDY_PROGRESS"
+# A notebook run in a batch is read later, not watched: no progress bars (their frozen `0%|` text would stay
+# in the executed notebook; JupyterLab, where they render, does not get these), no model load reports or
+# library warnings. Variables the user set win.
+BATCH_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore::FutureWarning",  # libraries' deprecation notices, for their callers
+}
 HEARTBEAT_S = 60.0  # a line at least this often while a long cell runs, so the console never looks stuck
 
 
@@ -34,7 +44,7 @@ def tqdm(*args, **kwargs):
     """tqdm.auto's bar (a widget in JupyterLab, text in a terminal), off when $TQDM_DISABLE is set.
 
     tqdm's notebook bar ignores $TQDM_DISABLE, and in a batch run its frozen `0%|` text would stay in the
-    executed notebook; drostudy.notebooks.BATCH_ENV sets it for batch runs.
+    executed notebook; BATCH_ENV sets it for batch runs.
     """
     from tqdm.auto import tqdm as auto
 

@@ -11,7 +11,7 @@ the exit status is non-zero when any failed.
 Progress on the console: a line per notebook started and ended, and while one runs, a line whenever its
 cells done or its training runs done move (with an estimate of the time its runs still need; at least a
 line a minute), e.g. `[3/5 notebooks] 03_dpo_robustness: cell 5/11, run 3/8, ~4 min left in its runs`.
-The executed notebooks get no progress bars or model load reports (drostudy.notebooks.BATCH_ENV). One
+The executed notebooks get no progress bars or model load reports (drostudy.progress.BATCH_ENV). One
 notebook runs at a time, with all cores; OMP_NUM_THREADS=N (also MKL_NUM_THREADS) caps its threads.
 """
 

@@ -95,7 +95,7 @@ def lora_config(config, num_layers: int):
 
 def quiet_in_batch(trainer):
     """`trainer`, printing no per-step log dicts in a batch run (transformers logging at error level only,
-    as drostudy.notebooks.BATCH_ENV sets): with its progress bar off the Trainer prints every log
+    as drostudy.progress.BATCH_ENV sets): with its progress bar off the Trainer prints every log
     (PrinterCallback) into the executed notebook; metrics.json's history keeps them."""
     from transformers import PrinterCallback
     from transformers.utils import logging
