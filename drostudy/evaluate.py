@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from drostudy.progress import tqdm
 
 Messages = list[dict[str, str]]
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from drostudy import progress
 from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import METRICS_FILE, atomic_write_json, finished_run
 
@@ -57,6 +58,7 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     cfg = dataclasses.asdict(config)
     if out_dir is not None and (done := finished_run(out_dir, cfg)) is not None:
         print(f"{Path(out_dir) / METRICS_FILE} exists for this config: skipping the run")
+        progress.run_finished(out_dir, 0.0, skipped=True)
         return done
     start = time.perf_counter()
     metrics = dict(train_fn(config))
@@ -67,6 +69,7 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     metrics.setdefault("timings", {})["total_s"] = time.perf_counter() - start
     if out_dir is not None and _is_main_process():
         atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
+        progress.run_finished(out_dir, metrics["timings"]["total_s"], skipped=False)
     return metrics
 
 
@@ -78,8 +81,9 @@ def run_all(
 ) -> list[dict]:
     """`run_or_resume` each (label, config) into its `run_folder` under `folder` (None: nothing written),
     with a progress bar; each metrics dict gains its `label`. What notebooks 02-04 run their grids with."""
-    from tqdm.auto import tqdm
+    from drostudy.progress import runs_planned, tqdm
 
+    runs_planned(len(configs))  # the study runner's "run k/n, time left" line counts against this
     runs = []
     for label, config in tqdm(configs, desc=desc):
         out = run_folder(folder, label, config) if folder is not None else None
@@ -107,6 +111,18 @@ def lora_config(config, num_layers: int):
         layers_to_transform=list(range(max(0, num_layers - config.lora_layers), num_layers)),
         task_type="CAUSAL_LM",
     )
+
+
+def quiet_in_batch(trainer):
+    """`trainer`, printing no per-step log dicts in a batch run (transformers logging at error level only,
+    as drostudy.progress.BATCH_ENV sets): with its progress bar off the Trainer prints every log
+    (PrinterCallback) into the executed notebook; metrics.json's history keeps them."""
+    from transformers import PrinterCallback
+    from transformers.utils import logging
+
+    if logging.get_verbosity() > logging.WARNING:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def history(log_history: list[dict]) -> list[dict]:

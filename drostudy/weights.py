@@ -32,7 +32,6 @@ Speed: the solve runs at SOLVER_THREADS torch threads (see there); no solver lib
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor
 
 from drostudy import _solvers
+from drostudy.threads import torch_threads
 
 DIVERGENCES = tuple(sorted(_solvers.SOLVERS))
 PENALTIES = tuple(sorted(_solvers.PENALISED_SOLVERS))
@@ -47,19 +47,6 @@ PENALTIES = tuple(sorted(_solvers.PENALISED_SOLVERS))
 # (n <= ~1e5), so threads cannot pay off, and on a shared machine one parallel `exp` waiting for a busy
 # core took 8-28 ms instead of ~10 us (benchmarks/bench_weights.py); switching costs ~0.2 us.
 SOLVER_THREADS: int | None = 1
-
-
-@contextlib.contextmanager
-def _solver_threads():
-    previous = torch.get_num_threads()
-    switch = SOLVER_THREADS is not None and SOLVER_THREADS != previous
-    if switch:
-        torch.set_num_threads(SOLVER_THREADS)
-    try:
-        yield
-    finally:
-        if switch:
-            torch.set_num_threads(previous)
 
 
 def validate_radius(divergence: str, radius: float) -> float:
@@ -106,7 +93,7 @@ def worst_case_weights(
         return _nominal(losses, prior)
     if fast:
         return _solvers.UNIFORM_CPU_SOLVERS[divergence](losses, radius).to(dtype=losses.dtype)
-    with _solver_threads():
+    with torch_threads(SOLVER_THREADS):
         work, prior64 = _work(losses, prior)
         q = _solvers.SOLVERS[divergence](work, prior64, radius)
     return q.to(device=losses.device, dtype=losses.dtype)
@@ -156,7 +143,7 @@ def doro_weights(
     _check_losses(losses)
     if prior is not None:
         _check_prior(prior, losses)
-    with _solver_threads():
+    with torch_threads(SOLVER_THREADS):
         work, prior64 = _work(losses, prior)
         # unit masses for the uniform prior: its level masses are then exact integer counts
         clean = _solvers.trim_top(work, torch.ones_like(work) if prior is None else prior64, fraction)
@@ -191,7 +178,7 @@ def penalised_weights(
         _check_prior(prior, losses)
     if math.isinf(reg):
         return _nominal(losses, prior)
-    with _solver_threads():
+    with torch_threads(SOLVER_THREADS):
         work, prior64 = _work(losses, prior)
         q = _solvers.PENALISED_SOLVERS[divergence](work, prior64, reg)
     return q.to(device=losses.device, dtype=losses.dtype)
@@ -230,7 +217,7 @@ def group_worst_case_weights(losses: Tensor, groups: Tensor, divergence: str, ra
         raise ValueError(f"groups must be an integer tensor of shape {tuple(losses.shape)}; got {got}")
     if radius == (1.0 if divergence == "cvar" else 0.0):
         return _nominal(losses, None)
-    with _solver_threads():
+    with torch_threads(SOLVER_THREADS):
         work, _ = _work(losses, None)
         ids, member = torch.unique(groups.to(work.device), return_inverse=True)
         counts = torch.zeros(len(ids), dtype=torch.float64, device=work.device)

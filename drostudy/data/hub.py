@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import datasets
-from tqdm.auto import tqdm
+
+from drostudy.progress import tqdm
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from drostudy import evaluate
 from drostudy.config import method_label
 from drostudy.dpo.trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
-from drostudy.runs import history, lora_config, training_command
+from drostudy.progress import tqdm
+from drostudy.runs import history, lora_config, quiet_in_batch, training_command
 
 
 @dataclass(frozen=True)
@@ -182,13 +182,13 @@ def trl_config(config: DPORunConfig, output_dir: str):
         report_to="none",
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
     )
 
 
 def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
     """The RobustDPOTrainer of `config` on a train Dataset (chat rows with group_id)."""
-    return RobustDPOTrainer(
+    trainer = RobustDPOTrainer(
         model=model,
         args=trl_config(config, output_dir),
         train_dataset=train,
@@ -197,6 +197,7 @@ def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str
         dro=config.dro_settings(),
         ref_cache_dir=cache_dir() / "dpo_ref_logps",
     )
+    return quiet_in_batch(trainer)
 
 
 def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[str, dict]:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
-from tqdm.auto import tqdm
 from transformers.masking_utils import create_bidirectional_mask
 
 from drostudy.io import seed_everything
+from drostudy.progress import tqdm
 from drostudy.reward.data import encode_pair_texts, pair_metrics, prepare_splits
 from drostudy.reward.objective import (
     bradley_terry_objective,

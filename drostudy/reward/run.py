@@ -15,7 +15,7 @@ from drostudy.config import method_label
 from drostudy.io import seed_everything
 from drostudy.reward.objective import LEVELS, check_choice, freeze_lower_layers
 from drostudy.reward.trainer import RobustRewardTrainer, trl_args
-from drostudy.runs import training_command
+from drostudy.runs import quiet_in_batch, training_command
 from drostudy.weights import validate_radius
 
 ENGINES = ("trl", "cached")
@@ -129,7 +129,7 @@ def train_reward_model(config: RMConfig) -> dict:
             level=config.level,
             group_names=config.train_domains,
         )
-        trainer.train()
+        quiet_in_batch(trainer).train()
     train_s = time.perf_counter() - start
     metrics = evaluate_pairs(model, tokenizer, test, config.max_length, config.batch_size)
     metrics["timings"]["train_s"] = train_s

@@ -33,7 +33,7 @@ from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.rl.eval import evaluate_rl_policy, prompt_rows
 from drostudy.rl.reward import LearnedReward
 from drostudy.rl.trainer import RobustRLOOTrainer
-from drostudy.runs import history, lora_config, training_command
+from drostudy.runs import history, lora_config, quiet_in_batch, training_command
 from drostudy.weights import validate_radius
 
 
@@ -171,7 +171,7 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         report_to="none",
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
         gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
     )
     return RLOOConfig(**(kwargs | overrides))
@@ -196,6 +196,7 @@ def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, tr
         divergence=config.divergence,
         radius=config.radius,
     )
+    quiet_in_batch(trainer)
     reward.model.to(trainer.accelerator.device)
     return trainer
 

@@ -22,9 +22,11 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -37,11 +39,15 @@ from drostudy.io import (  # noqa: F401 (notebook_paths, notebooks_dir: this mod
     notebook_paths,
     notebooks_dir,
 )
+from drostudy.progress import BATCH_ENV
+from drostudy.threads import worker_thread_env
 
 KERNEL = "python3"
 COMMANDS = {"rm": "drostudy.reward.run", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
 DONE, PARAMS, ERROR, LOG = "done.json", "params.json", "error.txt", "log.txt"
 ERROR_TAIL_LINES = 80
+POLL_S = 2.0  # how often a run's monitor is called
+GRACE_S = 10.0  # how long a stopped run may take to stop
 
 
 def notebook_parameters(path: str | os.PathLike) -> dict:
@@ -210,30 +216,30 @@ def flag_value(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def run_task(task: Task, timeout: float | None = None, env: dict | None = None) -> dict:
+def run_task(
+    task: Task, timeout: float | None = None, env: dict | None = None, monitor: Callable | None = None
+) -> dict:
     """Run one task in a subprocess; write done.json (success, last) or error.txt; return its record.
 
-    record: run_id, status (ok / failed), wall_s (the whole subprocess), run_s (the notebook's cells or the
-    command's own total), overhead_s = wall_s - run_s (process and kernel start, imports, writing).
+    env: extra environment variables (over this process's, over BATCH_ENV for a notebook); monitor: called
+    every POLL_S seconds meanwhile. record: run_id, status (ok / failed), wall_s (the whole subprocess),
+    run_s (the notebook's cells or the command's own total), overhead_s = wall_s - run_s.
     """
     task.run_dir.mkdir(parents=True, exist_ok=True)
     for stale in (DONE, ERROR):
         (task.run_dir / stale).unlink(missing_ok=True)
     atomic_write_json(task.run_dir / PARAMS, task.params)
+    batch = BATCH_ENV if task.kind == "notebook" else {}
     start = time.perf_counter()
     with open(task.run_dir / LOG, "w") as log:
-        try:
-            proc = subprocess.run(
-                _argv(task),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                env={**os.environ, **(env or {})},
-                stdin=subprocess.DEVNULL,
-            )
-            failure = None if proc.returncode == 0 else f"exit status {proc.returncode}"
-        except subprocess.TimeoutExpired:
-            failure = f"timed out after {timeout} s"
+        proc = subprocess.Popen(
+            _argv(task),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**batch, **os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
+        failure = _wait(proc, timeout, monitor)
     wall = time.perf_counter() - start
     run_s = _run_seconds(task)
     if failure is None and run_s is None:
@@ -257,6 +263,34 @@ def run_task(task: Task, timeout: float | None = None, env: dict | None = None) 
     return record
 
 
+def _wait(proc: subprocess.Popen, timeout: float | None, monitor: Callable | None) -> str | None:
+    """Wait for `proc`, calling `monitor` meanwhile; None when it exited with 0, else what went wrong.
+
+    On Ctrl-C (or any error here) the run stops too: it gets SIGINT and GRACE_S seconds to stop cleanly
+    (papermill then shuts its kernel down), then SIGKILL; it stays unfinished (no done.json).
+    """
+    start = time.monotonic()
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=POLL_S)
+                return None if code == 0 else f"exit status {code}"
+            except subprocess.TimeoutExpired:
+                if timeout is not None and time.monotonic() - start > timeout:
+                    proc.kill()
+                    proc.wait()
+                    return f"timed out after {timeout} s"
+                if monitor is not None:
+                    monitor()
+    except BaseException:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=GRACE_S)
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def _run_seconds(task: Task) -> float | None:
     if task.kind == "notebook":
         out = task.run_dir / Path(task.target).name
@@ -271,12 +305,16 @@ def run_tasks(
     """Run the unfinished `tasks`, `workers` at a time; one record per task (status "skipped" if finished).
 
     A failed task does not stop the others. `env_of(task)` gives extra environment variables for a task.
+    With several workers each run gets its share of the cores (drostudy.threads.worker_thread_env).
     """
     records = {t.run_dir: {"run_id": t.run_dir.name, "status": "skipped"} for t in tasks if is_done(t)}
     todo = [t for t in tasks if t.run_dir not in records]
-    pool = cf.ThreadPoolExecutor(max_workers=max(1, workers))
+    workers = max(1, min(workers, len(todo)))
+    threads = worker_thread_env(workers)  # side by side, each run gets its share of the cores
+    pool = cf.ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(run_task, t, timeout, env_of(t) if env_of else None): t for t in todo}
+        envs = {t.run_dir: {**threads, **(env_of(t) if env_of else {})} for t in todo}
+        futures = {pool.submit(run_task, t, timeout, envs[t.run_dir]): t for t in todo}
         bar = tqdm(cf.as_completed(futures), total=len(todo), desc="runs", unit="run")
         for future in bar:
             records[futures[future].run_dir] = future.result()

@@ -7,6 +7,12 @@ cell defines it. Resumable: a notebook is skipped when it finished before with t
 code, and the same results of the notebooks before it (results/MM_*.json, MM < NN), so that rerunning
 notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
 the exit status is non-zero when any failed.
+
+Progress on the console: a line per notebook started and ended, and while one runs, a line whenever its
+cells done or its training runs done move (with an estimate of the time its runs still need; at least a
+line a minute), e.g. `[3/5 notebooks] 03_dpo_robustness: cell 5/11, run 3/8, ~4 min left in its runs`.
+The executed notebooks get no progress bars or model load reports (drostudy.progress.BATCH_ENV). One
+notebook runs at a time, with all cores; OMP_NUM_THREADS=N (also MKL_NUM_THREADS) caps its threads.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import hashlib
 from pathlib import Path
 
 from drostudy.analysis.results import results_dir
+from drostudy.progress import PROGRESS_ENV, NotebookProgress
 from drostudy.runner.notebooks import (
     ERROR,
     LOG,
@@ -27,6 +34,9 @@ from drostudy.runner.notebooks import (
     run_task,
 )
 from drostudy.runner.sweep import runs_root
+from drostudy.threads import describe_threads
+
+PROGRESS = "progress.jsonl"  # the notebook's progress events (drostudy.progress), in its run folder
 
 
 def study_parameters(path: Path, full: bool, smoke: bool) -> dict:
@@ -84,19 +94,39 @@ def cli_main(args: argparse.Namespace) -> int:
     paths = [p for p in paths if not only or p.name[:2] in only]
     out_dir = (Path(args.runs_dir) if args.runs_dir else runs_root()) / "study"
     print(f"study: {len(paths)} notebooks into {out_dir} (FULL={bool(args.full)}, SMOKE={args.smoke})")
+    print(f"study: one notebook at a time; {describe_threads(1)}")
     records = []
-    for path in paths:
+    for number, path in enumerate(paths, 1):
         task = study_task(path, out_dir, bool(args.full), args.smoke)
+        position = f"{number}/{len(paths)}"
         if is_done(task):
-            print(f"{path.name}: finished before with these parameters and inputs, skipped")
+            print(f"[{position} notebooks] {path.name}: finished before with these inputs, skipped")
             records.append({"run_id": path.stem, "status": "skipped", "wall_s": None})
             continue
-        print(f"{path.name}: running {task.params or ''} (log: {task.run_dir / LOG})", flush=True)
-        record = run_task(task, timeout=args.timeout)
-        print(f"{path.name}: {record['status']} in {record['wall_s']:.0f} s", flush=True)
+        print(
+            f"[{position} notebooks] {path.name}: running {task.params or ''} (log: {task.run_dir / LOG})"
+        )
+        record = run_notebook(task, position, args.timeout)
+        print(
+            f"[{position} notebooks] {path.name}: {record['status']} in {record['wall_s']:.0f} s",
+            flush=True,
+        )
         records.append(record)
     print_summary(records, out_dir)
     return int(any(r["status"] == "failed" for r in records))
+
+
+def run_notebook(task: Task, position: str, timeout: float | None = None) -> dict:
+    """Run the study's notebook `task`, printing its cells and training runs done as they move."""
+    events = task.run_dir / PROGRESS
+    task.run_dir.mkdir(parents=True, exist_ok=True)
+    events.unlink(missing_ok=True)  # this run's events only: the time left counts this run's trainings
+    executed = task.run_dir / Path(task.target).name
+    watch = NotebookProgress(Path(task.target).stem, position, executed, events)
+    executed.unlink(missing_ok=True)  # an earlier run's copy would show its cells until papermill saves
+    record = run_task(task, timeout, env={PROGRESS_ENV: str(events)}, monitor=watch.poll)
+    watch.poll()  # the final state: the run may end between two polls
+    return record
 
 
 def print_summary(records: list[dict], out_dir: Path) -> None:

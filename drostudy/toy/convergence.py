@@ -22,7 +22,6 @@ inside the ball. Everything is float64, seeded and takes seconds on a CPU.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from typing import NamedTuple
@@ -32,8 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from drostudy.progress import tqdm
+from drostudy.threads import torch_threads
 from drostudy.weights import (
     group_worst_case_weights,
     robust_value,
@@ -217,17 +217,6 @@ def solve_full_robust(
     return theta.value, exact
 
 
-@contextlib.contextmanager
-def _single_thread():
-    """(B,)-sized tensors: extra torch threads only add overhead (and contend on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def minibatch_robust_gd(
     data: PreferenceData,
     divergence: str,
@@ -259,7 +248,7 @@ def minibatch_robust_gd(
     theta_sum = torch.zeros(dim, dtype=torch.float64)
     evals = set(np.unique(np.geomspace(1, steps, n_evals).round().astype(int)).tolist())
     history = []
-    with _single_thread():
+    with torch_threads(1):  # (B,)-sized tensors: extra threads only add overhead
         for step in tqdm(range(1, steps + 1), disable=not progress, desc=f"batch {batch_size}"):
             batch = torch.randperm(n, generator=generator)[:batch_size]
             z = data.z[batch]  # (B, d)
