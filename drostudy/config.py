@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import inspect
 import textwrap
 import typing
 from typing import Any
+
+
+class UsageError(ValueError):
+    """A bad value on the command line: `python -m drostudy` prints it as one `drostudy CMD: error:` line
+    and exits with status 2, as argparse does for the values it checks itself."""
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Inside, a ValueError (a config's own checks of the values given) becomes a UsageError; a ValueError
+    raised later, while a command runs, keeps its traceback."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -69,5 +87,6 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):
-    """Build `cls` from parsed arguments (its __post_init__ validates the values)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    """Build `cls` from parsed arguments; its __post_init__ validates the values (a UsageError if bad)."""
+    with usage_errors():
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
