@@ -1,13 +1,15 @@
 """Run metrics -> one tidy table -> means and 95% intervals over seeds -> a conclusion written from the numbers.
 
 Inputs are the `metrics.json` of a training run (layout in `drostudy.train.common`) and the notebook result
-files `results/NN_slug.json` = {"runs": [metrics, ...], ...}. The tidy table has one row per
+files `results/NN_slug.json` = {"runs": [metrics, ...], ...}, or, from a notebook that trains nothing (01),
+any nested dict of numbers (one row per number, see `scalar_rows`). The tidy table has one row per
 (run, domain, metric) with the columns in `COLUMNS`; `run` identifies the run the row came from.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -88,15 +90,42 @@ def _expand(paths_or_globs) -> list[Path]:
 
 def _rows_of_file(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
-    if "runs" not in data:  # a training run's own metrics.json
+    if "per_domain" in data:  # a training run's own metrics.json
         return [{**row, "source": str(path)} for row in tidy(data, run_dir=str(path.parent))]
+    if "runs" not in data:  # a notebook that records scalars only (01): its numbers, one row each
+        return [{**row, "source": str(path)} for row in scalar_rows(data, path.stem, str(path))]
     rows = []
     for i, metrics in enumerate(data["runs"]):
         run_rows = tidy(metrics, run_dir=metrics.get("run_dir"))
         for row in run_rows:
-            row["run"], row["source"] = row["run_dir"] or f"{path}#{i}", str(path)
+            row["run"], row["source"] = row["run_dir"] or _run_name(path, i, metrics), str(path)
         rows.extend(run_rows)
     return rows
+
+
+def _run_name(path: Path, index: int, metrics: dict) -> str:
+    """A run without a folder is named by its configuration when it has one: the same configuration
+    recorded by several notebook runs (a sweep's shared ordinary baseline) is then one run, not several."""
+    if not metrics.get("config"):
+        return f"{path}#{index}"
+    text = json.dumps(metrics["config"], sort_keys=True, default=str)
+    return f"{path.stem}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def scalar_rows(record: dict, stage: str, run: str) -> list[dict]:
+    """One row per number in the nested dicts of a notebook's record (lists and its parameters left out):
+    metric is the key path, `convergence/tv/final_gap/64`; stage is the notebook's slug."""
+    rows = []
+
+    def walk(value, keys):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, (*keys, str(key)))
+        elif _is_number(value):
+            rows.append({"stage": stage, "metric": "/".join(keys), "value": float(value)})
+
+    walk({k: v for k, v in record.items() if k != "parameters"}, ())
+    return [{**row, "run": run, "run_dir": None} for row in rows]
 
 
 def collect(paths_or_globs: str | os.PathLike | Iterable) -> pd.DataFrame:
