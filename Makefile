@@ -33,8 +33,10 @@ lint: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Opens the repository: notebooks/ holds the sources (no outputs), runs/study/NN_slug/ the executed study.
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	@echo "make lab: the executed study notebooks (with outputs, from make study) are in runs/study/NN_slug/; the sources in notebooks/"
+	$(VENV)/bin/jupyter lab --notebook-dir=.
 
 sweep: data
 	$(PY) -m drostudy sweep --grid default
