@@ -236,6 +236,8 @@ def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str, list[str]
     combos = list({json.dumps(c, sort_keys=True): c for c in expand_grid(grids)}.values())
     combos = validate_grid(kind, str(target), sorted({k for g in grids for k in g}), combos)
     name = args.name or args.grid or (Path(target).stem if kind == "notebook" else target)
+    if args.grid and overrides and not args.name:  # a changed preset never overwrites the preset's table
+        name += "@" + ",".join(f"{k}={'|'.join(map(str, v))}" for k, v in sorted(overrides.items()))
     combos = combos[: args.limit] if args.limit else combos
     return kind, str(target), combos, name, sorted(fixed)
 
