@@ -31,8 +31,10 @@ def _current_cell() -> int | None:
         from IPython import get_ipython
     except ImportError:
         return None
-    shell = get_ipython()
-    return getattr(shell, "execution_count", None) if shell is not None else None
+    # The running cell's input is stored (at its number) before it runs; shell.execution_count is that
+    # number in IPython 8 but already the next one in IPython 9.
+    history = getattr(getattr(get_ipython(), "history_manager", None), "input_hist_parsed", None)
+    return len(history) - 1 if history else None
 
 
 def register(name: str, title: str, out: Path) -> None:

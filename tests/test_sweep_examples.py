@@ -32,9 +32,11 @@ SMALL = {
 
 
 def commands(text: str) -> list[str]:
-    """The `python -m drostudy ...` lines of `text`, backslash continuations joined, `# comments` cut."""
+    """The `python -m drostudy ...` lines of `text` (environment assignments before it left out),
+    backslash continuations joined, `# comments` cut."""
     joined = re.sub(r"\\\n\s*", " ", text)
     lines = (line.split(" #")[0].strip() for line in joined.splitlines())
+    lines = (re.sub(r"^(\w+=\S*\s+)+", "", line) for line in lines)
     return [line for line in lines if line.startswith("python -m drostudy ")]
 
 
@@ -43,7 +45,7 @@ def readme_commands() -> list[str]:
     return [c for block in blocks for c in commands(block)]
 
 
-EXAMPLES = [*commands(sweep.__doc__), *readme_commands()]
+EXAMPLES = list(dict.fromkeys([*commands(sweep.__doc__), *readme_commands()]))
 
 
 def small(argv: list[str], tmp_path: Path) -> list[str]:
