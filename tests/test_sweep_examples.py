@@ -137,3 +137,30 @@ def test_figure_readme_outside_a_notebook(tmp_path, monkeypatch):
     (tmp_path / "01_worst_case_weights_t.html").unlink()  # a figure deleted since is no longer listed
     save_figure(go.Figure(), "02_reward_model_robustness_t", tmp_path)
     assert "01_worst_case_weights_t" not in (tmp_path / "README.md").read_text()
+
+
+def test_interrupted_sweep_keeps_its_finished_runs_in_the_table(tmp_path, monkeypatch):
+    """The table is rewritten after every run: Ctrl-C during the second run leaves the first one in it."""
+    import drostudy.notebooks as nb
+    from drostudy.io import atomic_write_json
+
+    notebook = tmp_path / "99_toy.ipynb"
+    cell = {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 1", "outputs": []}
+    notebook.write_text(
+        json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 4})
+    )
+
+    def run_task(task, timeout=None, env=None):  # the first run finishes, the second is interrupted
+        if task.params["x"] == 2:
+            raise KeyboardInterrupt
+        metrics = {"stage": "toy", "config": {"x": 1}, "per_domain": {"a": {"accuracy": 0.25}}}
+        atomic_write_json(task.run_dir / "results" / "99_toy.json", {"runs": [metrics]})
+        record = {"run_id": task.run_dir.name, "status": "ok", "wall_s": 1.0, "run_s": 1.0}
+        atomic_write_json(task.run_dir / "done.json", {**record, "params": task.params})
+        return record
+
+    monkeypatch.setattr(nb, "run_task", run_task)
+    with pytest.raises(KeyboardInterrupt):
+        main(["sweep", "--notebook", str(notebook), "--param", "x=1,2", "--runs-dir", str(tmp_path)])
+    table = pd.read_parquet(tmp_path / "99_toy" / "results.parquet")
+    assert list(table["run_id"]) == ["x=1"] and table["value"].tolist() == [0.25]
