@@ -9,7 +9,6 @@ any nested dict of numbers (one row per number, see `scalar_rows`). The tidy tab
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import math
 import os
@@ -98,18 +97,9 @@ def _rows_of_file(path: Path) -> list[dict]:
     for i, metrics in enumerate(data["runs"]):
         run_rows = tidy(metrics, run_dir=metrics.get("run_dir"))
         for row in run_rows:
-            row["run"], row["source"] = row["run_dir"] or _run_name(path, i, metrics), str(path)
+            row["run"], row["source"] = row["run_dir"] or f"{path}#{i}", str(path)
         rows.extend(run_rows)
     return rows
-
-
-def _run_name(path: Path, index: int, metrics: dict) -> str:
-    """A run without a folder is named by its configuration when it has one: the same configuration
-    recorded by several notebook runs (a sweep's shared ordinary baseline) is then one run, not several."""
-    if not metrics.get("config"):
-        return f"{path}#{index}"
-    text = json.dumps(metrics["config"], sort_keys=True, default=str)
-    return f"{path.stem}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def scalar_rows(record: dict, stage: str, run: str) -> list[dict]:

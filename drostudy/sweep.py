@@ -199,12 +199,24 @@ def results_table(tasks: list[Task], records: list[dict]) -> pd.DataFrame:
                 **{k: info.get(k) for k in ("run_id", "status", "wall_s", "run_s", "overhead_s")}
             )
         )
-    table = pd.concat(frames, ignore_index=True)
-    table = table.reindex(columns=list(dict.fromkeys([*results.COLUMNS, *table.columns])))
-    # A run recorded by several grid points (notebook 02's ordinary baseline: same config, same numbers)
-    # is kept once, under the first, or 05 would count its copies as seeds.
-    shared = table.duplicated(subset=["run", "domain", "metric"]) & table["run"].notna()
-    return table[~shared].reset_index(drop=True)
+    seen: set = set()
+    table = pd.concat([drop_repeated_runs(f, seen) for f in frames], ignore_index=True)
+    return table.reindex(columns=list(dict.fromkeys([*results.COLUMNS, *table.columns])))
+
+
+def drop_repeated_runs(frame: pd.DataFrame, seen: set) -> pd.DataFrame:
+    """`frame` without the runs whose rows (setting, seed, every domain, metric and value) repeat a run
+    already in `seen` (then added to it). Notebook 02's ordinary baseline is recorded by every grid point
+    with the same numbers: kept once, under the first, or notebook 05 would count its copies as seeds."""
+    if "run" not in frame or frame["run"].isna().all():
+        return frame
+    keys = [c for c in (*results.RUN_KEYS, "domain", "metric", "value") if c in frame]
+    repeated = []
+    for run, rows in frame.groupby("run", sort=False):
+        signature = tuple(sorted(map(str, rows[keys].itertuples(index=False))))
+        repeated += [run] if signature in seen else []
+        seen.add(signature)
+    return frame[~frame["run"].isin(repeated)]
 
 
 def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str, list[str]]:

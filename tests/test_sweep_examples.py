@@ -82,6 +82,15 @@ def test_example_runs_as_written(example, tmp_path, monkeypatch, notebook_env):
     assert len(numbers) and numbers["metric"].notna().all()  # the table holds the run's numbers
     if "--notebook" in argv or "--grid" in argv:
         check_figure_readme(next(sweep_dir.glob("*/figures")), next(sweep_dir.glob("*/*.ipynb")))
+    if (
+        "--grid" in argv
+    ):  # notebook 05 reads the table as a stage of its own and compares it with ordinary
+        df = results.collect(str(Path(notebook_env["DROSTUDY_RUNS"]) / "*" / "results.parquet"))
+        df = results.select_metric(df, {"rm": "accuracy"}).dropna(subset=["value"])
+        df = df.assign(stage=results.stage_per_sweep(df))
+        assert set(df["stage"]) == {f"rm @{sweep_dir.name}"}
+        (comparison,) = results.compare_to_ordinary(df, dict.fromkeys(df["stage"], "accuracy"))
+        assert comparison["ordinary"]["seeds"] == 2  # SMOKE's 2 seeds, each counted once
 
 
 def check_figure_readme(figures: Path, executed: Path):
