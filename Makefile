@@ -33,11 +33,15 @@ lint: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Opens the repository: notebooks/ holds the sources (no outputs), runs/study/NN_slug/ the executed study.
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	@echo "make lab: the executed study notebooks (with outputs, from make study) are in runs/study/NN_slug/; the sources in notebooks/"
+	$(VENV)/bin/jupyter lab --notebook-dir=.
 
+# Two runs at a time, one thread each: on 2 cores that beats one run on two threads (kernel start and
+# feature caching run side by side).
 sweep: data
-	$(PY) -m drostudy sweep --grid default
+	OMP_NUM_THREADS=1 $(PY) -m drostudy sweep --grid default --workers 2
 
 clean-cache:
 	rm -rf .cache

@@ -1,6 +1,9 @@
 """`python -m drostudy COMMAND ...`: each command lives in its own module, imported only when used.
 
-A command module provides `add_cli_arguments(parser)` and `cli_main(args) -> int | None`.
+A command module provides `add_cli_arguments(parser)` and `cli_main(args) -> int | None`. A bad value
+(drostudy.config.UsageError, raised while a command checks its configuration, before any model loads) is
+one `drostudy COMMAND: error: ...` line on stderr and exit status 2, as argparse does; any other error
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from drostudy.config import UsageError
 
 COMMANDS = {
     "data": ("drostudy.data.cli", "build or describe the offline preference suite"),
@@ -26,9 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:  # import only the module of the command asked for
         module_name, help_text = COMMANDS[argv[0]]
         module = importlib.import_module(module_name)
-        module.add_cli_arguments(sub.add_parser(argv[0], help=help_text))
+        command = sub.add_parser(argv[0], help=help_text)
+        module.add_cli_arguments(command)
         args = parser.parse_args(argv)
-        return int(module.cli_main(args) or 0)
+        try:
+            return int(module.cli_main(args) or 0)
+        except UsageError as err:
+            message = " ".join(str(err).split())  # one line, whatever the message's layout
+            print(f"{command.prog}: error: {message}", file=sys.stderr)
+            return 2
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text)
     parser.parse_args(argv)  # prints usage / errors for unknown commands

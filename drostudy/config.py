@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import inspect
 import textwrap
@@ -31,6 +32,23 @@ def ball_is_point(divergence: str, radius: float) -> bool:
 def method_label(divergence: str, radius: float, robust: str = "robust") -> str:
     """The `method` of a run: `ordinary` when the ball is a point, else `robust` (the objective's name)."""
     return "ordinary" if ball_is_point(divergence, radius) else robust
+
+
+class UsageError(ValueError):
+    """A bad value on the command line: `python -m drostudy` prints it as one `drostudy CMD: error:` line
+    and exits with status 2, as argparse does for the values it checks itself."""
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Inside, a ValueError (a config's own checks of the values given) becomes a UsageError; a ValueError
+    raised later, while a command runs, keeps its traceback."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -110,5 +128,6 @@ class _Renamed(argparse.Action):
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):
-    """Build `cls` from parsed arguments (its __post_init__ validates the values)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    """Build `cls` from parsed arguments; its __post_init__ validates the values (a UsageError if bad)."""
+    with usage_errors():
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

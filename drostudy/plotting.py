@@ -27,6 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from drostudy import figure_index
 from drostudy.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def save_figure(
 ) -> dict[str, Path | None]:
     """Write `fig` to <figures>/<name>.html (offline) and <figures>/<name>.png; return both paths.
 
+    The figure is registered in <figures>/README.md with its title and notebook cell (drostudy.figure_index).
     `name` is `NN_slug_what` (NN the notebook's number). "png" is None when PNG export is unavailable
     (the reason is warned once per process).
     """
@@ -137,6 +139,7 @@ def save_figure(
     atomic_write_text(html_path, fig.to_html(include_plotlyjs="directory", full_html=True))
     png_path = out / f"{name}.png"
     if not _png_available():
+        figure_index.register(name, fig.layout.title.text or "", out)
         return {"html": html_path, "png": None}
     tmp = out / f".{name}.tmp.png"
     with warnings.catch_warnings():
@@ -146,6 +149,7 @@ def save_figure(
         size = dict(width=fig.layout.width or PNG_WIDTH, height=fig.layout.height or PNG_HEIGHT)
         fig.write_image(tmp, **size, scale=PNG_SCALE)
     os.replace(tmp, png_path)
+    figure_index.register(name, fig.layout.title.text or "", out)  # after the PNG: the index lists it
     return {"html": html_path, "png": png_path}
 
 

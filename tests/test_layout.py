@@ -27,6 +27,7 @@ LAYERS = (
         "drostudy.config",
         "drostudy.io",
         "drostudy.progress",
+        "drostudy.figure_index",
         "drostudy.models",
         "drostudy.evaluate",
         "drostudy.plotting",

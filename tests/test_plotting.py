@@ -34,8 +34,10 @@ def test_html_is_offline_and_shares_one_plotly_js(tmp_path, monkeypatch, fresh_p
     bundle = (tmp_path / "plotly.min.js").read_text()
     assert len(bundle) > 1_000_000 and "plotly" in bundle[:2000].lower()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".index",  # drostudy.figure_index: what README.md lists
         "01_test_first.html",
         "01_test_second.html",
+        "README.md",
         "plotly.min.js",
     ]
 

@@ -83,16 +83,18 @@ def test_grid_parsing_and_run_ids():
     assert run_id({"seed": 0, "radius": 0.1, "divergence": "tv"}) == "divergence=tv,radius=0.1,seed=0"
 
 
-def test_bad_grid_values_name_the_parameter(toy):
+def test_bad_grid_values_name_the_parameter(toy, capsys):
     runs = ["--runs-dir", str(toy.parent / "runs")]
-    with pytest.raises(ValueError, match="'x'"):
-        main(["sweep", "--notebook", str(toy), "--param", "x=1,abc", *runs])
-    with pytest.raises(ValueError, match="'x'"):
-        sweep(toy, "--param", "x=3")  # given twice
-    with pytest.raises(ValueError, match="'y'"):
-        main(["sweep", "--notebook", str(toy), "--param", "y=1", *runs])
-    with pytest.raises(ValueError, match="'nope'"):
-        main(["sweep", "--command", "nope", "--param", "radius=0"])
+    bad = [
+        (["--notebook", str(toy), "--param", "x=1,abc", *runs], "'x'"),
+        (["--notebook", str(toy), "--param", "x=1", "--param", "x=3", *runs], "'x'"),  # given twice
+        (["--notebook", str(toy), "--param", "y=1", *runs], "'y'"),
+        (["--command", "nope", "--param", "radius=0"], "'nope'"),
+    ]
+    for argv, named in bad:
+        assert main(["sweep", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("drostudy sweep: error: ") and named in err and err.count("\n") == 1
     assert not (toy.parent / "runs").exists()  # nothing ran
 
 

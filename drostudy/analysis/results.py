@@ -1,7 +1,8 @@
 """Run metrics -> one tidy table -> means and 95% intervals over seeds -> a conclusion written from the numbers.
 
 Inputs are the `metrics.json` of a training run (layout in `drostudy.runs`) and the notebook result
-files `results/NN_slug.json` = {"runs": [metrics, ...], ...}. The tidy table has one row per
+files `results/NN_slug.json` = {"runs": [metrics, ...], ...}, or, from a notebook that trains nothing (01),
+any nested dict of numbers (one row per number, see `scalar_rows`). The tidy table has one row per
 (run, domain, metric) with the columns in `COLUMNS`; `run` identifies the run the row came from.
 """
 
@@ -88,8 +89,10 @@ def _expand(paths_or_globs) -> list[Path]:
 
 def _rows_of_file(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
-    if "runs" not in data:  # a training run's own metrics.json
+    if "per_domain" in data:  # a training run's own metrics.json
         return [{**row, "source": str(path)} for row in tidy(data, run_dir=str(path.parent))]
+    if "runs" not in data:  # a notebook that records scalars only (01): its numbers, one row each
+        return [{**row, "source": str(path)} for row in scalar_rows(data, path.stem, str(path))]
     rows = []
     for i, metrics in enumerate(data["runs"]):
         run_rows = tidy(metrics, run_dir=metrics.get("run_dir"))
@@ -97,6 +100,22 @@ def _rows_of_file(path: Path) -> list[dict]:
             row["run"], row["source"] = row["run_dir"] or f"{path}#{i}", str(path)
         rows.extend(run_rows)
     return rows
+
+
+def scalar_rows(record: dict, stage: str, run: str) -> list[dict]:
+    """One row per number in the nested dicts of a notebook's record (lists and its parameters left out):
+    metric is the key path, `convergence/tv/final_gap/64`; stage is the notebook's slug."""
+    rows = []
+
+    def walk(value, keys):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, (*keys, str(key)))
+        elif _is_number(value):
+            rows.append({"stage": stage, "metric": "/".join(keys), "value": float(value)})
+
+    walk({k: v for k, v in record.items() if k != "parameters"}, ())
+    return [{**row, "run": run, "run_dir": None} for row in rows]
 
 
 def collect(paths_or_globs: str | os.PathLike | Iterable) -> pd.DataFrame:

@@ -300,25 +300,32 @@ def _run_seconds(task: Task) -> float | None:
 
 
 def run_tasks(
-    tasks: list[Task], workers: int = 1, timeout: float | None = None, env_of=None
+    tasks: list[Task], workers: int = 1, timeout: float | None = None, env_of=None, on_record=None
 ) -> list[dict]:
     """Run the unfinished `tasks`, `workers` at a time; one record per task (status "skipped" if finished).
 
-    A failed task does not stop the others. `env_of(task)` gives extra environment variables for a task.
+    A failed task does not stop the others. `env_of(task)` gives extra environment variables for a task;
+    `on_record(records)` is called with {run_dir: record} so far, before the first run and after each.
     With several workers each run gets its share of the cores (drostudy.threads.worker_thread_env).
     """
     records = {t.run_dir: {"run_id": t.run_dir.name, "status": "skipped"} for t in tasks if is_done(t)}
     todo = [t for t in tasks if t.run_dir not in records]
+    if on_record:
+        on_record(records)
     workers = max(1, min(workers, len(todo)))
     threads = worker_thread_env(workers)  # side by side, each run gets its share of the cores
     pool = cf.ThreadPoolExecutor(max_workers=workers)
     try:
         envs = {t.run_dir: {**threads, **(env_of(t) if env_of else {})} for t in todo}
         futures = {pool.submit(run_task, t, timeout, envs[t.run_dir]): t for t in todo}
-        bar = tqdm(cf.as_completed(futures), total=len(todo), desc="runs", unit="run")
+        bar = tqdm(
+            cf.as_completed(futures), total=len(tasks), initial=len(records), desc="runs", unit="run"
+        )
         for future in bar:
             records[futures[future].run_dir] = future.result()
             bar.set_postfix(failed=sum(r["status"] == "failed" for r in records.values()))
+            if on_record:
+                on_record(records)
     finally:  # on Ctrl-C start nothing new; runs in flight get the signal too and stay unfinished
         pool.shutdown(wait=True, cancel_futures=True)
     return [records[t.run_dir] for t in tasks]

@@ -22,6 +22,7 @@ import hashlib
 from pathlib import Path
 
 from drostudy.analysis.results import results_dir
+from drostudy.config import usage_errors
 from drostudy.progress import PROGRESS_ENV, NotebookProgress
 from drostudy.runner.notebooks import (
     ERROR,
@@ -83,15 +84,26 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def cli_main(args: argparse.Namespace) -> int:
+def chosen_notebooks(args: argparse.Namespace) -> list[Path]:
+    """The notebooks --only picks (all by default); ValueError naming a bad --only, --notebooks, --timeout."""
+    if args.notebooks is not None and not Path(args.notebooks).is_dir():
+        raise ValueError(f"--notebooks {args.notebooks!r} is not a folder")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
     paths = notebook_paths(args.notebooks)
     only = {n.strip() for n in args.only.split(",") if n.strip()}
     unknown = only - {p.name[:2] for p in paths}
     if unknown:
         raise ValueError(
-            f"unknown notebook number(s) {sorted(unknown)}; expected one of {[p.name[:2] for p in paths]}"
+            f"--only: unknown notebook number(s) {sorted(unknown)}; expected some of "
+            f"{[p.name[:2] for p in paths]}"
         )
-    paths = [p for p in paths if not only or p.name[:2] in only]
+    return [p for p in paths if not only or p.name[:2] in only]
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    with usage_errors():
+        paths = chosen_notebooks(args)
     out_dir = (Path(args.runs_dir) if args.runs_dir else runs_root()) / "study"
     print(f"study: {len(paths)} notebooks into {out_dir} (FULL={bool(args.full)}, SMOKE={args.smoke})")
     print(f"study: one notebook at a time; {describe_threads(1)}")

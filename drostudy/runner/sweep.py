@@ -1,15 +1,24 @@
 """`python -m drostudy sweep`: a notebook or a training command over a grid of parameters, resumably.
 
-    python -m drostudy sweep --notebook notebooks/02_reward_model_robustness.ipynb --param RADIUS=0,0.1 --param SEED=0,1
-    python -m drostudy sweep --command rm --param radius=0,0.1,0.2 --param divergence=tv,cvar --workers 2
-    python -m drostudy sweep --grid default          # the study's preset (PRESETS), what `make sweep` runs
+    OMP_NUM_THREADS=1 python -m drostudy sweep --grid default --workers 2   # `make sweep`: notebook 02
+    python -m drostudy sweep --notebook notebooks/02_reward_model_robustness.ipynb \
+        --param DIVERGENCE=tv --param RADIUS=0.1,0.3 --param SEEDS=2 --workers 2
+    python -m drostudy sweep --notebook notebooks/01_worst_case_weights.ipynb --param RADIUS=0.1,0.3
+    python -m drostudy sweep --command rm --param divergence=tv --param radius=0,0.1 --workers 2
 
-Each run goes to runs/<sweep-name>/<run-id>/ (run-id: the sorted parameters, `divergence=tv,radius=0.1,seed=0`)
-and holds params.json, log.txt (the run's stdout/stderr), the executed notebook or the command's
-metrics.json, and at the end either done.json (written atomically, last: the run is finished) or error.txt
-(the tail of the log). A rerun skips finished runs and redoes the missing and failed ones. Notebook runs write
-their results/ and figures/ inside their run folder. All runs' results land in one tidy table,
-runs/<sweep-name>/results.{parquet,csv} (drostudy.analysis.results), with each run's parameters, status and timings.
+Each run goes to runs/<sweep-name>/<run-id>/ (run-id: the swept parameters sorted by name,
+`DIVERGENCE=tv,RADIUS=0.1`) and holds params.json, log.txt (the run's stdout/stderr), the executed notebook
+or the command's metrics.json, and at the end either done.json (written atomically, last: the run is
+finished) or error.txt (the tail of the log). A rerun skips finished runs and redoes the missing and failed
+ones. Notebook runs write their results/ and figures/ inside their run folder. All runs' results land in one
+tidy table, runs/<sweep-name>/results.{parquet,csv} (drostudy.analysis.results), with each run's parameters, status
+and timings, rewritten as each run ends: an interrupted sweep's finished runs are already in it. Notebook
+05 reads every runs/*/results.parquet as a stage of its own (`rm @default`).
+
+The default grid (PRESETS) runs notebook 02 once per divergence and radius; each run trains ordinary,
+robust and group-robust reward models over 3 seeds on cached MiniLM features (the ordinary runs, the same in
+every run, count once in the table). `--param NAME=VALUES` overrides a preset's values, e.g.
+`--param SMOKE=True` for a seconds-long check of the whole pipeline.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from drostudy.analysis import results
+from drostudy.config import usage_errors
 from drostudy.io import atomic_write_text
 from drostudy.runner.notebooks import (
     COMMANDS,
@@ -35,17 +45,23 @@ from drostudy.runner.notebooks import (
     flag_value,
     notebook_fingerprint,
     notebook_parameters,
+    notebook_paths,
+    notebooks_dir,
     run_tasks,
 )
 
-# The study's default grid. cvar's radius is its tail fraction alpha in (0, 1] (alpha 1 = ordinary), so it
-# gets its own sub-grid; tv radius 0 is the ordinary baseline shared by both.
+# The study's default grid: notebook 02 at each (divergence, radius), its other comparisons (matched radii of
+# the other divergences, further radii, the filtering experiment) switched off, as the grid covers them.
+# cvar's radius is its tail fraction alpha in (0, 1] (alpha 1 = ordinary). Sized to stay under 30 minutes on
+# 2 cores (README: measured times).
 PRESETS = {
     "default": {
-        "command": "rm",
+        "notebook": "02_reward_model_robustness.ipynb",
+        "fixed": {"OTHER_DIVERGENCES": "", "RADII": "", "FILTER": False},
         "grid": [
-            {"divergence": ["tv"], "radius": [0.0, 0.1, 0.3], "seed": [0, 1, 2]},
-            {"divergence": ["cvar"], "radius": [0.1, 0.3], "seed": [0, 1, 2]},
+            {"DIVERGENCE": ["tv"], "RADIUS": [0.1, 0.2, 0.5]},
+            {"DIVERGENCE": ["kl"], "RADIUS": [0.1, 0.5]},
+            {"DIVERGENCE": ["cvar"], "RADIUS": [0.2, 0.5]},
         ],
     }
 }
@@ -183,26 +199,59 @@ def results_table(tasks: list[Task], records: list[dict]) -> pd.DataFrame:
                 **{k: info.get(k) for k in ("run_id", "status", "wall_s", "run_s", "overhead_s")}
             )
         )
-    table = pd.concat(frames, ignore_index=True)
+    seen: set = set()
+    table = pd.concat([drop_repeated_runs(f, seen) for f in frames], ignore_index=True)
     return table.reindex(columns=list(dict.fromkeys([*results.COLUMNS, *table.columns])))
 
 
-def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str]:
-    """(kind, target, parameter combinations, sweep name) from the command line."""
+def drop_repeated_runs(frame: pd.DataFrame, seen: set) -> pd.DataFrame:
+    """`frame` without the runs whose rows (setting, seed, every domain, metric and value) repeat a run
+    already in `seen` (then added to it). Notebook 02's ordinary baseline is recorded by every grid point
+    with the same numbers: kept once, under the first, or notebook 05 would count its copies as seeds."""
+    if "run" not in frame or frame["run"].isna().all():
+        return frame
+    keys = [c for c in (*results.RUN_KEYS, "domain", "metric", "value") if c in frame]
+    repeated = []
+    for run, rows in frame.groupby("run", sort=False):
+        signature = tuple(sorted(map(str, rows[keys].itertuples(index=False))))
+        repeated += [run] if signature in seen else []
+        seen.add(signature)
+    return frame[~frame["run"].isin(repeated)]
+
+
+def plan(args: argparse.Namespace) -> tuple[str, str, list[dict], str, list[str]]:
+    """(kind, target, parameter combinations, sweep name, the preset's fixed parameters) from the command
+    line; ValueError when bad."""
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1; got {args.workers}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1; got {args.limit}")
+    if args.notebook and not Path(args.notebook).is_file():
+        known = [os.path.relpath(p) for p in notebook_paths()]
+        raise ValueError(f"no notebook at {args.notebook!r}; the study's are {known}")
     if args.grid and args.grid not in PRESETS:
         raise ValueError(f"unknown grid {args.grid!r}; expected one of {sorted(PRESETS)}")
-    preset = PRESETS[args.grid] if args.grid else None
+    preset = PRESETS[args.grid] if args.grid else {}
     overrides = {}
     for name, values in map(parse_param, args.param):
         if name in overrides:
             raise ValueError(f"parameter {name!r} is given twice")
         overrides[name] = values
-    grids = [{**g, **overrides} for g in preset["grid"]] if preset else [overrides]
-    kind = "notebook" if args.notebook else "command"
-    target = args.notebook or args.command or preset["command"]
-    combos = validate_grid(kind, str(target), sorted({k for g in grids for k in g}), expand_grid(grids))
+    fixed = {k: [v] for k, v in preset.get("fixed", {}).items() if k not in overrides}
+    grids = [{**fixed, **g, **overrides} for g in preset.get("grid", [{}])]
+    kind = "command" if args.command or "command" in preset else "notebook"
+    target = args.notebook or args.command or preset.get("command")
+    target = target or str(notebooks_dir() / preset["notebook"])
+    # an override of a preset's swept parameter makes its sub-grids overlap: each point runs once
+    combos = list({json.dumps(c, sort_keys=True): c for c in expand_grid(grids)}.values())
+    combos = validate_grid(kind, str(target), sorted({k for g in grids for k in g}), combos)
     name = args.name or args.grid or (Path(target).stem if kind == "notebook" else target)
-    return kind, str(target), combos, name
+    if args.grid and overrides and not args.name:  # a changed preset never overwrites the preset's table
+        name += "@" + ",".join(f"{k}={'|'.join(map(str, v))}" for k, v in sorted(overrides.items()))
+    combos = combos[: args.limit] if args.limit else combos
+    return kind, str(target), combos, name, sorted(fixed)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,16 +273,27 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--runs-dir", default=None, help="root of the sweep folders (default: $DROSTUDY_RUNS or runs/)"
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run (default: none)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="run only the first N grid points (the whole grid is still checked): a quick try",
+    )
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    kind, target, combos, name = plan(args)
-    sweep_dir = Path(args.runs_dir) if args.runs_dir else runs_root()
-    sweep_dir = sweep_dir / name
-    fingerprint = notebook_fingerprint(target) if kind == "notebook" else ""
-    tasks = [Task(kind, target, c, sweep_dir / run_id(c), fingerprint) for c in combos]
-    if len({t.run_dir for t in tasks}) < len(tasks):
-        raise ValueError("two grid points map to the same run folder; give distinct parameter values")
+    with usage_errors():  # every check of the command line, before anything runs
+        kind, target, combos, name, fixed = plan(args)
+        sweep_dir = Path(args.runs_dir) if args.runs_dir else runs_root()
+        sweep_dir = sweep_dir / name
+        fingerprint = notebook_fingerprint(target) if kind == "notebook" else ""
+        tasks = [
+            Task(kind, target, c, sweep_dir / run_id(_without(c, fixed)), fingerprint) for c in combos
+        ]
+        if len({t.run_dir for t in tasks}) < len(tasks):
+            raise ValueError(
+                "two grid points map to the same run folder; give distinct parameter values"
+            )
     print(f"sweep {name!r}: {len(tasks)} runs of {target} into {sweep_dir}")
 
     def env_of(task: Task) -> dict:  # each notebook run records into its own folder, never into results/
@@ -242,12 +302,28 @@ def cli_main(args: argparse.Namespace) -> int:
             "DROSTUDY_FIGURES": str(task.run_dir / "figures"),
         }
 
-    records = run_tasks(tasks, args.workers, args.timeout, env_of if kind == "notebook" else None)
-    table = results_table(tasks, records)
-    table.to_parquet(sweep_dir / "results.parquet", index=False)
-    atomic_write_text(sweep_dir / "results.csv", table.to_csv(index=False))
+    def write_table(records: dict) -> None:  # after every run: an interrupted sweep keeps what finished
+        ended = [t for t in tasks if t.run_dir in records]
+        if ended:
+            write_results(results_table(ended, [records[t.run_dir] for t in ended]), sweep_dir)
+
+    records = run_tasks(
+        tasks, args.workers, args.timeout, env_of if kind == "notebook" else None, write_table
+    )
     report(records, sweep_dir)
     return int(any(r["status"] == "failed" for r in records))
+
+
+def _without(params: dict, names: list[str]) -> dict:
+    return {k: v for k, v in params.items() if k not in names}
+
+
+def write_results(table: pd.DataFrame, sweep_dir: Path) -> None:
+    """results.parquet and results.csv of a sweep, each replaced atomically (a reader never sees half)."""
+    tmp = sweep_dir / "results.parquet.tmp"
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, sweep_dir / "results.parquet")
+    atomic_write_text(sweep_dir / "results.csv", table.to_csv(index=False))
 
 
 def report(records: list[dict], sweep_dir: Path) -> None:
