@@ -103,7 +103,7 @@ NOT_PER_PAIR = {"aot": "sorts the batch", "aot_unpaired": "sorts the batch", "sf
 
 def check_trl_options(args: RobustDPOConfig) -> None:
     """Refuse, at construction, the TRL options a robust objective cannot honour (module docstring)."""
-    if not args.is_robust():
+    if not args.uses_dro():
         return
     for loss_type in args.loss_type:
         if loss_type not in PER_PAIR_LOSSES:
@@ -218,7 +218,7 @@ class RobustDPOTrainer(RobustSaveMixin, OptimizerBatchMixin, DPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         groups = inputs.pop(self.args.group_column, None)  # TRL forwards every other key into model(...)
-        if not self.args.is_robust():
+        if not self.args.uses_dro():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         self._check_groups(groups)
         self._fill_ref_logps(inputs)

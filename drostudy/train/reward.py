@@ -19,13 +19,16 @@ import time
 from collections.abc import Sequence
 
 import torch
-from trl import RewardConfig, RewardTrainer
+from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from drostudy import distributed
 from drostudy.io import seed_everything
-from drostudy.losses import robust_bradley_terry_loss
+from drostudy.losses import RobustLoss, bradley_terry_loss, robust_loss
 from drostudy.train.common import training_command
+from drostudy.train.trl_batch import OptimizerBatchMixin
+from drostudy.train.trl_configs import RobustRewardConfig, check_config
+from drostudy.train.trl_save import GroupColumn, RobustSaveMixin
 from drostudy.weights import validate_radius
 
 LEVELS = ("example", "group")
@@ -121,70 +124,80 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
 
 @dataclasses.dataclass
 class DataCollatorWithGroups(DataCollatorForPreference):
-    """TRL's preference collator that also carries each pair's integer `group` id (its domain) as (B,)."""
+    """TRL's preference collator that also carries each pair's group id (its domain) as (B,) under `column`."""
+
+    column: str = "group"
+    ids: dict | None = None  # group name -> id when the column holds names
 
     def torch_call(self, examples: list[dict]) -> dict:
         batch = super().torch_call(examples)
-        if "group" in examples[0]:
-            batch["group"] = torch.tensor([int(ex["group"]) for ex in examples], dtype=torch.long)
+        if self.column in examples[0]:
+            values = [ex[self.column] for ex in examples]
+            ids = [self.ids[v] for v in values] if self.ids else [int(v) for v in values]
+            batch[self.column] = torch.tensor(ids, dtype=torch.long)
         return batch
 
 
-class RobustRewardTrainer(RewardTrainer):
-    """RewardTrainer minimising the worst-case Bradley-Terry loss over a divergence ball.
+class RobustRewardTrainer(RobustSaveMixin, OptimizerBatchMixin, RewardTrainer):
+    """RewardTrainer minimising the worst-case Bradley-Terry loss over a divergence ball (RobustRewardConfig).
 
-    divergence, radius: the ball (drostudy.weights); level: "example" (weights over pairs) or "group"
-    (weights over the `group` ids of the batch); group_names: the name of each group id, used for the
-    logged weight mass `dro/weight_mass/<name>`. Logs TRL's metrics plus `dro/*` (global batch).
+    The ball, the level ("example": weights over pairs; "group": over the groups of `group_column`) and the
+    batch the worst case is taken over (by default the optimizer batch) come from `args`; every other
+    argument is RewardTrainer's. Logs TRL's metrics plus `dro/*`, among them `dro/weight_mass/<group>`.
     """
 
-    def __init__(self, *args, divergence="tv", radius=0.0, level="example", group_names=(), **kwargs):
-        self.divergence, self.radius = divergence, validate_radius(divergence, radius)
-        _check_choice("level", level, LEVELS)
-        self.level, self.group_names = level, tuple(group_names)
-        super().__init__(*args, **kwargs)
-        if isinstance(self.data_collator, DataCollatorForPreference) and not isinstance(
-            self.data_collator, DataCollatorWithGroups
-        ):
+    def __init__(self, model=None, args=None, *rest, **kwargs):
+        check_config(args, RobustRewardConfig, "RobustRewardTrainer")
+        self.groups = GroupColumn.from_dataset(args, kwargs.get("train_dataset"), "train_dataset")
+        super().__init__(model, args, *rest, **kwargs)
+        if type(self.data_collator) is DataCollatorForPreference:  # keep TRL's padding
             self.data_collator = DataCollatorWithGroups(
                 pad_token_id=self.data_collator.pad_token_id,
                 pad_to_multiple_of=self.data_collator.pad_to_multiple_of,
+                column=args.group_column,
+                ids=self.groups.ids,
             )
+        self._init_window()
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "group"]
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", self.args.group_column]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        groups = inputs.pop(self.args.group_column, None)
+        if not self.args.uses_dro():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        groups = inputs.pop("group", None)
-        if self.level == "group" and groups is None:
-            raise ValueError("level='group' needs a `group` column in the dataset (integer domain ids)")
-        margin = inputs.pop("margin", None)
-        inputs["use_cache"] = False
-        outputs = model(**inputs)
-        rewards_chosen, rewards_rejected = torch.chunk(
-            outputs.logits.squeeze(-1), chunks=2
-        )  # (2B,) -> 2 x (B,)
-        out = robust_bradley_terry_loss(
-            rewards_chosen,
-            rewards_rejected,
-            self.divergence,
-            self.radius,
-            groups=groups if self.level == "group" else None,
-            margin=margin,
-        )
-        loss = out.loss
+        per_example, rewards, outputs = self._pair_losses(model, inputs, groups)
+        loss = self._window_loss(per_example, groups)
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean(
-                (rewards_chosen + rewards_rejected) ** 2
+                (rewards[0] + rewards[1]) ** 2
             )
-        self._log_trl_metrics(mode, inputs, outputs.logits, rewards_chosen, rewards_rejected)
-        for key in ("dro/robust_loss", "dro/mean_loss", "dro/max_weight", "dro/effective_sample_size"):
-            self._metrics[mode][key].append(out.metrics[key])
-        if groups is not None and self.group_names:
-            self._log_weight_mass(mode, out.weights, groups)
+        self._log_trl_metrics(mode, inputs, outputs.logits, *rewards)
         return (loss, outputs) if return_outputs else loss
+
+    def _pair_losses(self, model, inputs, groups):
+        """(Bradley-Terry losses (B,), (chosen, rejected) rewards, model outputs) of one batch."""
+        if groups is None and self.args.needs_groups():
+            raise ValueError(f"level='group' needs the {self.args.group_column!r} column in every batch")
+        margin = inputs.pop("margin", None)
+        outputs = model(**inputs, use_cache=False)
+        rewards = torch.chunk(outputs.logits.squeeze(-1), chunks=2)  # (2B,) -> 2 x (B,)
+        return bradley_terry_loss(*rewards, margin=margin), rewards, outputs
+
+    def _per_example_losses(self, model, batch):
+        inputs = self._prepare_inputs(batch)
+        groups = inputs.pop(self.args.group_column, None)
+        return self._pair_losses(model, inputs, groups)[0], groups
+
+    def _objective(self, per_example, groups) -> RobustLoss:
+        args = self.args
+        level_groups = groups if args.level == "group" else None
+        out = robust_loss(per_example, args.divergence, args.radius, level_groups)
+        if groups is not None and self.groups.names:
+            out.metrics.update(self._weight_mass(out.weights, groups))
+        return out
 
     def _log_trl_metrics(self, mode, inputs, logits, rewards_chosen, rewards_rejected) -> None:
         """The metrics TRL's RewardTrainer logs, computed as it does."""
@@ -206,19 +219,18 @@ class RobustRewardTrainer(RewardTrainer):
                 self.accelerator.gather_for_metrics(margin).mean().item()
             )
 
-    def _log_weight_mass(self, mode, local_weights, local_groups) -> None:
+    def _weight_mass(self, local_weights, local_groups) -> dict[str, float]:
         """Total worst-case weight on each group of the global batch: `dro/weight_mass/<name>`."""
         weights, _ = distributed.gather(local_weights.detach().double())
         groups, _ = distributed.gather(local_groups.to(local_weights.device))
-        mass = torch.zeros(len(self.group_names), dtype=torch.float64).index_add_(
+        mass = torch.zeros(len(self.groups.names), dtype=torch.float64).index_add_(
             0, groups.cpu(), weights.cpu()
         )
-        for name, value in zip(self.group_names, mass.tolist(), strict=True):
-            self._metrics[mode][f"dro/weight_mass/{name}"].append(value)
+        return {f"dro/weight_mass/{n}": v for n, v in zip(self.groups.names, mass.tolist(), strict=True)}
 
 
 def trl_args(config: RMConfig, output_dir: str, **overrides) -> RewardConfig:
-    """TRL RewardConfig for a CPU-friendly run of `config`: fp32, no reports, no checkpoints."""
+    """RobustRewardConfig for a CPU-friendly run of `config`: fp32, no reports, no checkpoints."""
     kwargs = dict(
         output_dir=output_dir,
         per_device_train_batch_size=config.batch_size,
@@ -235,7 +247,8 @@ def trl_args(config: RMConfig, output_dir: str, **overrides) -> RewardConfig:
         save_strategy="no",
         disable_tqdm=True,
     )
-    return RewardConfig(**(kwargs | overrides))
+    robust = dict(divergence=config.divergence, radius=config.radius, level=config.level)
+    return RobustRewardConfig(**(kwargs | robust | overrides))
 
 
 def freeze_lower_layers(model: torch.nn.Module, frozen_layers: int) -> None:
@@ -263,6 +276,8 @@ def _transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 def train_reward_model(config: RMConfig) -> dict:
     """Train and evaluate one reward model on the TRL path; returns the metrics of train/common.py."""
+    from datasets import ClassLabel
+
     from drostudy.models import load_reward_model
     from drostudy.train.reward_data import evaluate_pairs, prepare_splits, tokenize_pairs
 
@@ -279,12 +294,10 @@ def train_reward_model(config: RMConfig) -> dict:
         trainer = RobustRewardTrainer(
             model=model,
             args=trl_args(config, tmp),
-            train_dataset=tokenize_pairs(train, tokenizer, config.max_length, config.train_domains),
+            train_dataset=tokenize_pairs(
+                train, tokenizer, config.max_length, config.train_domains
+            ).cast_column("group", ClassLabel(names=list(config.train_domains))),
             processing_class=tokenizer,
-            divergence=config.divergence,
-            radius=config.radius,
-            level=config.level,
-            group_names=config.train_domains,
         )
         trainer.train()
     train_s = time.perf_counter() - start

@@ -55,6 +55,7 @@ class OptimizerBatchMixin:
     def _window_coefficients(self, batches: list[dict]) -> list[tuple[Tensor, Tensor]]:
         """Per micro-batch (dL/dl of its examples, its share of the value), from one no-grad pass."""
         losses, groups = [], []
+        self.model.train()  # as training_step will: dropout, and the mode the objective and metrics read
         with torch.no_grad(), self.compute_loss_context_manager():
             for batch in batches:
                 per_example, group = self._per_example_losses(self.model, batch)

@@ -44,6 +44,10 @@ class _BallFields:
     )
     radius: float = _help(0.0, "ball size rho (cvar: tail fraction alpha, 1 = ordinary); 0 = DRO off")
 
+    def uses_dro(self) -> bool:
+        """Whether the trainer computes the loss itself (and logs dro/*); False: TRL's own loss, untouched."""
+        return self.divergence is not None
+
     def is_robust(self) -> bool:
         """Whether the objective differs from the plain TRL trainer's."""
         if self.divergence is None:
@@ -81,8 +85,8 @@ class _BatchFields(_BallFields):
     def _check_batch(self) -> None:
         _check_choice("level", self.level, LEVELS)
         _check_choice("dro_batch", self.dro_batch, DRO_BATCHES)
-        if self.level == "group" and not self.is_robust():
-            raise ValueError("level='group' needs a robust ball: set divergence and a radius > 0")
+        if self.level == "group" and not self.uses_dro():
+            raise ValueError(f"level='group' needs a divergence: one of {list(DIVERGENCES)}")
         if not isinstance(self.group_column, str) or not self.group_column:
             raise ValueError(f"group_column must be a column name; got {self.group_column!r}")
 
@@ -129,6 +133,9 @@ class RobustDPOConfig(DPOConfig, _BatchFields):
             raise ValueError(f"level belongs to dro_method='worst_case'; got {method!r}")
         _check_parameter("reg", self.reg, method in ("dr_dpo", "kldpo"), method)
         _check_parameter("group_step", self.group_step, method == "group_eg", method)
+
+    def uses_dro(self) -> bool:
+        return self.dro_method != "worst_case" or super().uses_dro()
 
     def is_robust(self) -> bool:
         return self.dro_method != "worst_case" or super().is_robust()

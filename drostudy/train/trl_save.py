@@ -32,6 +32,9 @@ class GroupColumn:
                     f"its columns are {columns}"
                 )
             return cls()
+        feature = getattr(dataset, "features", {}).get(column)
+        if hasattr(feature, "names"):  # a datasets.ClassLabel: ids with their names
+            return cls(tuple(feature.names))
         values = dataset.unique(column)
         if all(isinstance(v, int) for v in values):
             if min(values) < 0:
