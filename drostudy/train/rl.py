@@ -149,8 +149,8 @@ def build_data(config: RLConfig, tokenizer):
 
 
 def trl_config(config: RLConfig, output_dir: str, **overrides):
-    """TRL RLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
-    from trl import RLOOConfig
+    """RobustRLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
+    from drostudy.train.trl_configs import RobustRLOOConfig
 
     kwargs = dict(
         output_dir=output_dir,
@@ -171,7 +171,8 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         disable_tqdm=False,
         gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
     )
-    return RLOOConfig(**(kwargs | overrides))
+    robust = dict(divergence=config.divergence, radius=config.radius)
+    return RobustRLOOConfig(**(kwargs | robust | overrides))
 
 
 def load_reward(config: RLConfig) -> LearnedReward:
@@ -190,8 +191,6 @@ def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, tr
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=lora_config(config, policy.config.num_hidden_layers),
-        divergence=config.divergence,
-        radius=config.radius,
     )
     reward.model.to(trainer.accelerator.device)
     return trainer
