@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from drostudy import evaluate
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.train.common import history, lora_config, training_command
-from drostudy.train.dpo_trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
+from drostudy.train.dpo_trainer import RobustDPOTrainer
+
+LOSSES = ("ordinary", "robust", "dr_dpo", "kldpo", "group", "rdpo")
 
 
 @dataclass(frozen=True)
@@ -94,18 +96,22 @@ class DPORunConfig:
         for name in (*positive, "n_generate", "max_new_tokens", "lora_layers", "lora_rank"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        self.dro_settings()  # validates divergence/radius and the peers' parameters
+        from drostudy.train.trl_configs import RobustDPOConfig
 
-    def dro_settings(self) -> DROSettings:
-        return DROSettings(
-            loss=self.loss,
-            divergence=self.divergence,
-            radius=self.radius,
-            beta_prime=self.beta_prime,
-            tau=self.tau,
-            group_step=self.group_step,
-            num_groups=len(self.train_domains),
-        )
+        RobustDPOConfig(output_dir="unused", use_cpu=True, bf16=False, **self.robust_fields())  # validates
+
+    def robust_fields(self) -> dict:
+        """The RobustDPOConfig / DPOConfig fields of this run's loss."""
+        loss = self.loss
+        fields = {
+            "ordinary": {},
+            "robust": {"divergence": self.divergence, "radius": self.radius},
+            "dr_dpo": {"dro_method": "dr_dpo", "reg": self.beta_prime},
+            "kldpo": {"dro_method": "kldpo", "reg": self.tau},
+            "group": {"dro_method": "group_eg", "group_step": self.group_step},
+            "rdpo": {"loss_type": ["robust"], "label_smoothing": self.label_smoothing},
+        }[loss]
+        return {"loss_type": ["sigmoid"], "label_smoothing": 0.0} | fields
 
 
 def chat_row(row: dict, system_prompt: str) -> dict:
@@ -136,8 +142,8 @@ def fitting_rows(ds, domain: str, n: int, tokenizer, config: DPORunConfig, seed:
 
 
 def build_data(config: DPORunConfig, tokenizer):
-    """(train Dataset with group_id, {domain: test rows}) for this config."""
-    from datasets import Dataset
+    """(train Dataset with a `group` column of domain ids, {domain: test rows}) for this config."""
+    from datasets import ClassLabel, Dataset
 
     from drostudy.data import load_suite
 
@@ -146,26 +152,25 @@ def build_data(config: DPORunConfig, tokenizer):
     train = []
     for group, domain in enumerate(config.train_domains):
         rows = fitting_rows(suite["train"], domain, per_domain, tokenizer, config, config.seed)
-        train += [{**r, "group_id": group} for r in rows]
+        train += [{**r, "group": group} for r in rows]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
-    train = [{k: r[k] for k in ("prompt", "chosen", "rejected", "group_id")} for r in train]
+    train = [{k: r[k] for k in ("prompt", "chosen", "rejected", "group")} for r in train]
     train = Dataset.from_list([train[i] for i in order[: config.n_train].tolist()])
+    train = train.cast_column("group", ClassLabel(names=list(config.train_domains)))
     domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
     test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
     return train, test
 
 
-def trl_config(config: DPORunConfig, output_dir: str):
-    from trl import DPOConfig
+def trl_config(config: DPORunConfig, output_dir: str, **overrides):
+    from drostudy.train.trl_configs import RobustDPOConfig
 
-    return DPOConfig(
+    kwargs = dict(
         output_dir=output_dir,
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         beta=config.beta,
-        loss_type=[TRL_LOSS_TYPES[config.loss]],
-        label_smoothing=config.label_smoothing if config.loss == "rdpo" else 0.0,
         precompute_ref_log_probs=True,
         max_length=config.max_length,
         seed=config.seed,
@@ -176,17 +181,17 @@ def trl_config(config: DPORunConfig, output_dir: str):
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
+    return RobustDPOConfig(**(kwargs | config.robust_fields() | overrides))
 
 
 def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
-    """The RobustDPOTrainer of `config` on a train Dataset (chat rows with group_id)."""
+    """The RobustDPOTrainer of `config` on a train Dataset (chat rows with a group column)."""
     return RobustDPOTrainer(
         model=model,
         args=trl_config(config, output_dir),
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=lora_config(config, model.config.num_hidden_layers),
-        dro=config.dro_settings(),
         ref_cache_dir=cache_dir() / "dpo_ref_logps",
     )
 
