@@ -1,6 +1,6 @@
 """Robust DPO in a TRL script: TRL's DPOTrainer/DPOConfig with two names changed and divergence/radius set.
 
-    python examples/trl_dpo.py   (a tiny random model; seconds on a CPU)
+python examples/trl_dpo.py   (a tiny random model; seconds on a CPU)
 """
 
 import tempfile
@@ -13,7 +13,7 @@ from drostudy.models import tiny_policy
 pairs = Dataset.from_list(
     [
         {"prompt": f"What is {i} + {i}?", "chosen": f" {2 * i}.", "rejected": " No idea.", "domain": d}
-        for i, d in zip(range(16), ["math", "code"] * 8)
+        for i, d in zip(range(16), ["math", "code"] * 8, strict=False)
     ]
 )
 with tempfile.TemporaryDirectory() as out:

@@ -1,6 +1,6 @@
 """A robust reward model in a TRL script: RewardTrainer/RewardConfig -> RobustRewardTrainer/RobustRewardConfig.
 
-    python examples/trl_reward.py
+python examples/trl_reward.py
 """
 
 import tempfile
@@ -13,7 +13,7 @@ from drostudy.models import tiny_reward_model
 pairs = Dataset.from_list(
     [
         {"prompt": f"Question {i}?", "chosen": f" The answer is {i}.", "rejected": " Hmm.", "domain": d}
-        for i, d in zip(range(16), ["math", "code"] * 8)
+        for i, d in zip(range(16), ["math", "code"] * 8, strict=False)
     ]
 )
 with tempfile.TemporaryDirectory() as out:

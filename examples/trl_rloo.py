@@ -1,6 +1,6 @@
 """Prompt-robust RLOO in a TRL script: RLOOTrainer/RLOOConfig -> RobustRLOOTrainer/RobustRLOOConfig.
 
-    python examples/trl_rloo.py
+python examples/trl_rloo.py
 """
 
 import tempfile

@@ -20,7 +20,9 @@ from drostudy.train.trl_configs import RobustDPOConfig
 
 GROUP_KEY = "group"
 # The robust fields at their defaults (DRO off), so a test can switch a trainer's objective in place.
-OFF = dict(divergence=None, radius=0.0, level="example", dro_method="worst_case", reg=None, group_step=None)
+OFF = dict(
+    divergence=None, radius=0.0, level="example", dro_method="worst_case", reg=None, group_step=None
+)
 
 BETA = 0.5  # large enough that the per-pair losses differ visibly after one step
 
@@ -177,17 +179,13 @@ def test_group_robust_dpo_updates_q_by_exponentiated_gradient(one_batch):
 
 def test_rdpo_is_trls_robust_loss(tmp_path):
     eps = 0.2
-    trainer = _trainer(
-        tmp_path, batch=8, steps=1, loss_type="robust", label_smoothing=eps
-    )
+    trainer = _trainer(tmp_path, batch=8, steps=1, loss_type="robust", label_smoothing=eps)
     trainer.train()  # one step, so that delta != 0 (at delta = 0 every epsilon gives log 2)
     batch = next(iter(trainer.get_train_dataloader()))
     losses_logit = -_pair_losses(trainer, batch).double()  # log sigmoid(beta * delta)
     delta_logsig_neg = torch.log1p(-torch.exp(losses_logit))  # log sigmoid(-beta * delta)
     expected = ((-(1 - eps) * losses_logit + eps * delta_logsig_neg) / (1 - 2 * eps)).mean()
-    assert _trainer_loss(trainer, batch, {}) == pytest.approx(
-        float(expected), rel=1e-5
-    )
+    assert _trainer_loss(trainer, batch, {}) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_robust_training_logs_dro_metrics_and_moves_weights(tmp_path):

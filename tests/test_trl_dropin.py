@@ -73,7 +73,9 @@ def test_dpo_swap_trains_the_robust_objective_and_radius_zero_is_trl(policy_path
     zero.train()
     assert [r["loss"] for r in logged(zero)] == [r["loss"] for r in logged(plain)]
     assert torch.equal(params(zero), params(plain))
-    robust = dpo(RobustDPOTrainer, RobustDPOConfig, policy_path, tmp_path / "kl", divergence="kl", radius=0.5)
+    robust = dpo(
+        RobustDPOTrainer, RobustDPOConfig, policy_path, tmp_path / "kl", divergence="kl", radius=0.5
+    )
     robust.train()  # no ref_model, no precompute: TRL's own reference copy
     last = logged(robust)[-1]
     assert last["dro/robust_loss"] > last["dro/mean_loss"] and last["loss"] == last["dro/robust_loss"]
@@ -82,7 +84,11 @@ def test_dpo_swap_trains_the_robust_objective_and_radius_zero_is_trl(policy_path
     assert metrics["eval_dro/robust_loss"] >= metrics["eval_dro/mean_loss"]
     robust.save_model(str(tmp_path / "saved"))
     settings = json.loads((tmp_path / "saved" / "drostudy_robust.json").read_text())
-    assert (settings["divergence"], settings["radius"], settings["config"]) == ("kl", 0.5, "RobustDPOConfig")
+    assert (settings["divergence"], settings["radius"], settings["config"]) == (
+        "kl",
+        0.5,
+        "RobustDPOConfig",
+    )
     saved_args = torch.load(tmp_path / "saved" / "training_args.bin", weights_only=False)
     assert (saved_args.divergence, saved_args.radius) == ("kl", 0.5)
 
@@ -106,7 +112,7 @@ def test_dpo_accumulation_4x2_equals_one_batch_of_8(policy_path, tmp_path, robus
                       gradient_accumulation_steps=accumulation, **robust, **extra)  # fmt: skip
         trainer.train()
         runs[name] = (logged(trainer)[0], params(trainer))
-    (one, p_one), (acc, p_acc), (micro, p_micro) = runs["one"], runs["acc"], runs["micro"]
+    (one, p_one), (acc, p_acc), (_, p_micro) = runs["one"], runs["acc"], runs["micro"]
     assert acc["loss"] == pytest.approx(one["loss"], rel=1e-5)
     assert acc["dro/robust_loss"] == pytest.approx(one["dro/robust_loss"], rel=1e-5)
     torch.testing.assert_close(p_acc, p_one, rtol=0, atol=1e-6)
@@ -129,7 +135,9 @@ def test_reward_swap_and_accumulation(tmp_path):
     zero, p_zero = run(RobustRewardTrainer, RobustRewardConfig, "zero", per_device_train_batch_size=8)
     assert zero["loss"] == plain["loss"] and torch.equal(p_zero, p_plain)
     robust = dict(divergence="tv", radius=0.4, level="group", group_column="domain")
-    one, p_one = run(RobustRewardTrainer, RobustRewardConfig, "one", per_device_train_batch_size=8, **robust)
+    one, p_one = run(
+        RobustRewardTrainer, RobustRewardConfig, "one", per_device_train_batch_size=8, **robust
+    )
     acc, p_acc = run(RobustRewardTrainer, RobustRewardConfig, "acc", per_device_train_batch_size=2,
                      gradient_accumulation_steps=4, **robust)  # fmt: skip
     assert one["loss"] > plain["loss"]
@@ -141,7 +149,9 @@ def test_reward_swap_and_accumulation(tmp_path):
 def test_trl_options_compose_with_the_robust_path(policy_path, tmp_path):
     """At radius 0 the drostudy path (divergence set) reproduces TRL's loss, loss_weights and WPO included."""
     ref = tiny_policy(seed=1)[0]
-    options = dict(loss_type=["sigmoid", "ipo", "hinge"], loss_weights=[3.0, 0.5, 1.0], use_weighting=True)
+    options = dict(
+        loss_type=["sigmoid", "ipo", "hinge"], loss_weights=[3.0, 0.5, 1.0], use_weighting=True
+    )
     plain = dpo(DPOTrainer, DPOConfig, policy_path, tmp_path / "p", ref_model=ref, **options)
     ours = dpo(RobustDPOTrainer, RobustDPOConfig, policy_path, tmp_path / "o", ref_model=ref,
                divergence="tv", radius=0.0, **options)  # fmt: skip
@@ -150,7 +160,9 @@ def test_trl_options_compose_with_the_robust_path(policy_path, tmp_path):
         expected = plain.compute_loss(plain.model, dict(batch))
         got = ours.compute_loss(ours.model, dict(batch))
     assert float(got) == pytest.approx(float(expected), rel=1e-5)
-    assert abs(float(expected) - 0.6931) > 1e-2  # the options changed TRL's loss: the check is not vacuous
+    assert (
+        abs(float(expected) - 0.6931) > 1e-2
+    )  # the options changed TRL's loss: the check is not vacuous
 
 
 @pytest.mark.parametrize(
@@ -160,17 +172,21 @@ def test_trl_options_compose_with_the_robust_path(policy_path, tmp_path):
         (lambda p, o: dict(args=None), "needs args=RobustDPOConfig"),
         (lambda p, o: dict(args=DPOConfig(output_dir=o, **CPU)), "got a DPOConfig"),
         (
-            lambda p, o: dict(args=RobustDPOConfig(output_dir=o, dro_method="group_eg", group_step=1.0, **CPU)),
+            lambda p, o: dict(
+                args=RobustDPOConfig(output_dir=o, dro_method="group_eg", group_step=1.0, **CPU)
+            ),
             "needs a 'group' column",
         ),
         (
-            lambda p, o: dict(args=RobustDPOConfig(output_dir=o, divergence="kl", radius=0.1,
-                                                   loss_type=["aot"], **CPU)),  # fmt: skip
+            lambda p, o: dict(
+                args=RobustDPOConfig(output_dir=o, divergence="kl", radius=0.1, loss_type=["aot"], **CPU)
+            ),  # fmt: skip
             "loss_type 'aot' sorts the batch",
         ),
         (
-            lambda p, o: dict(args=RobustDPOConfig(output_dir=o, divergence="kl", radius=0.1,
-                                                   ld_alpha=0.5, **CPU)),  # fmt: skip
+            lambda p, o: dict(
+                args=RobustDPOConfig(output_dir=o, divergence="kl", radius=0.1, ld_alpha=0.5, **CPU)
+            ),  # fmt: skip
             "ld_alpha",
         ),
     ],

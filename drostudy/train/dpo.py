@@ -98,7 +98,9 @@ class DPORunConfig:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
         from drostudy.train.trl_configs import RobustDPOConfig
 
-        RobustDPOConfig(output_dir="unused", use_cpu=True, bf16=False, **self.robust_fields())  # validates
+        RobustDPOConfig(
+            output_dir="unused", use_cpu=True, bf16=False, **self.robust_fields()
+        )  # validates
 
     def robust_fields(self) -> dict:
         """The RobustDPOConfig / DPOConfig fields of this run's loss."""

@@ -85,20 +85,26 @@ PER_PAIR_LOSSES = {
     "hinge": lambda p: torch.relu(1 - p.beta * p.delta),
     "ipo": _ipo,
     "exo_pair": _exo,
-    "nca_pair": lambda p: -F.logsigmoid(p.beta * p.chosen)
-    - 0.5 * F.logsigmoid(-p.beta * p.chosen)
-    - 0.5 * F.logsigmoid(-p.beta * p.rejected),
+    "nca_pair": lambda p: (
+        -F.logsigmoid(p.beta * p.chosen)
+        - 0.5 * F.logsigmoid(-p.beta * p.chosen)
+        - 0.5 * F.logsigmoid(-p.beta * p.rejected)
+    ),
     "robust": _rdpo,
     "bco_pair": lambda p: -F.logsigmoid(p.beta * p.chosen) - F.logsigmoid(-p.beta * p.rejected),
     "sppo_hard": lambda p: (p.chosen - 0.5 / p.beta) ** 2 + (p.rejected + 0.5 / p.beta) ** 2,
     "apo_zero": lambda p: 1 - torch.sigmoid(p.beta * p.chosen) + torch.sigmoid(p.beta * p.rejected),
     "apo_down": lambda p: torch.sigmoid(p.beta * p.chosen) + 1 - torch.sigmoid(p.beta * p.delta),
     "discopop": _discopop,
-    "sigmoid_norm": lambda p: -F.logsigmoid(
-        p.beta * (p.chosen / p.chosen_len - p.rejected / p.rejected_len)
+    "sigmoid_norm": lambda p: (
+        -F.logsigmoid(p.beta * (p.chosen / p.chosen_len - p.rejected / p.rejected_len))
     ),
 }
-NOT_PER_PAIR = {"aot": "sorts the batch", "aot_unpaired": "sorts the batch", "sft": "is a batch token mean"}
+NOT_PER_PAIR = {
+    "aot": "sorts the batch",
+    "aot_unpaired": "sorts the batch",
+    "sft": "is a batch token mean",
+}
 
 
 def check_trl_options(args: RobustDPOConfig) -> None:
@@ -233,7 +239,9 @@ class RobustDPOTrainer(RobustSaveMixin, OptimizerBatchMixin, DPOTrainer):
 
     def _check_groups(self, groups) -> None:
         if groups is None and self.args.needs_groups():
-            raise ValueError(f"this objective needs the {self.args.group_column!r} column in every batch")
+            raise ValueError(
+                f"this objective needs the {self.args.group_column!r} column in every batch"
+            )
 
     def _fill_ref_logps(self, inputs) -> None:
         """Put the reference log-probs in the batch (once), so TRL and the robust loss read the same ones."""
@@ -296,7 +304,9 @@ class RobustDPOTrainer(RobustSaveMixin, OptimizerBatchMixin, DPOTrainer):
         groups = groups.to(per_example.device)
         if self.model.training:  # the weights move only on training batches
             group_losses = dro_losses.group_mean_losses(per_example, groups, self.group_q.numel())
-            self.group_q = dro_losses.eg_update(self.group_q, group_losses.double().cpu(), args.group_step)
+            self.group_q = dro_losses.eg_update(
+                self.group_q, group_losses.double().cpu(), args.group_step
+            )
         out = dro_losses.group_robust_loss(per_example, groups, self.group_q.to(per_example.device))
         out.metrics.update({f"dro/q_{g}": float(q) for g, q in enumerate(self.group_q)})
         return out

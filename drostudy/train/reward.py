@@ -229,7 +229,7 @@ class RobustRewardTrainer(RobustSaveMixin, OptimizerBatchMixin, RewardTrainer):
         return {f"dro/weight_mass/{n}": v for n, v in zip(self.groups.names, mass.tolist(), strict=True)}
 
 
-def trl_args(config: RMConfig, output_dir: str, **overrides) -> RewardConfig:
+def trl_args(config: RMConfig, output_dir: str, **overrides) -> RobustRewardConfig:
     """RobustRewardConfig for a CPU-friendly run of `config`: fp32, no reports, no checkpoints."""
     kwargs = dict(
         output_dir=output_dir,

@@ -76,7 +76,9 @@ class OptimizerBatchMixin:
         if self.model.training and self._window:
             coefficients, share = self._window.popleft()
             if coefficients.numel() != per_example.numel():
-                raise RuntimeError("micro-batch does not match the accumulation window it was weighted in")
+                raise RuntimeError(
+                    "micro-batch does not match the accumulation window it was weighted in"
+                )
             k = self.current_gradient_accumulation_steps
             surrogate = k * (coefficients.to(per_example) * per_example).sum()
             return surrogate + (share.to(surrogate) - surrogate).detach()

@@ -162,7 +162,16 @@ class RobustRLOOConfig(RLOOConfig, _BallFields):
         self._check_ball()
 
 
-_ROBUST_FIELD_NAMES = ("divergence", "radius", "level", "group_column", "dro_batch", "dro_method", "reg", "group_step")
+_ROBUST_FIELD_NAMES = (
+    "divergence",
+    "radius",
+    "level",
+    "group_column",
+    "dro_batch",
+    "dro_method",
+    "reg",
+    "group_step",
+)
 
 
 def check_config(args, expected: type, trainer: str) -> None:

@@ -41,7 +41,9 @@ class GroupColumn:
                 raise ValueError(f"integer group ids in {column!r} must be >= 0; got {min(values)}")
             return cls(tuple(str(i) for i in range(max(values) + 1)))
         if not all(isinstance(v, str) for v in values):
-            raise ValueError(f"column {column!r} must hold integer ids or names (strings); got {values[:5]}")
+            raise ValueError(
+                f"column {column!r} must hold integer ids or names (strings); got {values[:5]}"
+            )
         names = tuple(sorted(values))
         return cls(names, {name: i for i, name in enumerate(names)})
 
