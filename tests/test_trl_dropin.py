@@ -219,3 +219,26 @@ def test_configs_show_in_hf_argument_parser():
 def test_readme_examples_run(script, capsys):
     runpy.run_path(str(EXAMPLES / script), run_name="__main__")
     assert "dro/" in capsys.readouterr().out
+
+
+def test_cli_trains_on_a_local_jsonl_with_trl_flags_and_saves_the_adapter(tmp_path, capsys):
+    from drostudy.__main__ import main
+
+    data = tmp_path / "my_pairs.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in pairs(8).to_list()))
+    out = tmp_path / "run"
+    argv = ["dpo", "--policy", "tiny-llama", "--dataset", str(data), "--save-model", "true",
+            "--loss", "group", "--train-domains", "math,code", "--eval-domains", "reasoning",
+            "--trl-args", "per_device_train_batch_size=2,gradient_accumulation_steps=2",
+            "--steps", "2", "--lora-layers", "1", "--lora-rank", "2", "--n-eval", "2",
+            "--n-generate", "1", "--max-new-tokens", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] == 8 and len(metrics["history"]) == 2
+    assert {"dro/q_0", "dro/q_1"} <= set(metrics["history"][-1])  # the groups came from `domain`
+    saved = out / "model"
+    assert (saved / "adapter_config.json").is_file() and (saved / "tokenizer_config.json").is_file()
+    settings = json.loads((saved / "drostudy_robust.json").read_text())
+    assert settings["dro_method"] == "group_eg" and settings["group_names"] == ["code", "math"]
+    args = torch.load(saved / "training_args.bin", weights_only=False)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)

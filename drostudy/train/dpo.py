@@ -27,6 +27,7 @@ from drostudy import evaluate
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.train.common import history, lora_config, training_command
 from drostudy.train.dpo_trainer import RobustDPOTrainer
+from drostudy.train.trl_cli import GROUP_COLUMN, load_preferences, trl_overrides
 
 LOSSES = ("ordinary", "robust", "dr_dpo", "kldpo", "group", "rdpo")
 
@@ -79,6 +80,12 @@ class DPORunConfig:
     """system message of every chat prompt (a short one keeps sequences short)"""
     seed: int = 0
     """seed of the training sample, LoRA initialisation and batch order (the test sets do not change)"""
+    dataset: str = ""
+    """your own training pairs: a JSONL/JSON/parquet file or hub id, columns prompt/chosen/rejected (+ domain)"""
+    save_model: bool = False
+    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
+    trl_args: tuple[str, ...] = ()
+    """TRL training fields KEY=VALUE,... for RobustDPOConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -150,6 +157,10 @@ def build_data(config: DPORunConfig, tokenizer):
     from drostudy.data import load_suite
 
     suite = load_suite()
+    domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
+    test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
+    if config.dataset:
+        return own_data(config), test
     per_domain = -(-config.n_train // len(config.train_domains))  # ceil
     train = []
     for group, domain in enumerate(config.train_domains):
@@ -159,9 +170,14 @@ def build_data(config: DPORunConfig, tokenizer):
     train = [{k: r[k] for k in ("prompt", "chosen", "rejected", "group")} for r in train]
     train = Dataset.from_list([train[i] for i in order[: config.n_train].tolist()])
     train = train.cast_column("group", ClassLabel(names=list(config.train_domains)))
-    domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
-    test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
     return train, test
+
+
+def own_data(config: DPORunConfig):
+    """`config.dataset`'s pairs, shuffled by the seed, at most n_train; `domain` becomes the group column."""
+    train = load_preferences(config.dataset).shuffle(seed=config.seed)
+    train = train.select(range(min(config.n_train, len(train))))
+    return train.rename_column(GROUP_COLUMN, "group") if GROUP_COLUMN in train.column_names else train
 
 
 def trl_config(config: DPORunConfig, output_dir: str, **overrides):
@@ -183,7 +199,8 @@ def trl_config(config: DPORunConfig, output_dir: str, **overrides):
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    return RobustDPOConfig(**(kwargs | config.robust_fields() | overrides))
+    trl = trl_overrides(RobustDPOConfig, config.trl_args)
+    return RobustDPOConfig(**(kwargs | config.robust_fields() | trl | overrides))
 
 
 def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
@@ -218,8 +235,9 @@ def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[s
     return out
 
 
-def train_and_evaluate(config: DPORunConfig) -> dict:
-    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout)."""
+def train_and_evaluate(config: DPORunConfig, save_dir: str | None = None) -> dict:
+    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout).
+    save_dir: where to save the trained adapter and tokenizer (None: not saved)."""
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
@@ -232,6 +250,9 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
         timings["setup_s"] = time.perf_counter() - start
         trainer.train()
         timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
+        if save_dir is not None:
+            trainer.save_model(save_dir)  # the adapter, training_args.bin, drostudy_robust.json
+            tokenizer.save_pretrained(save_dir)
     policy = trainer.model
     start = time.perf_counter()
     shared = reference_eval(policy, tokenizer, test, config)
@@ -263,4 +284,6 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
 
 
 # The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(DPORunConfig, lambda config: train_and_evaluate(config))
+add_cli_arguments, cli_main = training_command(
+    DPORunConfig, lambda config, **kw: train_and_evaluate(config, **kw)
+)
