@@ -242,3 +242,31 @@ def test_cli_trains_on_a_local_jsonl_with_trl_flags_and_saves_the_adapter(tmp_pa
     assert settings["dro_method"] == "group_eg" and settings["group_names"] == ["code", "math"]
     args = torch.load(saved / "training_args.bin", weights_only=False)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
+
+
+def test_rm_cli_trains_on_own_pairs_and_saves_the_model(tmp_path):
+    from drostudy.__main__ import main
+
+    data = tmp_path / "pairs.parquet"
+    pairs(8).to_parquet(str(data))
+    out = tmp_path / "rm"
+    argv = ["rm", "--model", "tiny-bert", "--dataset", str(data), "--save-model", "true",
+            "--divergence", "tv", "--radius", "0.5", "--level", "group", "--batch-size", "2",
+            "--trl-args", "gradient_accumulation_steps=4", "--n-test", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history and {"dro/weight_mass/code", "dro/weight_mass/math"} <= set(history[0])
+    assert (out / "model" / "config.json").is_file()
+    assert json.loads((out / "model" / "drostudy_robust.json").read_text())["level"] == "group"
+
+
+def test_bad_trl_args_are_rejected_before_training():
+    from drostudy.train import dpo, reward, rl
+
+    for config, kwargs in [
+        (dpo.DPORunConfig, {}),
+        (reward.RMConfig, {}),
+        (rl.RLConfig, {"reward_model": "x"}),
+    ]:
+        with pytest.raises(ValueError, match="does not have"):
+            config(trl_args=("gradient_accumulation=4",), **kwargs)

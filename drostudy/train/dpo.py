@@ -105,9 +105,10 @@ class DPORunConfig:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
         from drostudy.train.trl_configs import RobustDPOConfig
 
-        RobustDPOConfig(
-            output_dir="unused", use_cpu=True, bf16=False, **self.robust_fields()
-        )  # validates
+        # the robust fields and TRL's fields are checked now, before any loading
+        RobustDPOConfig(output_dir="unused", use_cpu=True, bf16=False, **self.robust_fields())
+        object.__setattr__(self, "trl_args", tuple(self.trl_args))
+        trl_overrides(RobustDPOConfig, self.trl_args)
 
     def robust_fields(self) -> dict:
         """The RobustDPOConfig / DPOConfig fields of this run's loss."""

@@ -80,12 +80,21 @@ class RLConfig:
     """system message of every chat prompt (as in the DPO stage)"""
     seed: int = 0
     """seed of the training prompts, LoRA initialisation and sampling (the evaluation prompts do not change)"""
+    save_model: bool = False
+    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
+    trl_args: tuple[str, ...] = ()
+    """TRL training fields KEY=VALUE,... for RobustRLOOConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self):
         from drostudy.data import DOMAINS
 
         object.__setattr__(self, "train_domains", tuple(self.train_domains))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+        object.__setattr__(self, "trl_args", tuple(self.trl_args))
+        from drostudy.train.trl_cli import trl_overrides
+        from drostudy.train.trl_configs import RobustRLOOConfig
+
+        trl_overrides(RobustRLOOConfig, self.trl_args)  # names and types checked before any loading
         for name in ("train_domains", "eval_domains"):
             for domain in getattr(self, name):
                 if domain not in DOMAINS:
@@ -171,8 +180,11 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         disable_tqdm=False,
         gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
     )
+    from drostudy.train.trl_cli import trl_overrides
+
     robust = dict(divergence=config.divergence, radius=config.radius)
-    return RobustRLOOConfig(**(kwargs | robust | overrides))
+    trl = trl_overrides(RobustRLOOConfig, config.trl_args)
+    return RobustRLOOConfig(**(kwargs | robust | trl | overrides))
 
 
 def load_reward(config: RLConfig) -> LearnedReward:
@@ -232,8 +244,9 @@ def _reward_identity(name: str) -> str:
     return f"{folder.resolve()}@{max(f.stat().st_mtime_ns for f in files)}" if files else name
 
 
-def train_rl(config: RLConfig) -> dict:
-    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout)."""
+def train_rl(config: RLConfig, save_dir: str | None = None) -> dict:
+    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout).
+    save_dir: where to save the trained adapter and tokenizer (None: not saved)."""
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
@@ -247,6 +260,9 @@ def train_rl(config: RLConfig) -> dict:
         timings["setup_s"] = time.perf_counter() - start
         trainer.train()
         timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
+        if save_dir is not None:
+            trainer.save_model(save_dir)  # the adapter, training_args.bin, drostudy_robust.json
+            tokenizer.save_pretrained(save_dir)
     model = trainer.model
     start = time.perf_counter()
     before = reference_metrics(model, tokenizer, reward, test, config)
@@ -269,4 +285,4 @@ def train_rl(config: RLConfig) -> dict:
 
 
 # The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(RLConfig, lambda config: train_rl(config))
+add_cli_arguments, cli_main = training_command(RLConfig, lambda config, **kw: train_rl(config, **kw))

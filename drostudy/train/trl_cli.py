@@ -4,6 +4,7 @@ types are TRL's own) and the trained model or adapter saved beside metrics.json 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -39,12 +40,18 @@ def trl_overrides(config_cls: type, pairs: tuple[str, ...]) -> dict:
     on `config_cls` (an unknown field or a bad value raises ValueError naming it)."""
     from transformers import HfArgumentParser
 
-    argv, keys = ["--output_dir", "unused", "--use_cpu", "True", "--bf16", "False"], []  # parse on any machine
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    argv, keys = (
+        ["--output_dir", "unused", "--use_cpu", "True", "--bf16", "False"],
+        [],
+    )  # parse on any machine
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"trl_args entries must be KEY=VALUE; got {pair!r}")
         key = key.strip().lstrip("-").replace("-", "_")
+        if key not in fields:  # checked here: argparse would accept an abbreviation
+            raise ValueError(f"trl_args names a field {config_cls.__name__} does not have: {key!r}")
         argv += [f"--{key}", value]
         keys.append(key)
     try:
@@ -52,7 +59,9 @@ def trl_overrides(config_cls: type, pairs: tuple[str, ...]) -> dict:
             argv, return_remaining_strings=True
         )
     except SystemExit as exc:  # argparse's way of saying a value is bad
-        raise ValueError(f"trl_args {list(pairs)}: a value does not parse for {config_cls.__name__}") from exc
+        raise ValueError(
+            f"trl_args {list(pairs)}: a value does not parse for {config_cls.__name__}"
+        ) from exc
     if extra:
         raise ValueError(f"trl_args names fields {config_cls.__name__} does not have: {extra}")
     return {key: getattr(parsed, key) for key in keys}
