@@ -45,8 +45,14 @@ class StepTimer(TrainerCallback):
 
 def pairs(n: int) -> Dataset:
     return Dataset.from_list(
-        [{"prompt": f"What is {i} plus {i}? " + "Think. " * (i % 5), "chosen": f" It is {2 * i}.",
-          "rejected": " I do not know that." * (1 + i % 3)} for i in range(n)]  # fmt: skip
+        [
+            {
+                "prompt": f"What is {i} plus {i}? " + "Think. " * (i % 5),
+                "chosen": f" It is {2 * i}.",
+                "rejected": " I do not know that." * (1 + i % 3),
+            }
+            for i in range(n)
+        ]  # fmt: skip
     )
 
 
@@ -78,7 +84,9 @@ def main() -> None:
         "optimizer": {"divergence": "kl", "radius": 0.5},
     }
     medians = {
-        name: statistics.median(step_times(opts.policy, robust, opts.batch, opts.accumulation, opts.steps))
+        name: statistics.median(
+            step_times(opts.policy, robust, opts.batch, opts.accumulation, opts.steps)
+        )
         for name, robust in runs.items()
     }
     result = {f"{k}_step_s": v for k, v in medians.items()}
