@@ -6,9 +6,9 @@
 Three RobustDPOTrainer runs on the same pairs and reference (precomputed log-probs, so only the policy's
 forwards differ): TRL's DPO (divergence None), the per-micro-batch worst case (dro_batch="micro", no extra
 pass) and the optimizer-batch worst case (the default, one no-grad policy forward over the k micro-batches
-before their k forward/backward passes). Reported: median optimizer-step time of each and the overhead
-optimizer/micro - 1. Expect about a third (a no-grad forward is ~1/3 of forward + backward), less with
-LoRA or frozen layers (backward is then cheaper relative to the forward... and the forward dominates).
+before their k forward/backward passes). Reported: median optimizer-step time of each and the overheads
+optimizer/micro - 1 and optimizer/trl - 1. In FLOPs the extra pass is one forward per forward + backward,
+i.e. about +1/3 with full fine-tuning and more with LoRA or frozen layers (a cheaper backward).
 """
 
 from __future__ import annotations
