@@ -132,7 +132,8 @@ def history(log_history: list[dict]) -> list[dict]:
 
 def training_command(config_cls: type, train_fn: Callable[[object], dict]):
     """(add_cli_arguments, cli_main) of a training command: the config dataclass's fields as flags, plus
-    --out; the run goes through `run_or_resume` and prints its in/out-of-distribution means."""
+    --out; the run goes through `run_or_resume` and prints its in/out-of-distribution means. A config with
+    `save_model` set calls `train_fn(config, save_dir=OUT/model)`."""
 
     def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         add_dataclass_arguments(parser, config_cls)
@@ -141,7 +142,12 @@ def training_command(config_cls: type, train_fn: Callable[[object], dict]):
         )
 
     def cli_main(args: argparse.Namespace) -> int:
-        metrics = run_or_resume(dataclass_from_args(config_cls, args), args.out, train_fn)
+        config = dataclass_from_args(config_cls, args)
+        fn = train_fn
+        if getattr(config, "save_model", False):  # the model or adapter goes beside metrics.json
+            save_dir = str(Path(args.out) / "model")
+            fn = lambda c: train_fn(c, save_dir=save_dir)  # noqa: E731
+        metrics = run_or_resume(config, args.out, fn)
         means = {k: metrics[k] for k in ("in_distribution", "out_of_distribution")}
         print(json.dumps(means, indent=2))
         return 0

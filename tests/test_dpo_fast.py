@@ -14,7 +14,7 @@ from transformers import LlamaForCausalLM
 from drostudy import evaluate
 from drostudy.dpo import fast, fast_run
 from drostudy.dpo.run import DPORunConfig, trl_config
-from drostudy.dpo.trainer import GROUP_KEY, RobustDPOTrainer
+from drostudy.dpo.trainer import RobustDPOTrainer
 from drostudy.models import _tiny_llama_config, smollm2_tokenizer
 from drostudy.runs import lora_config
 
@@ -57,7 +57,6 @@ def setup(tmp_path_factory):
         train_dataset=Dataset.from_list(_rows()),
         processing_class=tok,
         peft_config=lora_config(config, LAYERS),
-        dro=config.dro_settings(),
     )
     generator = torch.Generator().manual_seed(1)
     for name, param in trainer.model.named_parameters():
@@ -68,6 +67,20 @@ def setup(tmp_path_factory):
     pairs, kept = fast.encode_pairs(tok, _rows(), config.max_length)
     cache = fast.TrunkCache(trainer.model, LAYERS - LORA_LAYERS)
     return trainer, batch, pairs, kept, cache
+
+
+GROUP_KEY = "group"  # the group column of RobustDPOConfig (group_column's default)
+# RobustDPOConfig's robust fields with DRO off, so a test can switch the trainer's objective in place.
+OFF = dict(divergence=None, radius=0.0, dro_method="worst_case", reg=None, group_step=None)
+
+
+def _use(trainer, config: DPORunConfig) -> None:
+    """Point `trainer` at `config`'s objective (its RobustDPOConfig fields), as a fresh trainer would be."""
+    for name, value in (OFF | config.robust_fields()).items():
+        setattr(trainer.args, name, value)
+    trainer.loss_types = list(trainer.args.loss_type)
+    trainer.loss_weights = [1.0] * len(trainer.loss_types)
+    trainer.label_smoothing = trainer.args.label_smoothing
 
 
 def _lora_grads(model) -> dict[str, torch.Tensor]:
@@ -103,7 +116,7 @@ def test_reference_logps_match_trls_precomputed_ones(setup):
 def test_loss_and_lora_gradients_equal_the_trainers(setup, settings):
     trainer, batch, pairs, _, cache = setup
     config = _config(**settings)
-    trainer.dro = config.dro_settings()
+    _use(trainer, config)
     trainer.model.train()
     expected_loss = trainer.compute_loss(trainer.model, dict(batch))
     expected_loss.backward()
@@ -138,12 +151,9 @@ def test_group_objective_moves_q_and_rdpo_is_trls(setup):
     ref = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
     for settings in ({"loss": "group", "group_step": 2.0}, {"loss": "rdpo", "label_smoothing": 0.2}):
         config = _config(**settings)
-        trainer.dro = dataclasses.replace(config.dro_settings())
+        _use(trainer, config)
         trainer.group_q = torch.full((2,), 0.5, dtype=torch.float64)
         trainer.model.train()
-        if config.loss == "rdpo":
-            trainer.args.label_smoothing, trainer.label_smoothing = 0.2, 0.2
-            trainer.loss_types = ["robust"]
         with torch.no_grad():
             expected = float(trainer.compute_loss(trainer.model, dict(batch)))
             logps = fast.pair_logps(trainer.model, cache, pairs)
@@ -153,7 +163,7 @@ def test_group_objective_moves_q_and_rdpo_is_trls(setup):
         if config.loss == "group":
             torch.testing.assert_close(q, trainer.group_q, rtol=1e-5, atol=1e-8)
             assert abs(float(q[0]) - 0.5) > 1e-4  # the weights did move
-    trainer.loss_types = ["sigmoid"]
+    _use(trainer, _config())
 
 
 def test_training_follows_the_trainers_trajectory(tmp_path):
@@ -170,7 +180,6 @@ def test_training_follows_the_trainers_trajectory(tmp_path):
         train_dataset=Dataset.from_list(_rows()),
         processing_class=tok,
         peft_config=lora_config(config, LAYERS),
-        dro=config.dro_settings(),
     )
     twin = copy.deepcopy(trainer.model)
     trainer.train()

@@ -10,12 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer
+from trl import DPOTrainer
 
 from drostudy.config import dataclass_from_args
 from drostudy.dpo import run as dpo
-from drostudy.dpo.trainer import GROUP_KEY, DROSettings, GroupPreferenceCollator, RobustDPOTrainer
+from drostudy.dpo.trainer import GroupPreferenceCollator, RobustDPOTrainer
+from drostudy.dropin.configs import RobustDPOConfig
 from drostudy.models import load_policy
+
+GROUP_KEY = "group"
+# The robust fields at their defaults (DRO off), so a test can switch a trainer's objective in place.
+OFF = dict(
+    divergence=None, radius=0.0, level="example", dro_method="worst_case", reg=None, group_step=None
+)
 
 BETA = 0.5  # large enough that the per-pair losses differ visibly after one step
 
@@ -34,8 +41,8 @@ def _rows(n: int = 8) -> list[dict]:
     return rows
 
 
-def _args(tmp_path, loss_type="sigmoid", steps=3, batch=4, **kw) -> DPOConfig:
-    return DPOConfig(
+def _args(tmp_path, loss_type="sigmoid", steps=3, batch=4, **kw) -> RobustDPOConfig:
+    return RobustDPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=batch,
         max_steps=steps,
@@ -57,7 +64,7 @@ def _args(tmp_path, loss_type="sigmoid", steps=3, batch=4, **kw) -> DPOConfig:
 
 def _trainer(tmp_path, cls=RobustDPOTrainer, rows=None, **kw):
     model, tok = load_policy("tiny-llama")
-    extra = {k: kw.pop(k) for k in ("loss_type", "steps", "batch", "label_smoothing") if k in kw}
+    extra = {k: kw.pop(k) for k in ("loss_type", "steps", "batch", "label_smoothing", *OFF) if k in kw}
     return cls(
         model=model,
         args=_args(tmp_path, **extra),
@@ -74,7 +81,7 @@ def _losses(log_history) -> list[float]:
 def test_radius_zero_trains_exactly_like_trl_dpo(tmp_path):
     trl = _trainer(tmp_path, cls=DPOTrainer)
     trl.train()
-    robust = _trainer(tmp_path, dro=DROSettings(loss="robust", divergence="tv", radius=0.0))
+    robust = _trainer(tmp_path, divergence="tv", radius=0.0)
     robust.train()
     assert len(_losses(trl.state.log_history)) == 3
     assert _losses(robust.state.log_history) == pytest.approx(_losses(trl.state.log_history), rel=1e-6)
@@ -93,7 +100,7 @@ def test_radius_zero_trains_exactly_like_trl_dpo(tmp_path):
 @pytest.fixture(scope="module")
 def one_batch(tmp_path_factory):
     """A trainer (after one step, so the pair losses differ) and one full batch of 8 pairs."""
-    trainer = _trainer(tmp_path_factory.mktemp("t"), batch=8, steps=1, dro=DROSettings(loss="ordinary"))
+    trainer = _trainer(tmp_path_factory.mktemp("t"), batch=8, steps=1)
     trainer.train()
     batch = next(iter(trainer.get_train_dataloader()))
     assert set(batch[GROUP_KEY].tolist()) == {0, 1}  # the collator passed the group ids through
@@ -114,8 +121,9 @@ def _pair_losses(trainer, batch, beta=BETA) -> torch.Tensor:
     return -F.logsigmoid(beta * delta)
 
 
-def _trainer_loss(trainer, batch, settings: DROSettings) -> float:
-    trainer.dro = settings
+def _trainer_loss(trainer, batch, settings: dict) -> float:
+    for name, value in (OFF | settings).items():
+        setattr(trainer.args, name, value)
     trainer.model.train()
     with torch.no_grad():
         return float(trainer.compute_loss(trainer.model, dict(batch)))
@@ -126,28 +134,28 @@ def test_each_loss_matches_its_formula(one_batch):
     losses = _pair_losses(trainer, batch).double()
     assert losses.std() > 1e-3  # the formulas below would not tell the losses apart otherwise
     cases = {
-        "ordinary": (DROSettings(loss="ordinary"), losses.mean()),
+        "ordinary": ({}, losses.mean()),
         "robust tv at the vertex": (
-            DROSettings(loss="robust", divergence="tv", radius=1.0),
+            dict(divergence="tv", radius=1.0),
             losses.max(),
         ),
         "robust cvar alpha 1/4": (
-            DROSettings(loss="robust", divergence="cvar", radius=0.25),
+            dict(divergence="cvar", radius=0.25),
             losses.topk(2).values.mean(),
         ),
         "dr_dpo": (
-            DROSettings(loss="dr_dpo", beta_prime=0.3),
+            dict(dro_method="dr_dpo", reg=0.3),
             -0.3 * (torch.logsumexp(-losses / 0.3, 0) - math.log(8)),
         ),
         "kldpo": (
-            DROSettings(loss="kldpo", tau=0.05),
+            dict(dro_method="kldpo", reg=0.05),
             (torch.exp((losses - losses.mean()) / 0.05).clamp(max=10.0) * losses).mean(),
         ),
     }
     for name, (settings, expected) in cases.items():
         assert _trainer_loss(trainer, batch, settings) == pytest.approx(float(expected), rel=1e-5), name
     # robust weights tilt towards the high losses: strictly between the mean and the max
-    tilted = _trainer_loss(trainer, batch, DROSettings(loss="robust", divergence="kl", radius=0.1))
+    tilted = _trainer_loss(trainer, batch, dict(divergence="kl", radius=0.1))
     assert losses.mean() < tilted < losses.max()
 
 
@@ -157,7 +165,7 @@ def test_group_robust_dpo_updates_q_by_exponentiated_gradient(one_batch):
     groups = batch[GROUP_KEY]
     group_means = torch.stack([losses[groups == g].mean() for g in (0, 1)])
     trainer.group_q = torch.tensor([0.5, 0.5], dtype=torch.float64)
-    settings = DROSettings(loss="group", group_step=2.0, num_groups=2)
+    settings = dict(dro_method="group_eg", group_step=2.0)
     value = _trainer_loss(trainer, batch, settings)
     q = torch.softmax(2.0 * group_means, 0)  # q_g ∝ 0.5 exp(eta l_g)
     assert trainer.group_q.tolist() == pytest.approx(q.tolist(), rel=1e-6)
@@ -171,21 +179,17 @@ def test_group_robust_dpo_updates_q_by_exponentiated_gradient(one_batch):
 
 def test_rdpo_is_trls_robust_loss(tmp_path):
     eps = 0.2
-    trainer = _trainer(
-        tmp_path, batch=8, steps=1, loss_type="robust", label_smoothing=eps, dro=DROSettings(loss="rdpo")
-    )
+    trainer = _trainer(tmp_path, batch=8, steps=1, loss_type="robust", label_smoothing=eps)
     trainer.train()  # one step, so that delta != 0 (at delta = 0 every epsilon gives log 2)
     batch = next(iter(trainer.get_train_dataloader()))
     losses_logit = -_pair_losses(trainer, batch).double()  # log sigmoid(beta * delta)
     delta_logsig_neg = torch.log1p(-torch.exp(losses_logit))  # log sigmoid(-beta * delta)
     expected = ((-(1 - eps) * losses_logit + eps * delta_logsig_neg) / (1 - 2 * eps)).mean()
-    assert _trainer_loss(trainer, batch, DROSettings(loss="rdpo")) == pytest.approx(
-        float(expected), rel=1e-5
-    )
+    assert _trainer_loss(trainer, batch, {}) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_robust_training_logs_dro_metrics_and_moves_weights(tmp_path):
-    trainer = _trainer(tmp_path, steps=2, dro=DROSettings(loss="robust", divergence="chi2", radius=0.5))
+    trainer = _trainer(tmp_path, steps=2, divergence="chi2", radius=0.5)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert {"rewards/margins", "logps/chosen", "dro/max_weight", "dro/effective_sample_size"} <= set(
@@ -209,23 +213,25 @@ def test_collator_keeps_group_ids():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"loss": "dpo++"}, "unknown loss 'dpo\\+\\+'; expected one of"),
-        ({"loss": "robust", "divergence": "hellinger"}, "unknown divergence 'hellinger'"),
-        ({"loss": "robust", "divergence": "tv", "radius": 1.5}, "radius"),
-        ({"loss": "robust", "divergence": "kl", "radius": -0.1}, "radius"),
-        ({"loss": "dr_dpo", "beta_prime": 0.0}, "beta_prime"),
-        ({"loss": "kldpo", "tau": -1.0}, "tau"),
-        ({"loss": "group", "group_step": 0.0}, "group_step"),
+        ({"dro_method": "dpo++"}, "unknown dro_method 'dpo\\+\\+'; expected one of"),
+        ({"divergence": "hellinger"}, "unknown divergence 'hellinger'"),
+        ({"divergence": "tv", "radius": 1.5}, "radius"),
+        ({"divergence": "kl", "radius": -0.1}, "radius"),
+        ({"radius": 0.5}, "radius=0.5 needs a divergence"),
+        ({"dro_method": "dr_dpo"}, "needs reg > 0"),
+        ({"dro_method": "dr_dpo", "reg": 0.0}, "needs reg > 0"),
+        ({"dro_method": "dr_dpo", "reg": 1.0, "divergence": "kl", "radius": 0.5}, "not use them"),
+        ({"dro_method": "kldpo", "reg": -1.0}, "reg"),
+        ({"dro_method": "group_eg", "group_step": 0.0}, "group_step"),
+        ({"reg": 1.0}, "reg is not used"),
+        ({"level": "domain"}, "unknown level"),
+        ({"level": "group"}, "needs a divergence"),
+        ({"dro_batch": "epoch"}, "unknown dro_batch"),
     ],
 )
-def test_bad_settings_are_rejected(kwargs, match):
+def test_bad_settings_are_rejected(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        DROSettings(**kwargs)
-
-
-def test_trainer_rejects_mismatched_trl_config(tmp_path):
-    with pytest.raises(ValueError, match="loss_type"):
-        _trainer(tmp_path, loss_type="sigmoid", dro=DROSettings(loss="rdpo"))
+        _args(tmp_path, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -262,8 +268,8 @@ def test_cli_parses_the_issue_command_and_skips_a_finished_run(tmp_path, monkeyp
 
 
 def test_reference_logps_cache_gives_trls_values(tmp_path):
-    first = _trainer(tmp_path, dro=DROSettings(loss="ordinary"), ref_cache_dir=tmp_path / "ref")
+    first = _trainer(tmp_path, ref_cache_dir=tmp_path / "ref")
     assert len(list((tmp_path / "ref").glob("*.json"))) == 1
-    second = _trainer(tmp_path, dro=DROSettings(loss="kldpo"), ref_cache_dir=tmp_path / "ref")
+    second = _trainer(tmp_path, dro_method="kldpo", reg=1.0, ref_cache_dir=tmp_path / "ref")
     for column in ("ref_chosen_logps", "ref_rejected_logps"):
         assert list(second.train_dataset[column]) == pytest.approx(list(first.train_dataset[column]))

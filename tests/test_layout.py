@@ -33,7 +33,7 @@ LAYERS = (
         "drostudy.plotting",
         "drostudy.data",
     ),
-    ("drostudy.runs",),
+    ("drostudy.runs", "drostudy.dropin"),
     ("drostudy.reward", "drostudy.dpo", "drostudy.rl", "drostudy.toy"),
     ("drostudy.analysis",),
     ("drostudy.runner", "drostudy.__main__"),

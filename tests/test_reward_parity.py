@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from datasets import ClassLabel
 
 from drostudy.models import load_reward_model
 from drostudy.reward import data as reward_data
@@ -54,12 +55,10 @@ def trained(config: RMConfig, tmp_path):
     trainer = RecordingTrainer(
         model=trl_model,
         args=trl_args(config, str(tmp_path), optim="adamw_torch", train_sampling_strategy="sequential"),
-        train_dataset=reward_data.tokenize_pairs(pairs.select(order.tolist()), tok, 48, DOMAINS),
+        train_dataset=reward_data.tokenize_pairs(
+            pairs.select(order.tolist()), tok, 48, DOMAINS
+        ).cast_column("group", ClassLabel(names=list(DOMAINS))),
         processing_class=tok,
-        divergence=config.divergence,
-        radius=config.radius,
-        level=config.level,
-        group_names=DOMAINS,
     )
     trainer.train()
     return [row["loss"] for row in history], trainer.step_losses, cached_model, trl_model

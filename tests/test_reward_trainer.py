@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
-from datasets import Dataset
+from datasets import ClassLabel, Dataset
 from trl import RewardTrainer
 
 from drostudy.models import load_reward_model
@@ -62,9 +62,13 @@ def make_trainer(
     overrides = {"logging_steps": 1, "optim": optim} | ({"max_steps": steps} if steps else {})
     model, tok = model or tiny(seed)
     data = reward_data.tokenize_pairs(toy_pairs(), tok, 48, DOMAINS)
+    if kwargs.pop("group_names", None):  # names of the integer group ids, as the study run gives them
+        data = data.cast_column("group", ClassLabel(names=list(DOMAINS)))
+    robust = {k: kwargs.pop(k) for k in ("divergence", "radius", "level") if k in kwargs}
+    args = reward.trl_args(config, str(tmp_path), **overrides, **robust)  # TRL's trainer ignores robust
     return cls(
         model=model,
-        args=reward.trl_args(config, str(tmp_path), **overrides),
+        args=args,
         train_dataset=data,
         processing_class=tok,
         **kwargs,

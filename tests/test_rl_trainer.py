@@ -64,14 +64,14 @@ def toy_prompts() -> Dataset:
     return Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
 
 
-def make_trainer(cls, tmp_path, steps=2, **kwargs):
+def make_trainer(cls, tmp_path, steps=2, radius=0.0, **kwargs):
     config = rl.RLConfig(reward_model="tiny-bert", model="tiny-llama", lora_layers=1, lora_rank=2,
                          prompts_per_step=4, num_generations=G, max_completion_length=4, steps=steps)  # fmt: skip
     policy, tok = load_policy("tiny-llama")  # the same random weights every call
     return cls(
         model=policy,
         reward_funcs=base_reward,
-        args=rl.trl_config(config, str(tmp_path), disable_tqdm=True, learning_rate=5e-2),
+        args=rl.trl_config(config, str(tmp_path), disable_tqdm=True, learning_rate=5e-2, radius=radius),
         train_dataset=toy_prompts(),
         processing_class=tok,
         peft_config=lora_config(config, policy.config.num_hidden_layers),

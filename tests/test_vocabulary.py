@@ -9,7 +9,6 @@ import pytest
 
 from drostudy.config import add_dataclass_arguments, ball_is_point, dataclass_from_args
 from drostudy.dpo.run import DPORunConfig
-from drostudy.dpo.trainer import DROSettings
 from drostudy.reward.run import RMConfig
 from drostudy.rl.run import RLConfig
 
@@ -42,10 +41,6 @@ def test_method_label_is_computed_the_same_way(cls):
 def test_ball_is_point():
     assert ball_is_point("tv", 0.0) and ball_is_point("cvar", 1.0)
     assert not ball_is_point("cvar", 0.5) and not ball_is_point("chi2", 1e-9)
-
-
-def test_group_step_has_one_default():
-    assert DPORunConfig().group_step == DROSettings().group_step
 
 
 @pytest.mark.parametrize(

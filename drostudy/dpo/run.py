@@ -24,10 +24,13 @@ import torch
 
 from drostudy import evaluate
 from drostudy.config import method_label
-from drostudy.dpo.trainer import LOSSES, TRL_LOSS_TYPES, DROSettings, RobustDPOTrainer
+from drostudy.dpo.trainer import RobustDPOTrainer
+from drostudy.dropin.cli import GROUP_COLUMN, load_preferences, trl_overrides
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.progress import tqdm
 from drostudy.runs import history, lora_config, quiet_in_batch, training_command
+
+LOSSES = ("ordinary", "robust", "dr_dpo", "kldpo", "group", "rdpo")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class DPORunConfig:
     """Dr. DPO temperature beta' (--loss dr_dpo)"""
     tau: float = 1.0
     """KLDPO temperature tau (--loss kldpo)"""
-    group_step: float = DROSettings.group_step
+    group_step: float = 0.5
     """exponentiated-gradient step eta of group-robust DPO (--loss group); see docs/methods.md for its scale"""
     label_smoothing: float = 0.1
     """rDPO's assumed label-flip rate epsilon in [0, 0.5) (--loss rdpo)"""
@@ -78,6 +81,12 @@ class DPORunConfig:
     """system message of every chat prompt (a short one keeps sequences short)"""
     seed: int = 0
     """seed of the training sample, LoRA initialisation and batch order (the test sets do not change)"""
+    dataset: str = ""
+    """your own training pairs: a JSONL/JSON/parquet file or hub id, columns prompt/chosen/rejected (+ domain)"""
+    save_model: bool = False
+    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
+    trl_args: tuple[str, ...] = ()
+    """TRL training fields KEY=VALUE,... for RobustDPOConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -95,7 +104,12 @@ class DPORunConfig:
         for name in (*positive, "n_generate", "max_new_tokens", "lora_layers", "lora_rank"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        self.dro_settings()  # validates divergence/radius and the peers' parameters
+        from drostudy.dropin.configs import RobustDPOConfig, check_dpo_fields
+
+        # the robust fields and TRL's fields are checked now, before any loading
+        check_dpo_fields(**self.robust_fields())
+        object.__setattr__(self, "trl_args", tuple(self.trl_args))
+        trl_overrides(RobustDPOConfig, self.trl_args)
 
     @property
     def method(self) -> str:
@@ -104,16 +118,18 @@ class DPORunConfig:
             return method_label(self.divergence, self.radius)
         return self.loss
 
-    def dro_settings(self) -> DROSettings:
-        return DROSettings(
-            loss=self.loss,
-            divergence=self.divergence,
-            radius=self.radius,
-            beta_prime=self.beta_prime,
-            tau=self.tau,
-            group_step=self.group_step,
-            num_groups=len(self.train_domains),
-        )
+    def robust_fields(self) -> dict:
+        """The RobustDPOConfig / DPOConfig fields of this run's loss."""
+        loss = self.loss
+        fields = {
+            "ordinary": {},
+            "robust": {"divergence": self.divergence, "radius": self.radius},
+            "dr_dpo": {"dro_method": "dr_dpo", "reg": self.beta_prime},
+            "kldpo": {"dro_method": "kldpo", "reg": self.tau},
+            "group": {"dro_method": "group_eg", "group_step": self.group_step},
+            "rdpo": {"loss_type": ["robust"], "label_smoothing": self.label_smoothing},
+        }[loss]
+        return {"loss_type": ["sigmoid"], "label_smoothing": 0.0} | fields
 
 
 def chat_row(row: dict, system_prompt: str) -> dict:
@@ -144,36 +160,44 @@ def fitting_rows(ds, domain: str, n: int, tokenizer, config: DPORunConfig, seed:
 
 
 def build_data(config: DPORunConfig, tokenizer):
-    """(train Dataset with group_id, {domain: test rows}) for this config."""
-    from datasets import Dataset
+    """(train Dataset with a `group` column of domain ids, {domain: test rows}) for this config."""
+    from datasets import ClassLabel, Dataset
 
     from drostudy.data import load_suite
 
     suite = load_suite()
+    domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
+    test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
+    if config.dataset:
+        return own_data(config), test
     per_domain = -(-config.n_train // len(config.train_domains))  # ceil
     train = []
     for group, domain in enumerate(config.train_domains):
         rows = fitting_rows(suite["train"], domain, per_domain, tokenizer, config, config.seed)
-        train += [{**r, "group_id": group} for r in rows]
+        train += [{**r, "group": group} for r in rows]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
-    train = [{k: r[k] for k in ("prompt", "chosen", "rejected", "group_id")} for r in train]
+    train = [{k: r[k] for k in ("prompt", "chosen", "rejected", "group")} for r in train]
     train = Dataset.from_list([train[i] for i in order[: config.n_train].tolist()])
-    domains = dict.fromkeys((*config.train_domains, *config.eval_domains))
-    test = {d: fitting_rows(suite["test"], d, config.n_eval, tokenizer, config, seed=0) for d in domains}
+    train = train.cast_column("group", ClassLabel(names=list(config.train_domains)))
     return train, test
 
 
-def trl_config(config: DPORunConfig, output_dir: str):
-    from trl import DPOConfig
+def own_data(config: DPORunConfig):
+    """`config.dataset`'s pairs, shuffled by the seed, at most n_train; `domain` becomes the group column."""
+    train = load_preferences(config.dataset).shuffle(seed=config.seed)
+    train = train.select(range(min(config.n_train, len(train))))
+    return train.rename_column(GROUP_COLUMN, "group") if GROUP_COLUMN in train.column_names else train
 
-    return DPOConfig(
+
+def trl_config(config: DPORunConfig, output_dir: str, **overrides):
+    from drostudy.dropin.configs import RobustDPOConfig
+
+    kwargs = dict(
         output_dir=output_dir,
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         beta=config.beta,
-        loss_type=[TRL_LOSS_TYPES[config.loss]],
-        label_smoothing=config.label_smoothing if config.loss == "rdpo" else 0.0,
         precompute_ref_log_probs=True,
         max_length=config.max_length,
         seed=config.seed,
@@ -184,17 +208,18 @@ def trl_config(config: DPORunConfig, output_dir: str):
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
     )
+    trl = trl_overrides(RobustDPOConfig, config.trl_args)
+    return RobustDPOConfig(**(kwargs | config.robust_fields() | trl | overrides))
 
 
 def build_trainer(config: DPORunConfig, model, tokenizer, train, output_dir: str) -> RobustDPOTrainer:
-    """The RobustDPOTrainer of `config` on a train Dataset (chat rows with group_id)."""
+    """The RobustDPOTrainer of `config` on a train Dataset (chat rows with a group column)."""
     trainer = RobustDPOTrainer(
         model=model,
         args=trl_config(config, output_dir),
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=lora_config(config, model.config.num_hidden_layers),
-        dro=config.dro_settings(),
         ref_cache_dir=cache_dir() / "dpo_ref_logps",
     )
     return quiet_in_batch(trainer)
@@ -220,8 +245,9 @@ def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[s
     return out
 
 
-def train_and_evaluate(config: DPORunConfig) -> dict:
-    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout)."""
+def train_and_evaluate(config: DPORunConfig, save_dir: str | None = None) -> dict:
+    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout).
+    save_dir: where to save the trained adapter and tokenizer (None: not saved)."""
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
@@ -234,6 +260,9 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
         timings["setup_s"] = time.perf_counter() - start
         trainer.train()
         timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
+        if save_dir is not None:
+            trainer.save_model(save_dir)  # the adapter, training_args.bin, drostudy_robust.json
+            tokenizer.save_pretrained(save_dir)
     policy = trainer.model
     start = time.perf_counter()
     shared = reference_eval(policy, tokenizer, test, config)
@@ -265,4 +294,6 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
 
 
 # The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(DPORunConfig, lambda config: train_and_evaluate(config))
+add_cli_arguments, cli_main = training_command(
+    DPORunConfig, lambda config, **kw: train_and_evaluate(config, **kw)
+)

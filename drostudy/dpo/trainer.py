@@ -1,25 +1,25 @@
-"""`RobustDPOTrainer`: TRL's DPOTrainer whose objective is robust DPO or one of its peers, chosen by name.
+"""`RobustDPOTrainer`: TRL's DPOTrainer whose mean over pairs becomes a robust objective (`RobustDPOConfig`).
 
-TRL 1.16 computes the per-pair losses inside one long `_compute_loss` and returns only their mean. This
-subclass keeps TRL's forward pass and every metric it logs (rewards/chosen, rewards/margins, logps/*, ...),
-reads the policy's per-token log-probs from that same forward, and replaces the mean by the chosen loss:
+    trainer = RobustDPOTrainer(model=model, args=RobustDPOConfig(..., divergence="kl", radius=0.5),
+                               train_dataset=pairs, processing_class=tokenizer)
 
-| loss      | objective on the per-pair DPO losses l_i                       | settings              |
-|-----------|----------------------------------------------------------------|-----------------------|
-| `ordinary`| TRL's sigmoid DPO, untouched (the baseline)                    | beta                  |
-| `robust`  | sum_i w*_i l_i, w* worst case in the divergence ball (seed)    | divergence, radius    |
-| `dr_dpo`  | Dr. DPO: -beta' log mean exp(-l / beta')                       | beta_prime            |
-| `kldpo`   | KLDPO: mean(min(exp((l - mean l)/tau), 10) * l)                | tau                   |
-| `group`   | group-robust DPO over domains, q updated by eg_update per step | group_step            |
-| `rdpo`    | TRL's rDPO (`loss_type="robust"`), untouched                   | label_smoothing       |
+TRL 1.16 computes the per-pair losses inside one long `_compute_loss` and returns their mean. This subclass
+keeps TRL's forward pass, its reference handling (a `ref_model`, the disabled LoRA adapter, or precomputed
+log-probs) and every metric it logs, reads the policy's log-probs from that same forward, and replaces the
+mean by the objective of drostudy.dropin.configs (worst case in a ball, Dr. DPO, KLDPO, group-robust
+DPO) over the optimizer batch (drostudy.dropin.batch). When the config is not robust (radius 0) every
+call goes to TRL untouched.
 
-Weights are those of the global batch under torch.distributed (drostudy.losses). `dro/*` metrics are added
-to TRL's. Reference log-probs must be precomputed (`precompute_ref_log_probs=True`): the robust losses read
-them from the batch. Batches carry a `group_id` column (the domain index) for group-robust DPO.
+Composes: every TRL loss type that is a loss per pair, `PER_PAIR_LOSSES` (sigmoid, hinge, ipo, robust =
+rDPO, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop, sigmoid_norm), several of them
+with `loss_weights` (the weighted sum per pair is the loss that gets reweighted), and `use_weighting` (WPO's
+per-pair factor). Refused: aot / aot_unpaired (they sort the batch, so a pair's loss depends on the others),
+sft (one token mean over the batch, no per-pair loss), f_divergence_type other than reverse_kl and ld_alpha.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,58 +28,116 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from trl import DPOConfig, DPOTrainer
+import torch.nn.functional as F
+from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from drostudy import losses as dro_losses
-from drostudy import weights as dro_weights
+from drostudy.dropin.batch import OptimizerBatchMixin
+from drostudy.dropin.configs import RobustDPOConfig, check_config
+from drostudy.dropin.save import GroupColumn, RobustSaveMixin
 from drostudy.io import atomic_write_json
 
-GROUP_KEY = "group_id"
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-TRL_LOSS_TYPES = {"ordinary": "sigmoid", "robust": "sigmoid", "dr_dpo": "sigmoid", "kldpo": "sigmoid",
-                  "group": "sigmoid", "rdpo": "robust"}  # fmt: skip
-LOSSES = tuple(TRL_LOSS_TYPES)
 
 
-@dataclass(frozen=True)
-class DROSettings:
-    """Which objective the trainer minimises, and its parameters (see the module table)."""
+@dataclass
+class _Pairs:
+    """What a per-pair loss reads: log-ratios and scores (n,), completion masks (n, T), beta, TRL's args."""
 
-    loss: str = "ordinary"
-    """one of LOSSES"""
-    divergence: str = "tv"
-    """ball of the `robust` loss: tv, kl, chi2 or cvar"""
-    radius: float = 0.0
-    """ball size of the `robust` loss (cvar: the tail fraction alpha); 0 is plain DPO"""
-    beta_prime: float = 1.0
-    """Dr. DPO temperature beta' (> 0); large beta' tends to the DPO mean"""
-    tau: float = 1.0
-    """KLDPO temperature tau (> 0)"""
-    group_step: float = 0.01
-    """exponentiated-gradient step eta of group-robust DPO (> 0)"""
-    num_groups: int = 1
-    """number of groups (domains) the `group_id` column indexes"""
+    chosen: torch.Tensor  # log pi(y_w|x) - log pi_ref(y_w|x)
+    rejected: torch.Tensor
+    chosen_len: torch.Tensor  # completion tokens
+    rejected_len: torch.Tensor
+    beta: float
+    args: RobustDPOConfig
 
-    def __post_init__(self):
-        if self.loss not in TRL_LOSS_TYPES:
-            raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
-        dro_weights.validate_radius(self.divergence, self.radius)
-        for name in ("beta_prime", "tau", "group_step"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        if self.num_groups < 1:
-            raise ValueError(f"num_groups must be >= 1; got {self.num_groups!r}")
+    @property
+    def delta(self):
+        return self.chosen - self.rejected
+
+
+def _ipo(p: _Pairs):
+    return (p.chosen / p.chosen_len - p.rejected / p.rejected_len - 1 / (2 * p.beta)) ** 2
+
+
+def _exo(p: _Pairs):
+    z, eps = p.beta * p.delta, torch.tensor(p.args.label_smoothing, device=p.delta.device)
+    return torch.sigmoid(z) * (F.logsigmoid(z) - torch.log1p(-eps)) + torch.sigmoid(-z) * (
+        F.logsigmoid(-z) - torch.log(eps)
+    )
+
+
+def _rdpo(p: _Pairs):
+    eps, z = p.args.label_smoothing, p.beta * p.delta
+    return (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
+
+
+def _discopop(p: _Pairs):
+    z = p.beta * p.delta
+    mix = torch.sigmoid(z / p.args.discopop_tau)
+    return -F.logsigmoid(z) * (1 - mix) + torch.exp(-z) * mix
+
+
+# The per-pair losses of TRL 1.16's DPOTrainer._compute_loss (reverse KL scores), one per loss_type.
+PER_PAIR_LOSSES = {
+    "sigmoid": lambda p: -F.logsigmoid(p.beta * p.delta),
+    "hinge": lambda p: torch.relu(1 - p.beta * p.delta),
+    "ipo": _ipo,
+    "exo_pair": _exo,
+    "nca_pair": lambda p: (
+        -F.logsigmoid(p.beta * p.chosen)
+        - 0.5 * F.logsigmoid(-p.beta * p.chosen)
+        - 0.5 * F.logsigmoid(-p.beta * p.rejected)
+    ),
+    "robust": _rdpo,
+    "bco_pair": lambda p: -F.logsigmoid(p.beta * p.chosen) - F.logsigmoid(-p.beta * p.rejected),
+    "sppo_hard": lambda p: (p.chosen - 0.5 / p.beta) ** 2 + (p.rejected + 0.5 / p.beta) ** 2,
+    "apo_zero": lambda p: 1 - torch.sigmoid(p.beta * p.chosen) + torch.sigmoid(p.beta * p.rejected),
+    "apo_down": lambda p: torch.sigmoid(p.beta * p.chosen) + 1 - torch.sigmoid(p.beta * p.delta),
+    "discopop": _discopop,
+    "sigmoid_norm": lambda p: (
+        -F.logsigmoid(p.beta * (p.chosen / p.chosen_len - p.rejected / p.rejected_len))
+    ),
+}
+NOT_PER_PAIR = {
+    "aot": "sorts the batch",
+    "aot_unpaired": "sorts the batch",
+    "sft": "is a batch token mean",
+}
+
+
+def check_trl_options(args: RobustDPOConfig) -> None:
+    """Refuse, at construction, the TRL options a robust objective cannot honour (module docstring)."""
+    if not args.uses_dro():
+        return
+    for loss_type in args.loss_type:
+        if loss_type not in PER_PAIR_LOSSES:
+            why = NOT_PER_PAIR.get(loss_type, "is unknown")
+            raise ValueError(
+                f"loss_type {loss_type!r} {why}: a robust objective reweights per-pair losses; "
+                f"use loss_type among {sorted(PER_PAIR_LOSSES)}"
+            )
+    if args.f_divergence_type != "reverse_kl" or args.ld_alpha is not None:
+        raise ValueError(
+            "a robust objective supports f_divergence_type='reverse_kl' and ld_alpha=None only; got "
+            f"f_divergence_type={args.f_divergence_type!r}, ld_alpha={args.ld_alpha!r}"
+        )
 
 
 @dataclass
 class GroupPreferenceCollator(DataCollatorForPreference):
-    """TRL's preference collator that also passes each example's integer `group_id` through as (B,)."""
+    """TRL's preference collator that also passes each pair's group id through as (B,) under `column`."""
+
+    column: str = "group"
+    ids: dict | None = None  # group name -> id when the column holds names
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().torch_call(examples)
-        if GROUP_KEY in examples[0]:
-            batch[GROUP_KEY] = torch.tensor([int(e[GROUP_KEY]) for e in examples], dtype=torch.long)
+        if self.column in examples[0]:
+            values = [e[self.column] for e in examples]
+            ids = [self.ids[v] for v in values] if self.ids else [int(v) for v in values]
+            batch[self.column] = torch.tensor(ids, dtype=torch.long)
         return batch
 
 
@@ -96,33 +154,30 @@ class _RecordingModel:
         return out
 
 
-class RobustDPOTrainer(DPOTrainer):
-    """DPOTrainer minimising `dro.loss` (module docstring); all DPOTrainer arguments pass through."""
+class RobustDPOTrainer(RobustSaveMixin, OptimizerBatchMixin, DPOTrainer):
+    """DPOTrainer minimising the objective of its `RobustDPOConfig`; every DPOTrainer argument passes through.
 
-    def __init__(self, *args, dro: DROSettings | None = None, ref_cache_dir=None, **kwargs):
-        self.dro = dro or DROSettings()
+    ref_cache_dir: optional folder keeping precomputed reference log-probs between runs (keyed by the
+    tokenised pairs and the reference weights). `group_q` holds group_eg's group weights between steps.
+    """
+
+    def __init__(self, model=None, ref_model=None, args=None, *rest, ref_cache_dir=None, **kwargs):
+        check_config(args, RobustDPOConfig, "RobustDPOTrainer")
+        check_trl_options(args)
         self.ref_cache_dir = None if ref_cache_dir is None else Path(ref_cache_dir)
-        train_args: DPOConfig = kwargs.get("args") or args[1]
-        if list(train_args.loss_type) != [TRL_LOSS_TYPES[self.dro.loss]]:
-            raise ValueError(
-                f"loss {self.dro.loss!r} needs DPOConfig(loss_type=[{TRL_LOSS_TYPES[self.dro.loss]!r}]); "
-                f"got {train_args.loss_type!r}"
+        self.groups = GroupColumn.from_dataset(args, kwargs.get("train_dataset"), "train_dataset")
+        super().__init__(model, ref_model, args, *rest, **kwargs)
+        if type(self.data_collator) is DataCollatorForPreference:  # keep TRL's padding and truncation
+            self.data_collator = GroupPreferenceCollator(
+                **dataclasses.asdict(self.data_collator), column=args.group_column, ids=self.groups.ids
             )
-        if not train_args.precompute_ref_log_probs:
-            raise ValueError("RobustDPOTrainer needs DPOConfig(precompute_ref_log_probs=True)")
-        if train_args.ld_alpha is not None or train_args.f_divergence_type != "reverse_kl":
-            raise ValueError("RobustDPOTrainer supports summed log-probs under reverse KL only")
-        super().__init__(*args, **kwargs)
-        # Same padding and truncation as TRL's own collator (built in __init__), plus the group ids.
-        if type(self.data_collator) is DataCollatorForPreference:
-            self.data_collator = GroupPreferenceCollator(**dataclasses.asdict(self.data_collator))
-        # Group-robust DPO's weights q over domains live on the trainer between steps (eg_update is pure).
-        self.group_q = torch.full((self.dro.num_groups,), 1.0 / self.dro.num_groups, dtype=torch.float64)
+        n_groups = max(1, len(self.groups.names))
+        self.group_q = torch.full((n_groups,), 1.0 / n_groups, dtype=torch.float64)
+        self._init_window()
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
         """TRL's reference log-probs, kept in `ref_cache_dir` under a hash of the tokenised pairs and the
-        reference weights: runs that differ only in the loss share them (they cost a forward pass over the
-        whole training set)."""
+        reference weights: runs that differ only in the loss share them."""
         if self.ref_cache_dir is None:
             return self._ref_logps_in_memory(dataset, batch_size)
         ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict()
@@ -139,77 +194,118 @@ class RobustDPOTrainer(DPOTrainer):
         return dataset
 
     def _ref_logps_in_memory(self, dataset, batch_size: int):
-        """TRL's reference pass, with the columns added in memory on every process.
-
-        TRL 1.16 hands them from the main process to the others through an Arrow file that, for an in-memory
-        dataset, lies in each process's own temporary folder: under several processes the others cannot
-        read it (FileNotFoundError on rank 1).
-        """
+        """TRL's reference pass, with the columns added in memory on every process (TRL 1.16 hands them over
+        through an Arrow file in each process's own temporary folder: rank 1 cannot read it)."""
         from torch.utils.data import DataLoader
 
         loader = self.accelerator.prepare(
             DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
         )
-        model = self.ref_model or self.model
         chosen, rejected = [], []
         for batch in loader:
-            logps = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+            batch.pop(self.args.group_column, None)
+            logps = self.accelerator.gather_for_metrics(self._ref_logps(batch))
             chosen.append(logps[0].cpu())
             rejected.append(logps[1].cpu())
         for column, values in zip(REF_COLUMNS, (torch.cat(chosen), torch.cat(rejected)), strict=True):
             dataset = dataset.add_column(column, values.tolist())
         return dataset
 
+    def _ref_logps(self, inputs):
+        """Reference log-probs (chosen (B,), rejected (B,)) as TRL gets them: ref_model, or the policy with its
+        adapter disabled (TRL's compute_ref_log_probs handles the adapter)."""
+        return self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if GROUP_KEY not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, GROUP_KEY]
+        if self.args.group_column not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, self.args.group_column]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        groups = inputs.pop(GROUP_KEY, None)  # TRL forwards every other key into model(...)
-        if self.dro.loss in ("ordinary", "rdpo"):  # TRL's own objective
+        groups = inputs.pop(self.args.group_column, None)  # TRL forwards every other key into model(...)
+        if not self.args.uses_dro():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._check_groups(groups)
+        self._fill_ref_logps(inputs)
         recorder = _RecordingModel(model)
-        trl_result = super().compute_loss(recorder, inputs, return_outputs, num_items_in_batch)
-        seq_len = inputs["completion_mask"].size(1) - 1
-        logps = recorder.outputs[0].log_probs[:, -seq_len:].sum(dim=1)  # (2B, T-1) -> (2B,)
-        chosen_logps, rejected_logps = logps.chunk(2, dim=0)  # batch rows are [chosen; rejected]
-        out = self._robust_loss(chosen_logps, rejected_logps, inputs, groups)
-        mode = "train" if self.model.training else "eval"
-        for key, value in out.metrics.items():
-            if key.startswith("dro/"):
-                self._metrics[mode][key].append(value)
-        return (out.loss, trl_result[1]) if return_outputs else out.loss
+        with self._ref_logps_from_batch():
+            trl_result = super().compute_loss(recorder, inputs, return_outputs, num_items_in_batch)
+        per_example = self._pair_losses(recorder.outputs[0], inputs)
+        loss = self._window_loss(per_example, groups)
+        if self.aux_loss_enabled:  # MoE router loss, added as TRL adds it
+            loss = loss + self.router_aux_loss_coef * recorder.outputs[0].aux_loss
+        return (loss, trl_result[1]) if return_outputs else loss
 
-    def _robust_loss(self, chosen_logps, rejected_logps, inputs, groups) -> dro_losses.RobustLoss:
-        """The chosen objective on this batch's sequence log-probs (B,), as a RobustLoss."""
-        dro, beta = self.dro, self.beta
-        ref = (
-            inputs["ref_chosen_logps"].to(chosen_logps),
-            inputs["ref_rejected_logps"].to(chosen_logps),
-        )
-        if dro.loss == "robust":
-            return dro_losses.robust_dpo_loss(
-                chosen_logps,
-                rejected_logps,
-                *ref,
-                beta=beta,
-                divergence=dro.divergence,
-                radius=dro.radius,
+    def _check_groups(self, groups) -> None:
+        if groups is None and self.args.needs_groups():
+            raise ValueError(
+                f"this objective needs the {self.args.group_column!r} column in every batch"
             )
-        per_example, _, _ = dro_losses.dpo_loss(chosen_logps, rejected_logps, *ref, beta=beta)
-        if dro.loss == "dr_dpo":
-            return dro_losses.dr_dpo_loss(per_example, dro.beta_prime)
-        if dro.loss == "kldpo":
-            return dro_losses.kldpo_loss(per_example, dro.tau)
-        if groups is None:
-            raise ValueError(f"loss 'group' needs a {GROUP_KEY!r} column in the training data")
+
+    def _fill_ref_logps(self, inputs) -> None:
+        """Put the reference log-probs in the batch (once), so TRL and the robust loss read the same ones."""
+        if REF_COLUMNS[0] not in inputs:
+            model_inputs = {k: v for k, v in inputs.items() if k != self.args.group_column}
+            chosen, rejected = self._ref_logps(model_inputs)
+            inputs[REF_COLUMNS[0]], inputs[REF_COLUMNS[1]] = chosen, rejected
+
+    @contextlib.contextmanager
+    def _ref_logps_from_batch(self):
+        """TRL's _compute_loss reads the batch's reference log-probs when it believes they were precomputed."""
+        saved, self.precompute_ref_logps = self.precompute_ref_logps, True
+        try:
+            yield
+        finally:
+            self.precompute_ref_logps = saved
+
+    def _per_example_losses(self, model, batch):
+        """(per-pair losses (B,), group ids (B,) | None) of one micro-batch; fills its reference log-probs."""
+        inputs = self._prepare_inputs(batch)
+        groups = inputs.pop(self.args.group_column, None)
+        self._check_groups(groups)
+        self._fill_ref_logps(inputs)
+        for column in REF_COLUMNS:  # the micro-batch's training pass reuses them
+            batch[column] = inputs[column]
+        model_inputs = {k: v for k, v in inputs.items() if k not in (*REF_COLUMNS, "completion_mask")}
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        outputs = model(**model_inputs, use_cache=False, labels=labels, fused_lm_head=True)
+        return self._pair_losses(outputs, inputs), groups
+
+    def _pair_losses(self, outputs, inputs) -> torch.Tensor:
+        """sum_k loss_weight_k * l_k per pair (B,), as TRL builds its mean, from the policy's outputs."""
+        mask = inputs["completion_mask"][..., 1:]  # (2B, T-1)
+        per_token = outputs.log_probs[:, -mask.size(1) :]
+        logps = per_token.sum(dim=1)  # (2B, T-1) -> (2B,)
+        ref = torch.cat([inputs[REF_COLUMNS[0]], inputs[REF_COLUMNS[1]]]).to(logps)
+        lengths = inputs["completion_mask"].sum(dim=1).clamp(min=1.0)
+        ratios = (logps - ref).chunk(2)  # batch rows are [chosen; rejected]
+        pairs = _Pairs(*ratios, *lengths.chunk(2), self.beta, self.args)
+        factor = 1.0
+        if self.use_weighting:  # WPO (Eq. 2): a detached factor per pair, as in TRL
+            with torch.no_grad():
+                aligned = (per_token - outputs.log_sum_sq_probs[:, -mask.size(1) :]) * mask
+            chosen_w, rejected_w = torch.exp(aligned.sum(dim=1) / mask.sum(dim=1).clamp_min(1)).chunk(2)
+            factor = chosen_w * rejected_w
+        weighted = zip(self.loss_types, self.loss_weights, strict=True)
+        total = sum(w * PER_PAIR_LOSSES[t](pairs) * factor for t, w in weighted)
+        return total
+
+    def _objective(self, per_example, groups) -> dro_losses.RobustLoss:
+        """The configured objective of per-pair losses (n,) (drostudy.dropin.configs)."""
+        args = self.args
+        if args.dro_method == "dr_dpo":
+            return dro_losses.dr_dpo_loss(per_example, args.reg)
+        if args.dro_method == "kldpo":
+            return dro_losses.kldpo_loss(per_example, args.reg)
+        if args.dro_method == "worst_case":
+            level_groups = groups if args.level == "group" else None
+            return dro_losses.robust_loss(per_example, args.divergence, args.radius, level_groups)
         groups = groups.to(per_example.device)
         if self.model.training:  # the weights move only on training batches
-            group_losses = dro_losses.group_mean_losses(per_example, groups, dro.num_groups)
+            group_losses = dro_losses.group_mean_losses(per_example, groups, self.group_q.numel())
             self.group_q = dro_losses.eg_update(
-                self.group_q, group_losses.double().cpu(), dro.group_step
+                self.group_q, group_losses.double().cpu(), args.group_step
             )
         out = dro_losses.group_robust_loss(per_example, groups, self.group_q.to(per_example.device))
         out.metrics.update({f"dro/q_{g}": float(q) for g, q in enumerate(self.group_q)})

@@ -12,6 +12,8 @@ import tempfile
 import time
 
 from drostudy.config import method_label
+from drostudy.dropin.cli import GROUP_COLUMN, load_preferences, trl_overrides
+from drostudy.dropin.configs import RobustRewardConfig
 from drostudy.io import seed_everything
 from drostudy.reward.objective import LEVELS, check_choice, freeze_lower_layers
 from drostudy.reward.trainer import RobustRewardTrainer, trl_args
@@ -61,6 +63,13 @@ class RMConfig:
     """optimizer steps between logged history rows"""
     seed: int = 0
     """seeds the data subset, the head initialisation and the batch order"""
+    dataset: str = ""
+    """your own training pairs: a JSONL/JSON/parquet file or hub id, string columns prompt/chosen/rejected
+    (+ domain); '' = the suite's train_domains (test accuracy is still measured on the suite)"""
+    save_model: bool = False
+    """save the trained reward model (and tokenizer) to OUT/model, beside metrics.json"""
+    trl_args: tuple[str, ...] = ()
+    """TRL training fields KEY=VALUE,... for RobustRewardConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self) -> None:
         from drostudy.data import DOMAINS
@@ -83,6 +92,10 @@ class RMConfig:
                 f"domain); got {self.train_proportions!r}"
             )
         self.radius = validate_radius(self.divergence, self.radius)
+        self.trl_args = tuple(self.trl_args)
+        trl_overrides(
+            RobustRewardConfig, self.trl_args
+        )  # names and types checked now, not after loading
         check_choice("level", self.level, LEVELS)
         check_choice("engine", self.engine, ENGINES)
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
@@ -104,8 +117,11 @@ class RMConfig:
         )
 
 
-def train_reward_model(config: RMConfig) -> dict:
-    """Train and evaluate one reward model on the TRL path; returns the metrics of drostudy/runs.py."""
+def train_reward_model(config: RMConfig, save_dir: str | None = None) -> dict:
+    """Train and evaluate one reward model on the TRL path; returns the metrics of drostudy/runs.py.
+    save_dir: where to save the trained model and tokenizer (None: not saved)."""
+    from datasets import ClassLabel
+
     from drostudy.models import load_reward_model
     from drostudy.reward.data import evaluate_pairs, prepare_splits, tokenize_pairs
 
@@ -115,6 +131,9 @@ def train_reward_model(config: RMConfig) -> dict:
         return train_cached_reward_model(config)
     seed_everything(config.seed)
     train, test = prepare_splits(config)
+    names = list(config.train_domains)
+    if config.dataset:
+        train, names = own_pairs(config)
     model, tokenizer = load_reward_model(config.model)
     freeze_lower_layers(model, config.frozen_layers)
     start = time.perf_counter()
@@ -122,14 +141,15 @@ def train_reward_model(config: RMConfig) -> dict:
         trainer = RobustRewardTrainer(
             model=model,
             args=trl_args(config, tmp),
-            train_dataset=tokenize_pairs(train, tokenizer, config.max_length, config.train_domains),
+            train_dataset=tokenize_pairs(train, tokenizer, config.max_length, names).cast_column(
+                "group", ClassLabel(names=names)
+            ),
             processing_class=tokenizer,
-            divergence=config.divergence,
-            radius=config.radius,
-            level=config.level,
-            group_names=config.train_domains,
         )
         quiet_in_batch(trainer).train()
+        if save_dir is not None:
+            trainer.save_model(save_dir)  # the model, training_args.bin, drostudy_robust.json
+            tokenizer.save_pretrained(save_dir)
     train_s = time.perf_counter() - start
     metrics = evaluate_pairs(model, tokenizer, test, config.max_length, config.batch_size)
     metrics["timings"]["train_s"] = train_s
@@ -137,5 +157,17 @@ def train_reward_model(config: RMConfig) -> dict:
     return {"stage": "rm", "method": config.method, **metrics, "history": history}
 
 
+def own_pairs(config: RMConfig):
+    """(`config.dataset`'s pairs shuffled by the seed, at most n_train, with a `domain` column; group names).
+    Pairs without a `domain` column form one group, "all"."""
+    train = load_preferences(config.dataset).shuffle(seed=config.seed)
+    train = train.select(range(min(config.n_train, len(train))))
+    if GROUP_COLUMN not in train.column_names:
+        train = train.add_column(GROUP_COLUMN, ["all"] * len(train))
+    return train, sorted(set(train[GROUP_COLUMN]))
+
+
 # The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(RMConfig, lambda config: train_reward_model(config))
+add_cli_arguments, cli_main = training_command(
+    RMConfig, lambda config, **kw: train_reward_model(config, **kw)
+)

@@ -83,12 +83,21 @@ class RLConfig:
     """system message of every chat prompt (as in the DPO stage)"""
     seed: int = 0
     """seed of the training prompts, LoRA initialisation and sampling (the evaluation prompts do not change)"""
+    save_model: bool = False
+    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
+    trl_args: tuple[str, ...] = ()
+    """TRL training fields KEY=VALUE,... for RobustRLOOConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self):
         from drostudy.data import DOMAINS
 
         object.__setattr__(self, "train_domains", tuple(self.train_domains))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+        object.__setattr__(self, "trl_args", tuple(self.trl_args))
+        from drostudy.dropin.cli import trl_overrides
+        from drostudy.dropin.configs import RobustRLOOConfig
+
+        trl_overrides(RobustRLOOConfig, self.trl_args)  # names and types checked before any loading
         for name in ("train_domains", "eval_domains"):
             for domain in getattr(self, name):
                 if domain not in DOMAINS:
@@ -152,8 +161,8 @@ def build_data(config: RLConfig, tokenizer):
 
 
 def trl_config(config: RLConfig, output_dir: str, **overrides):
-    """TRL RLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
-    from trl import RLOOConfig
+    """RobustRLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
+    from drostudy.dropin.configs import RobustRLOOConfig
 
     kwargs = dict(
         output_dir=output_dir,
@@ -174,7 +183,11 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
         gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
     )
-    return RLOOConfig(**(kwargs | overrides))
+    from drostudy.dropin.cli import trl_overrides
+
+    robust = dict(divergence=config.divergence, radius=config.radius)
+    trl = trl_overrides(RobustRLOOConfig, config.trl_args)
+    return RobustRLOOConfig(**(kwargs | robust | trl | overrides))
 
 
 def load_reward(config: RLConfig) -> LearnedReward:
@@ -193,8 +206,6 @@ def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, tr
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=lora_config(config, policy.config.num_hidden_layers),
-        divergence=config.divergence,
-        radius=config.radius,
     )
     quiet_in_batch(trainer)
     reward.model.to(trainer.accelerator.device)
@@ -235,8 +246,9 @@ def _reward_identity(name: str) -> str:
     return f"{folder.resolve()}@{max(f.stat().st_mtime_ns for f in files)}" if files else name
 
 
-def train_rl(config: RLConfig) -> dict:
-    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout)."""
+def train_rl(config: RLConfig, save_dir: str | None = None) -> dict:
+    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout).
+    save_dir: where to save the trained adapter and tokenizer (None: not saved)."""
     from drostudy.models import load_policy
 
     seed_everything(config.seed)
@@ -250,6 +262,9 @@ def train_rl(config: RLConfig) -> dict:
         timings["setup_s"] = time.perf_counter() - start
         trainer.train()
         timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
+        if save_dir is not None:
+            trainer.save_model(save_dir)  # the adapter, training_args.bin, drostudy_robust.json
+            tokenizer.save_pretrained(save_dir)
     model = trainer.model
     start = time.perf_counter()
     before = reference_metrics(model, tokenizer, reward, test, config)
@@ -272,4 +287,4 @@ def train_rl(config: RLConfig) -> dict:
 
 
 # The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(RLConfig, lambda config: train_rl(config))
+add_cli_arguments, cli_main = training_command(RLConfig, lambda config, **kw: train_rl(config, **kw))

@@ -29,8 +29,10 @@ import torch
 from torch import Tensor
 from trl import RLOOTrainer
 
+from drostudy.dropin.configs import RobustRLOOConfig, check_config
+from drostudy.dropin.save import GroupColumn, RobustSaveMixin
 from drostudy.losses import weight_metrics
-from drostudy.weights import validate_radius, worst_case_weights
+from drostudy.weights import worst_case_weights
 
 
 def prompt_values(
@@ -79,20 +81,24 @@ def is_ordinary(divergence: str, radius: float) -> bool:
     return radius == (1.0 if divergence == "cvar" else 0.0)
 
 
-class RobustRLOOTrainer(RLOOTrainer):
+class RobustRLOOTrainer(RobustSaveMixin, RLOOTrainer):
     """RLOOTrainer maximising the worst case over prompts of the KL-penalised value (module docstring).
 
-    divergence, radius: the ball of drostudy.weights (radius 0: the plain RLOOTrainer). Every other
+    args: a RobustRLOOConfig, whose divergence and radius are the ball of drostudy.weights (divergence None
+    or radius 0: the plain RLOOTrainer). The ball covers one generation batch, which TRL by default makes
+    the optimizer batch (steps_per_generation = gradient_accumulation_steps, all processes). Every other
     argument is RLOOTrainer's. `last_advantage_scale` holds the (local, per completion) factors applied to
     the latest generation batch, for inspection and tests.
     """
 
-    def __init__(self, *args, divergence: str = "tv", radius: float = 0.0, **kwargs):
-        self.divergence, self.radius = divergence, validate_radius(divergence, radius)
+    def __init__(self, model=None, reward_funcs=None, args=None, *rest, **kwargs):
+        check_config(args, RobustRLOOConfig, "RobustRLOOTrainer")
+        self.divergence, self.radius = args.divergence or "tv", args.radius
+        self.groups = GroupColumn()
         self._capture: list[Tensor] | None = None  # no-grad log-prob passes of the current batch
         self._gathered_rewards: Tensor | None = None  # (N_global, n_funcs) of the current batch
         self.last_advantage_scale: Tensor | None = None
-        super().__init__(*args, **kwargs)
+        super().__init__(model, reward_funcs, args, *rest, **kwargs)
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
@@ -107,6 +113,8 @@ class RobustRLOOTrainer(RLOOTrainer):
         return self._gathered_rewards  # (N_global, n_funcs), the same tensor TRL goes on with
 
     def _generate_and_score_completions(self, inputs):
+        if not self.args.uses_dro():  # TRL's trainer, untouched
+            return super()._generate_and_score_completions(inputs)
         self._capture = []
         try:
             out = super()._generate_and_score_completions(inputs)
