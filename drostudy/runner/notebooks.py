@@ -46,8 +46,7 @@ KERNEL = "python3"
 COMMANDS = {"rm": "drostudy.reward.run", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
 DONE, PARAMS, ERROR, LOG = "done.json", "params.json", "error.txt", "log.txt"
 ERROR_TAIL_LINES = 80
-POLL_S = 2.0  # how often a run's monitor is called
-GRACE_S = 10.0  # how long a stopped run may take to stop
+POLL_S, GRACE_S = 2.0, 10.0  # monitor period; how long a stopped run may take to stop
 
 
 def notebook_parameters(path: str | os.PathLike) -> dict:
