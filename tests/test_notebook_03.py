@@ -10,12 +10,12 @@ import pytest
 from drostudy.analysis import stats
 from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
-pytestmark = pytest.mark.slow  # kernel start and eighteen tiny DPO runs
 NOTEBOOK = notebooks_dir() / "03_dpo_robustness.ipynb"
 METHODS = {"ordinary", "tv", "kl", "chi2", "dr_dpo", "kldpo", "group", "rdpo", "wdpo"}
 DOMAINS = {"math", "code", "reasoning"}
 
 
+@pytest.mark.slow  # kernel start and eighteen tiny DPO runs
 def test_notebook_03_smoke(tmp_path, notebook_env):
     out = tmp_path / "executed.ipynb"
     params = {
@@ -65,3 +65,13 @@ def test_notebook_03_smoke(tmp_path, notebook_env):
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in ("accuracy", "kl"):
         assert f"03_dpo_robustness_{what}.html" in figures
+
+
+def test_method_selection_keeps_ordinary_first_and_rejects_unknown_names():
+    from drostudy.analysis import dpo_study
+
+    every = dpo_study.method_overrides({"tv": 0.2}, wdpo_radius=3.0)
+    assert list(dpo_study.select_methods(every, "wdpo,tv")) == ["ordinary", "wdpo", "tv"]
+    assert "wdpo" not in dpo_study.method_overrides({"tv": 0.2})  # radius 0: WDPO is ordinary DPO
+    with pytest.raises(ValueError, match="unknown method"):
+        dpo_study.select_methods(every, "tv,dpo")
