@@ -1,7 +1,8 @@
 """Notebook 03's study: every DPO variant x seeds, resumable runs, summaries with 95% intervals, a conclusion.
 
 Methods are labelled by the colour keys of drostudy.plotting: `ordinary`, the robust balls `tv`, `kl`,
-`chi2`, and the peers `dr_dpo`, `kldpo`, `group`, `rdpo`.
+`chi2`, and the peers `dr_dpo`, `kldpo`, `group`, `rdpo`, `wdpo`. Runs go through the exact fast path
+(drostudy.dpo.fast_run); `results_frame` feeds the paired comparisons of drostudy.analysis.stats.
 """
 
 from __future__ import annotations
@@ -12,21 +13,35 @@ from pathlib import Path
 import pandas as pd
 
 from drostudy.analysis.results import intervals_overlap, mean_pm, t_interval
-from drostudy.dpo.run import DPORunConfig, train_and_evaluate
+from drostudy.dpo.fast_run import FastDPORunConfig, train_and_evaluate
 from drostudy.runs import run_all as run_labelled
 
 METRICS = ("accuracy", "margin", "correct", "correct_before", "kl")
+COMPARED = ("accuracy", "margin", "correct", "kl")  # correct_before is the reference's: equal everywhere
 PEERS = ("dr_dpo", "kldpo", "group", "rdpo")
 
 
-def method_overrides(radii: dict[str, float]) -> dict[str, dict]:
-    """{label: DPORunConfig overrides}: ordinary, one robust ball per divergence in `radii`, the peers."""
+def method_overrides(radii: dict[str, float], wdpo_radius: float = 0.0) -> dict[str, dict]:
+    """{label: FastDPORunConfig overrides}: ordinary, one robust ball per divergence in `radii`, the peers,
+    and WDPO when `wdpo_radius` > 0."""
     methods = {"ordinary": {"loss": "ordinary"}}
     methods |= {d: {"loss": "robust", "divergence": d, "radius": r} for d, r in radii.items()}
-    return methods | {peer: {"loss": peer} for peer in PEERS}
+    methods |= {peer: {"loss": peer} for peer in PEERS}
+    return methods | ({"wdpo": {"wdpo_radius": wdpo_radius}} if wdpo_radius > 0 else {})
 
 
-def study_configs(base: DPORunConfig, methods: dict[str, dict], seeds) -> list[tuple[str, DPORunConfig]]:
+def select_methods(methods: dict[str, dict], labels: str) -> dict[str, dict]:
+    """The methods named in the comma-separated `labels` (ordinary always first: it is the baseline)."""
+    names = [n for n in labels.split(",") if n]
+    unknown = sorted(set(names) - set(methods))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(methods)}")
+    return {n: methods[n] for n in dict.fromkeys(("ordinary", *names))}
+
+
+def study_configs(
+    base: FastDPORunConfig, methods: dict[str, dict], seeds
+) -> list[tuple[str, FastDPORunConfig]]:
     """(label, config) for every method and seed, seeds outermost (a partial run covers every method)."""
     return [
         (label, dataclasses.replace(base, seed=seed, **overrides))
@@ -35,7 +50,7 @@ def study_configs(base: DPORunConfig, methods: dict[str, dict], seeds) -> list[t
     ]
 
 
-def run_all(configs: list[tuple[str, DPORunConfig]], folder: str | Path) -> list[dict]:
+def run_all(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path) -> list[dict]:
     """Run (or resume) each DPO config into its run folder under `folder` (drostudy.runs.run_all)."""
     return run_labelled(configs, folder, train_and_evaluate, desc="DPO runs")
 
@@ -47,12 +62,30 @@ def tidy(runs: list[dict]) -> pd.DataFrame:
         config = run["config"]
         for domain, values in run["per_domain"].items():
             for metric in METRICS:
-                rows.append((run["label"], config["seed"], domain, metric, values[metric]))
+                if metric in values:  # `correct*` only where greedy answers were generated
+                    rows.append((run["label"], config["seed"], domain, metric, values[metric]))
         for name, part in (("ID mean", "in_distribution"), ("OOD mean", "out_of_distribution")):
             rows += [
                 (run["label"], config["seed"], name, m, run[part][m]) for m in METRICS if m in run[part]
             ]
     return pd.DataFrame(rows, columns=["label", "seed", "domain", "metric", "value"])
+
+
+def results_frame(runs: list[dict]) -> pd.DataFrame:
+    """The long table of drostudy.analysis.stats (RESULT_COLUMNS): per run, every domain's compared metrics
+    (split "id" for training domains, else "ood") and the split means as domain "mean"."""
+    rows = []
+    for run in runs:
+        seed, train = run["config"]["seed"], set(run["config"]["train_domains"])
+        for domain, values in run["per_domain"].items():
+            split = "id" if domain in train else "ood"
+            rows += [(run["label"], seed, split, domain, m, values[m]) for m in COMPARED if m in values]
+        for split, part in (("id", "in_distribution"), ("ood", "out_of_distribution")):
+            rows += [
+                (run["label"], seed, split, "mean", m, run[part][m]) for m in COMPARED if m in run[part]
+            ]
+    frame = pd.DataFrame(rows, columns=["setting", "seed", "split", "domain", "metric", "value"])
+    return frame.assign(stage="dpo")[["stage", "setting", "seed", "split", "domain", "metric", "value"]]
 
 
 def summary(runs: list[dict]) -> pd.DataFrame:
@@ -90,6 +123,8 @@ def conclusion(table: pd.DataFrame, seeds: int) -> str:
         ("correct", "answers correct"),
     ):
         part = vs[vs["metric"] == metric].sort_values("mean", ascending=False)
+        if part.empty:  # no greedy answers in this run
+            continue
         best = part.iloc[0]
         base = part[part["label"] == "ordinary"].iloc[0]
         apart = part[part["intervals_apart"]]
@@ -106,5 +141,34 @@ def conclusion(table: pd.DataFrame, seeds: int) -> str:
         + "."
     )
     before = table[(table["metric"] == "correct_before") & (table["domain"] == "OOD mean")]["mean"]
-    lines.append(f"- The reference policy answered {before.mean():.3f} correctly before fine-tuning.")
+    if len(before):
+        lines.append(
+            f"- The reference policy answered {before.mean():.3f} correctly before fine-tuning."
+        )
+    return "\n".join(lines)
+
+
+def paired_conclusion(comparisons: pd.DataFrame, headline: str, target: float) -> str:
+    """Sentences from the comparisons table (drostudy.analysis.stats): the headline setting's paired OOD-mean
+    accuracy difference to ordinary DPO, whether its half-width meets `target`, and every resolved and
+    unresolved comparison on that endpoint (Holm-adjusted verdicts)."""
+    end = comparisons[
+        (comparisons["split"] == "ood") & (comparisons["domain"] == "mean")
+        & (comparisons["metric"] == "accuracy")
+    ].set_index("setting")  # fmt: skip
+    row = end.loc[headline]
+    half = (row["ci_high"] - row["ci_low"]) / 2
+    met = "met" if half <= target else "NOT met"
+    lines = [
+        f"Primary: {headline} - ordinary, OOD-mean preference accuracy, paired over {row['n_seeds']} seeds: "
+        f"{row['mean_diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] (half-width {half:.4f}; "
+        f"target <= {target}: {met}); verdict {row['verdict']}, MDE {row['mde']:.4f}."
+    ]
+    for verdict in ("better", "worse", "not resolved"):
+        part = end[end["verdict"] == verdict]
+        items = [
+            f"{s} {r['mean_diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+            for s, r in part.iterrows()
+        ]
+        lines.append(f"- vs ordinary, {verdict} (Holm): {'; '.join(items) or 'none'}.")
     return "\n".join(lines)

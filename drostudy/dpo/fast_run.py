@@ -32,6 +32,9 @@ class FastDPORunConfig(DPORunConfig):
     wdpo_radius: float = 0.0
     """WDPO's Wasserstein radius rho (loss ordinary only): adds rho * RMS gradient norm w.r.t. the states
     entering the first trainable block (drostudy.dpo.fast docstring); 0 is off"""
+    generate: bool = True
+    """greedy answers (`correct`, `correct_before`, `n_generate` prompts per domain); off leaves both metrics
+    out: generation runs the full model token by token and costs more per prompt than a training pair"""
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,15 +99,17 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
     history = fast.train(config, model, cache, pairs, groups)
     timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
     start = time.perf_counter()
-    shared = reference_eval(model, tokenizer, test, config)
+    generate = getattr(config, "generate", True)
+    shared = reference_eval(model, tokenizer, test, config) if generate else {}
     per_domain = {}
     for domain, rows in test.items():
         test_pairs, _ = fast.encode_pairs(tokenizer, rows, None)
-        stats = evaluate_pairs(model, cache, test_pairs, config.beta)
-        stats["correct"] = evaluate.answer_accuracy(
-            model, tokenizer, evaluate.unique_prompts(rows, config.n_generate), config.max_new_tokens
-        )
-        stats |= {"n": len(rows), "correct_before": shared[domain]["correct_before"]}
+        stats = evaluate_pairs(model, cache, test_pairs, config.beta) | {"n": len(rows)}
+        if generate:
+            stats["correct"] = evaluate.answer_accuracy(
+                model, tokenizer, evaluate.unique_prompts(rows, config.n_generate), config.max_new_tokens
+            )
+            stats["correct_before"] = shared[domain]["correct_before"]
         per_domain[domain] = stats
     timings["eval_s"] = time.perf_counter() - start
     robust = config.loss == "robust"
