@@ -39,10 +39,20 @@ class RobustRewardTrainer(RewardTrainer):
     logged weight mass `dro/weight_mass/<name>`. Logs TRL's metrics plus `dro/*` (global batch).
     """
 
-    def __init__(self, *args, divergence="tv", radius=0.0, level="example", group_names=(), **kwargs):
+    def __init__(
+        self,
+        *args,
+        divergence="tv",
+        radius=0.0,
+        level="example",
+        group_names=(),
+        outlier_fraction=0.0,
+        **kwargs,
+    ):
         self.divergence, self.radius = divergence, validate_radius(divergence, radius)
         check_choice("level", level, LEVELS)
         self.level, self.group_names = level, tuple(group_names)
+        self.outlier_fraction = outlier_fraction
         super().__init__(*args, **kwargs)
         if isinstance(self.data_collator, DataCollatorForPreference) and not isinstance(
             self.data_collator, DataCollatorWithGroups
@@ -66,7 +76,14 @@ class RobustRewardTrainer(RewardTrainer):
             outputs.logits.squeeze(-1), chunks=2
         )  # (2B,) -> 2 x (B,)
         out = bradley_terry_objective(
-            rewards_chosen, rewards_rejected, self.divergence, self.radius, self.level, groups, margin
+            rewards_chosen,
+            rewards_rejected,
+            self.divergence,
+            self.radius,
+            self.level,
+            groups,
+            margin,
+            self.outlier_fraction,
         )
         loss = out.loss
         if self.args.center_rewards_coefficient is not None:
