@@ -25,7 +25,7 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     assert tuple(table.columns) == stats.COLUMNS
     headline = {"robust tv 0.3", "group_robust tv 0.3", "doro tv 0.3 eps 0.125"}
     assert set(table.stage) == {"rm A", "rm B", "rm A noise 0.1"}
-    for stage, part in table.groupby("stage"):
+    for _, part in table.groupby("stage"):
         assert headline <= set(part.setting) and set(part.baseline) == {"ordinary"}
         assert set(part.split) == {"id", "ood"} and "mean" in set(part.domain)
     assert {"robust tv 0.3", "robust kl 0.5"} <= set(table[table.stage == "rm A"].setting)
