@@ -55,6 +55,53 @@ def gain_map(table: pd.DataFrame, severity: dict[str, float]) -> pd.DataFrame:
     return ood
 
 
+def map_figure(gains: pd.DataFrame):
+    """Paired OOD gain against shift severity (left) and label noise (right), one line per stage kind and
+    ambiguity set, for the settings compared in more than one stage (the headline ones)."""
+    from plotly.subplots import make_subplots
+
+    from drostudy import plotting
+
+    shared = gains.groupby("setting").stage.transform("nunique") > 1
+    gains = gains[shared]
+    noisy_splits = set(gains[gains.label_noise > 0].train_split)
+    panels = (
+        ("severity", gains[(gains.label_noise == 0) & gains.severity.notna()]),
+        ("label_noise", gains[gains.train_split.isin(noisy_splits)]),
+    )
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("vs shift severity", "vs label noise"))
+    colors = plotting.color_map(sorted(set(gains.series)))
+    for col, (x, part) in enumerate(panels, start=1):
+        for series, line in part.groupby("series", sort=True):
+            line = line.groupby(x, as_index=False)[["mean_diff", "ci_low", "ci_high"]].mean()
+            error = dict(
+                type="data",
+                symmetric=False,
+                array=(line.ci_high - line.mean_diff).tolist(),
+                arrayminus=(line.mean_diff - line.ci_low).tolist(),
+            )
+            fig.add_scatter(
+                x=line[x],
+                y=line.mean_diff,
+                error_y=error,
+                mode="lines+markers",
+                name=series,
+                legendgroup=series,
+                showlegend=col == 1,
+                line=dict(color=colors[series]),
+                row=1,
+                col=col,
+            )
+        fig.add_hline(y=0, line_dash="dot", line_color="grey", row=1, col=col)
+    fig.update_layout(
+        template=plotting.TEMPLATE, title="When does robustness pay: paired OOD gain vs ordinary"
+    )
+    fig.update_xaxes(title="ordinary ID - OOD accuracy", row=1, col=1)
+    fig.update_xaxes(title="fraction of training labels flipped", row=1, col=2)
+    fig.update_yaxes(title="paired gain (95% interval)", row=1, col=1)
+    return fig
+
+
 def _fmt(row) -> str:
     return f"{row.mean_diff:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
 
