@@ -129,7 +129,7 @@ def findings_markdown(table: pd.DataFrame, missing: list[str], figure: str = MAP
         "",
         f"Resolved: {counts['better']} better, {counts['worse']} worse; {counts['not resolved']} not resolved.",
     ]
-    lines += [f"Missing: {m}." for m in missing]
+    lines += [f"Not yet recorded: {m}." for m in missing]
     lines += ["", f"Map of when robustness pays (notebook 05): [{Path(figure).name}]({figure})"]
     return "\n".join(lines)
 
