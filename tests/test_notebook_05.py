@@ -2,8 +2,11 @@
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from drostudy.analysis import stats
 from drostudy.analysis.results import collect
 from drostudy.io import atomic_write_json
 from drostudy.runner.notebooks import Task, notebooks_dir, printed_text, run_task
@@ -34,6 +37,33 @@ def metrics(stage, method, radius, seed, ood):
     }
 
 
+def paired_02(results):
+    """A constructed 02 comparisons CSV (three stages, two settings) and the record fields 05 reads."""
+    rng = np.random.default_rng(0)
+    rows = [
+        dict(stage=stage, setting=setting, seed=seed, split=split, domain=domain, metric="accuracy")
+        | dict(value=0.6 + gain * (split == "ood") + rng.normal(0, 0.01))
+        for stage in ("rm A", "rm B", "rm A noise 0.1")
+        for setting, gain in (("ordinary", 0.0), ("robust tv 0.5", 0.03))
+        for seed in range(4)
+        for split, domain in (("id", "math"), ("ood", "safety"))
+    ]
+    table = stats.comparisons_table(stats.add_domain_mean(pd.DataFrame(rows)))
+    results.mkdir(parents=True, exist_ok=True)
+    stats.write_comparisons(table, results / "02_reward_model_robustness.comparisons.csv")
+    domains = ["math"] * 5 + ["safety"] * 5
+    margins = [
+        {"label": f"rm A | {s}", "seed": 0, "margins": rng.normal(0.2, 1, 10).tolist()}
+        for s in ("ordinary", "robust tv 0.5")
+    ]
+    return {
+        "severity": {"rm A": 0.1, "rm B": 0.2, "rm A noise 0.1": 0.12},
+        "splits": {"A": [["math"], ["safety"]]},
+        "test_domains": domains,
+        "test_margins": margins,
+    }
+
+
 def run(tmp_path, results, **params):
     """Execute 05 as a sweep or the study would (a papermill process of its own); return what it printed."""
     task = Task(
@@ -53,7 +83,7 @@ def test_notebook_05_on_recorded_results(tmp_path):
     rm_runs += [
         metrics("rm", "robust", r, s, 0.55 + 2 * r + 0.01 * s) for r in (0.05, 0.1) for s in range(3)
     ]
-    atomic_write_json(results / "02_reward_models.json", {"runs": rm_runs})
+    atomic_write_json(results / "02_reward_models.json", {"runs": rm_runs} | paired_02(results))
     dpo_runs = [metrics("dpo", m, r, 0, 0.5 + r) for m, r in (("ordinary", 0.0), ("robust", 0.1))]
     atomic_write_json(results / "03_dpo.json", {"runs": dpo_runs})
     # a sweep table with one more rm run
@@ -74,7 +104,13 @@ def test_notebook_05_on_recorded_results(tmp_path):
     assert (
         record["conclusion"] in printed and "[rm] best OOD accuracy: robust (tv, radius 0.1)" in printed
     )
+    assert "03_*.comparisons.csv missing: run notebooks/03" in printed  # the paired map names it too
+    assert "| rm B | robust tv 0.5 | 4 |" in printed  # the generated findings table, from the CSV
     names = {p.name for p in (tmp_path / "figures").glob("05_*.html")}
+    assert {
+        "05_ood_analysis_when_robustness_pays.html",
+        "05_ood_analysis_robustness_curves.html",
+    } <= names
     assert {"05_ood_analysis_rm_vs_radius.html", "05_ood_analysis_rm_s_vs_radius.html"} <= names
     assert {"05_ood_analysis_id_vs_ood.html", "05_ood_analysis_seed_spread.html"} <= names
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, RewardConfig, RLOOConfig
 
-from drostudy.weights import DIVERGENCES, validate_radius
+from drostudy.weights import DIVERGENCES, validate_outlier_fraction, validate_radius
 
 DRO_METHODS = ("worst_case", "dr_dpo", "kldpo", "group_eg")
 LEVELS = ("example", "group")
@@ -100,10 +100,20 @@ def _check_choice(name: str, value, allowed) -> None:
 class RobustRewardConfig(RewardConfig, _BatchFields):
     """TRL's RewardConfig plus the worst case of the Bradley-Terry losses over a divergence ball."""
 
+    outlier_fraction: float = _help(
+        0.0, "DORO: drop this fraction of the batch's largest losses before the worst case; [0, 1)"
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._check_ball()
         self._check_batch()
+        self.outlier_fraction = validate_outlier_fraction(self.outlier_fraction)
+        if self.outlier_fraction > 0 and (not self.uses_dro() or self.level != "example"):
+            raise ValueError(
+                "outlier_fraction > 0 (DORO) needs a divergence and level='example'; got "
+                f"divergence={self.divergence!r}, level={self.level!r}"
+            )
 
     def needs_groups(self) -> bool:
         """Whether every batch must carry the group column."""
@@ -178,6 +188,7 @@ class RobustRLOOConfig(RLOOConfig, _BallFields):
 
 _ROBUST_FIELD_NAMES = (
     "divergence",
+    "outlier_fraction",
     "radius",
     "level",
     "group_column",

@@ -15,6 +15,9 @@ import torch
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 TEST_SEED = 0  # every run is evaluated on the same test pairs
+NOISE_STREAM = (
+    13  # label flips draw from (seed, NOISE_STREAM): independent of the model's draws from seed
+)
 
 
 def prepare_splits(config):
@@ -35,7 +38,30 @@ def train_pairs(train, config):
         else None
     )
     kinds = config.train_kinds or None
-    return select(train, config.train_domains, kinds, proportions, n=config.n_train, seed=config.seed)
+    pairs = select(train, config.train_domains, kinds, proportions, n=config.n_train, seed=config.seed)
+    return flip_labels(pairs, getattr(config, "label_noise", 0.0), config.seed)
+
+
+def flip_labels(pairs, fraction: float, seed: int):
+    """`pairs` with chosen and rejected swapped on round(fraction * n) of them (column `flipped` marks them).
+
+    The flipped pairs are the first ones of a permutation drawn from (seed, NOISE_STREAM): settings sharing a
+    seed flip the same pairs, and a larger fraction flips a superset of a smaller one's (nested noise levels).
+    """
+    if not 0 <= fraction < 0.5:
+        raise ValueError(f"label_noise must be a number in [0, 0.5); got {fraction!r}")
+    n_flip = round(fraction * len(pairs))
+    order = np.random.default_rng([seed, NOISE_STREAM]).permutation(len(pairs))
+    flipped = np.zeros(len(pairs), dtype=bool)
+    flipped[order[:n_flip]] = True
+    if not n_flip:
+        return pairs
+    chosen, rejected = np.asarray(pairs["chosen"], object), np.asarray(pairs["rejected"], object)
+    new_chosen = np.where(flipped, rejected, chosen).tolist()
+    new_rejected = np.where(flipped, chosen, rejected).tolist()
+    pairs = pairs.remove_columns(["chosen", "rejected"])
+    pairs = pairs.add_column("chosen", new_chosen).add_column("rejected", new_rejected)
+    return pairs.add_column("flipped", flipped.tolist())
 
 
 def test_pairs(test, n_eval: int):

@@ -38,26 +38,28 @@ class FrozenFeatures:
     """Outputs of a reward model's frozen lower part, one (length, hidden) tensor per text, computed once.
 
     model: a BertForSequenceClassification-like model (base_model.encoder.layer, pooler, classifier).
-    Texts are keyed by pair id and side, so datasets sharing pairs share the work.
+    Texts are keyed by pair id and response text (not by side), so datasets sharing pairs share the work
+    and a pair whose chosen and rejected are swapped (label noise) reuses its features.
     """
 
     def __init__(self, model, tokenizer, frozen_layers: int, max_length: int, batch_size: int = 64):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.frozen_layers, self.max_length = frozen_layers, max_length
-        self._store: dict[str, torch.Tensor] = {}
+        self._store: dict[tuple[str, str], torch.Tensor] = {}
 
     def pairs(self, dataset) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(chosen, rejected) lists of (length_i, hidden) tensors for the pairs of `dataset`, in order."""
+        keys = {
+            side: list(zip(dataset["id"], dataset[side], strict=True)) for side in ("chosen", "rejected")
+        }
         for side in ("chosen", "rejected"):
-            missing = [i for i, pid in enumerate(dataset["id"]) if f"{pid}/{side}" not in self._store]
+            missing = [i for i, key in enumerate(keys[side]) if key not in self._store]
             if missing:
                 rows = dataset.select(missing)
                 ids = encode_pair_texts(self.tokenizer, rows["prompt"], rows[side], self.max_length)
-                for pid, hidden in zip(rows["id"], self._encode(ids), strict=True):
-                    self._store[f"{pid}/{side}"] = hidden
-        return tuple(
-            [self._store[f"{pid}/{side}"] for pid in dataset["id"]] for side in ("chosen", "rejected")
-        )
+                for i, hidden in zip(missing, self._encode(ids), strict=True):
+                    self._store[keys[side][i]] = hidden
+        return tuple([self._store[key] for key in keys[side]] for side in ("chosen", "rejected"))
 
     @torch.no_grad()
     def _encode(self, ids: list[list[int]]) -> list[torch.Tensor]:
@@ -73,8 +75,11 @@ class FrozenFeatures:
             states = base(
                 input_ids=input_ids, attention_mask=mask, output_hidden_states=True
             ).hidden_states
-            for row, i in enumerate(idx):  # hidden_states[k] is the input of block k
-                out[i] = states[self.frozen_layers][row, : len(ids[i])].clone()
+            # hidden_states[k] is the input of block k. With every block frozen only the pooler reads the
+            # features, and it reads [CLS] alone: keeping position 0 is exact and ~100x smaller.
+            whole = self.frozen_layers < len(base.encoder.layer)
+            for row, i in enumerate(idx):
+                out[i] = states[self.frozen_layers][row, : len(ids[i]) if whole else 1].clone()
         return out
 
 
@@ -188,7 +193,13 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
             model, [chosen[i] for i in idx], [rejected[i] for i in idx], config.frozen_layers
         )
         out = bradley_terry_objective(
-            rc, rr, config.divergence, config.radius, config.level, groups[idx]
+            rc,
+            rr,
+            config.divergence,
+            config.radius,
+            config.level,
+            groups[idx],
+            outlier_fraction=config.outlier_fraction,
         )
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -249,6 +260,7 @@ def run_cached(config, model, initial, features: FrozenFeatures, train, test) ->
     margins = cached_margins(model, *features.pairs(test), config.frozen_layers)
     metrics = pair_metrics(margins, test["domain"], test["kind"])
     metrics["timings"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
+    metrics["test_margins"] = margins.round(5).tolist()  # in test-pair order: robustness curves
     metrics["pair_weights"] = {
         "id": list(train["id"]),
         "relative_weight": pair_weights.round(4).tolist(),

@@ -39,10 +39,12 @@ def bradley_terry_objective(
     level: str,
     groups: torch.Tensor | None = None,
     margin: torch.Tensor | None = None,
+    outlier_fraction: float = 0.0,
 ) -> RobustLoss:
     """The (robust) Bradley-Terry loss of one minibatch: rewards (B,) each, groups (B,) integer domain ids.
 
     level "example": the worst case over the pairs; "group": over the mix of the `groups` in the batch.
+    outlier_fraction > 0 (DORO, level "example" only): the largest losses are dropped before the worst case.
     """
     check_choice("level", level, LEVELS)
     if level == "group" and groups is None:
@@ -54,6 +56,7 @@ def bradley_terry_objective(
         radius,
         groups=groups if level == "group" else None,
         margin=margin,
+        outlier_fraction=outlier_fraction,
     )
 
 

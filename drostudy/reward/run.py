@@ -18,7 +18,7 @@ from drostudy.io import seed_everything
 from drostudy.reward.objective import LEVELS, check_choice, freeze_lower_layers
 from drostudy.reward.trainer import RobustRewardTrainer, trl_args
 from drostudy.runs import quiet_in_batch, training_command
-from drostudy.weights import validate_radius
+from drostudy.weights import validate_outlier_fraction, validate_radius
 
 ENGINES = ("trl", "cached")
 
@@ -47,6 +47,10 @@ class RMConfig:
     """ball size rho (for cvar the tail fraction alpha, 1 = ordinary); 0 = ordinary Bradley-Terry"""
     level: str = "example"
     """worst case over pairs (example: one pair per prompt, i.e. prompt-level) or over training domains (group)"""
+    outlier_fraction: float = 0.0
+    """DORO: drop this fraction of each batch's largest losses before the worst case (level example only)"""
+    label_noise: float = 0.0
+    """fraction of training pairs with chosen and rejected swapped (drawn from the seed, not from the model's)"""
     learning_rate: float = 5e-5
     """AdamW learning rate (linear decay to 0, as TRL's default schedule)"""
     epochs: int = 1
@@ -97,6 +101,15 @@ class RMConfig:
             RobustRewardConfig, self.trl_args
         )  # names and types checked now, not after loading
         check_choice("level", self.level, LEVELS)
+        self.outlier_fraction = validate_outlier_fraction(self.outlier_fraction)
+        if self.outlier_fraction > 0 and self.level != "example":
+            raise ValueError(
+                f"outlier_fraction > 0 (DORO) needs level='example'; got level={self.level!r}"
+            )
+        noise = self.label_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 0.5:
+            raise ValueError(f"label_noise must be a number in [0, 0.5); got {noise!r}")
+        self.label_noise = float(noise)
         check_choice("engine", self.engine, ENGINES)
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate!r}")
@@ -110,10 +123,16 @@ class RMConfig:
     @property
     def method(self) -> str:
         """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group_robust` at
-        level "group"); `_filtered` is appended when train_kinds drops some kinds."""
+        level "group"), `doro` whenever outlier_fraction > 0 (trimming changes the loss even at radius 0);
+        `_filtered` is appended when train_kinds drops some kinds, `_noise<fraction>` under label noise."""
         robust = "group_robust" if self.level == "group" else "robust"
-        return method_label(self.divergence, self.radius, robust) + (
-            "_filtered" if self.train_kinds else ""
+        name = (
+            "doro" if self.outlier_fraction > 0 else method_label(self.divergence, self.radius, robust)
+        )
+        return (
+            name
+            + ("_filtered" if self.train_kinds else "")
+            + (f"_noise{self.label_noise:g}" if self.label_noise else "")
         )
 
 

@@ -97,7 +97,7 @@ class RobustRewardTrainer(RobustSaveMixin, OptimizerBatchMixin, RewardTrainer):
     def _objective(self, per_example, groups) -> RobustLoss:
         args = self.args
         level_groups = groups if args.level == "group" else None
-        out = robust_loss(per_example, args.divergence, args.radius, level_groups)
+        out = robust_loss(per_example, args.divergence, args.radius, level_groups, args.outlier_fraction)
         if groups is not None and self.groups.names:
             out.metrics.update(self._weight_mass(out.weights, groups))
         return out
@@ -151,5 +151,6 @@ def trl_args(config, output_dir: str, **overrides) -> RobustRewardConfig:
         disable_tqdm=True,
     )
     robust = dict(divergence=config.divergence, radius=config.radius, level=config.level)
+    robust |= {"outlier_fraction": config.outlier_fraction}
     trl = trl_overrides(RobustRewardConfig, config.trl_args)
     return RobustRewardConfig(**(kwargs | robust | trl | overrides))

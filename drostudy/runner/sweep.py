@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python -m drostudy sweep --grid default --workers 2   # `make sweep`: notebook 02
     python -m drostudy sweep --notebook notebooks/02_reward_model_robustness.ipynb \
-        --param DIVERGENCE=tv --param RADIUS=0.1,0.3 --param SEEDS=2 --workers 2
+        --param HEADLINE_RADIUS=0.2,0.5 --param SPLITS=A --param NOISE= --param SEEDS=3 --workers 2
     python -m drostudy sweep --notebook notebooks/01_worst_case_weights.ipynb --param RADIUS=0.1,0.3
     python -m drostudy sweep --command rm --param divergence=tv --param radius=0,0.1 --workers 2
 
@@ -15,9 +15,10 @@ tidy table, runs/<sweep-name>/results.{parquet,csv} (drostudy.analysis.results),
 and timings, rewritten as each run ends: an interrupted sweep's finished runs are already in it. Notebook
 05 reads every runs/*/results.parquet as a stage of its own (`rm @default`).
 
-The default grid (PRESETS) runs notebook 02 once per divergence and radius; each run trains ordinary,
-robust and group-robust reward models over 3 seeds on cached MiniLM features (the ordinary runs, the same in
-every run, count once in the table). `--param NAME=VALUES` overrides a preset's values, e.g.
+The default grid (PRESETS) runs notebook 02 on its split A without label noise, once per headline TV
+radius and smooth ball; each run trains ordinary, pair-level, group-level and DORO reward models at the
+headline radius and the smooth ball at two radii, 10 paired seeds each, on cached MiniLM features (the
+ordinary runs, the same in every run, count once in the table). `--param NAME=VALUES` overrides a preset's values, e.g.
 `--param SMOKE=True` for a seconds-long check of the whole pipeline.
 """
 
@@ -57,12 +58,15 @@ from drostudy.runner.notebooks import (
 PRESETS = {
     "default": {
         "notebook": "02_reward_model_robustness.ipynb",
-        "fixed": {"OTHER_DIVERGENCES": "", "RADII": "", "FILTER": False},
-        "grid": [
-            {"DIVERGENCE": ["tv"], "RADIUS": [0.1, 0.2, 0.5]},
-            {"DIVERGENCE": ["kl"], "RADIUS": [0.1, 0.5]},
-            {"DIVERGENCE": ["cvar"], "RADIUS": [0.2, 0.5]},
-        ],
+        # split A only, no noise levels, no TV radius axis: the grid is the axis
+        "fixed": {
+            "SPLITS": "A",
+            "NOISE": "",
+            "TV_RADII": "",
+            "SMOOTH_RADII": "0.3,1",
+            "HEADLINE_SEEDS": 10,
+        },
+        "grid": [{"HEADLINE_RADIUS": [0.2, 0.5, 0.9], "SMOOTH": ["kl", "chi2"]}],
     }
 }
 

@@ -1,0 +1,169 @@
+"""The map of when robustness pays, from every `results/NN_<notebook>.comparisons.csv`, and the README's
+"What the study found" section generated from it: `python -m drostudy.analysis.findings`.
+
+The section lives between FINDINGS_START and FINDINGS_END in README.md; only that text is replaced, and
+every number in it comes from the comparisons tables (drostudy.analysis.stats.COLUMNS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from drostudy.analysis import reward_grid, stats
+from drostudy.io import atomic_write_text
+
+FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
+EXPECTED = {"02": "reward models", "03": "DPO", "04": "RL"}
+MAP_FIGURE = "figures/05_ood_analysis_when_robustness_pays.html"
+
+
+def load_comparisons(results: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """(all comparisons tables with a `notebook` column, lines naming the expected notebooks still missing)."""
+    results = Path(results)
+    frames, missing = [], []
+    for number, what in EXPECTED.items():
+        paths = sorted(results.glob(f"{number}_*.comparisons.csv"))
+        if not paths:
+            missing.append(f"{number}_*.comparisons.csv missing: run notebooks/{number} ({what})")
+        for path in paths:
+            frame = pd.read_csv(path)
+            if tuple(frame.columns) != stats.COLUMNS:
+                raise ValueError(f"{path} must have the columns {list(stats.COLUMNS)}")
+            frames.append(frame.assign(notebook=number))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*stats.COLUMNS])
+    return table, missing
+
+
+def recorded_severity(results: str | Path) -> dict[str, float]:
+    """Shift severity per stage, from every results/NN_*.json that records one (`severity`)."""
+    out = {}
+    for path in sorted(Path(results).glob("[0-9][0-9]_*.json")):
+        out.update(json.loads(path.read_text()).get("severity") or {})
+    return out
+
+
+def gain_map(table: pd.DataFrame, severity: dict[str, float]) -> pd.DataFrame:
+    """OOD-mean paired gains with stage/setting parsed, shift severity (NaN if unrecorded) and a `series`
+    label `<stage kind> <ambiguity set>` for the figures."""
+    ood = reward_grid.ood_mean(table)
+    ood["severity"] = ood.stage.map(severity)
+    ood["series"] = ood.stage_kind + " " + ood.ambiguity
+    return ood
+
+
+def map_figure(gains: pd.DataFrame):
+    """Paired OOD gain against shift severity (left) and label noise (right), one line per stage kind and
+    ambiguity set, for the settings compared in more than one stage (the headline ones)."""
+    from plotly.subplots import make_subplots
+
+    from drostudy import plotting
+
+    shared = gains.groupby("setting").stage.transform("nunique") > 1
+    gains = gains[shared]
+    noisy_splits = set(gains[gains.label_noise > 0].train_split)
+    panels = (
+        ("severity", gains[(gains.label_noise == 0) & gains.severity.notna()]),
+        ("label_noise", gains[gains.train_split.isin(noisy_splits)]),
+    )
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("vs shift severity", "vs label noise"))
+    colors = plotting.color_map(sorted(set(gains.series)))
+    for col, (x, part) in enumerate(panels, start=1):
+        for series, line in part.groupby("series", sort=True):
+            line = line.groupby(x, as_index=False)[["mean_diff", "ci_low", "ci_high"]].mean()
+            error = dict(
+                type="data",
+                symmetric=False,
+                array=(line.ci_high - line.mean_diff).tolist(),
+                arrayminus=(line.mean_diff - line.ci_low).tolist(),
+            )
+            fig.add_scatter(
+                x=line[x],
+                y=line.mean_diff,
+                error_y=error,
+                mode="lines+markers",
+                name=series,
+                legendgroup=series,
+                showlegend=col == 1,
+                line=dict(color=colors[series]),
+                row=1,
+                col=col,
+            )
+        fig.add_hline(y=0, line_dash="dot", line_color="grey", row=1, col=col)
+    fig.update_layout(
+        template=plotting.TEMPLATE, title="When does robustness pay: paired OOD gain vs ordinary"
+    )
+    fig.update_xaxes(title="ordinary ID - OOD accuracy", row=1, col=1)
+    fig.update_xaxes(title="fraction of training labels flipped", row=1, col=2)
+    fig.update_yaxes(title="paired gain (95% interval)", row=1, col=1)
+    return fig
+
+
+def _fmt(row) -> str:
+    return f"{row.mean_diff:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+
+
+def findings_markdown(table: pd.DataFrame, missing: list[str], figure: str = MAP_FIGURE) -> str:
+    """The README section: the OOD-mean comparisons of every stage, the verdict counts and one figure link."""
+    if table.empty:
+        return "No comparisons recorded yet: run the study (`make study`), then regenerate this section."
+    ood = table[(table.split == "ood") & (table.domain == "mean")]
+    counts = ood.verdict.value_counts().reindex(list(stats.VERDICTS), fill_value=0)
+    lines = [
+        "Paired gain in out-of-distribution mean accuracy against ordinary training on the same seeds "
+        "(95% interval; verdicts Holm-corrected except each notebook's named primary comparison; MDE: the "
+        "smallest gain detectable with 80% power). Generated by `python -m drostudy.analysis.findings` "
+        "from `results/*.comparisons.csv`.",
+        "",
+        "| stage | setting | seeds | gain [95% CI] | MDE | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.stage} | {r.setting} | {r.n_seeds} | {_fmt(r)} | {r.mde:.3f} | {r.verdict} |"
+        for r in ood.itertuples()
+    ]
+    lines += [
+        "",
+        f"Resolved: {counts['better']} better, {counts['worse']} worse; {counts['not resolved']} not resolved.",
+    ]
+    lines += [f"Not yet recorded: {m}." for m in missing]
+    lines += ["", f"Map of when robustness pays (notebook 05): [{Path(figure).name}]({figure})"]
+    return "\n".join(lines)
+
+
+def replace_between(text: str, body: str) -> str:
+    """`text` with what lies between FINDINGS_START and FINDINGS_END replaced by `body` (markers kept)."""
+    start, end = text.find(FINDINGS_START), text.find(FINDINGS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"text must contain {FINDINGS_START} followed by {FINDINGS_END}")
+    return text[: start + len(FINDINGS_START)] + "\n" + body.strip() + "\n" + text[end:]
+
+
+def update_readme(readme: str | Path, results: str | Path) -> str:
+    """Regenerate the findings section of `readme` from the comparisons tables under `results`."""
+    table, missing = load_comparisons(results)
+    readme = Path(readme)
+    text = replace_between(readme.read_text(), findings_markdown(table, missing))
+    atomic_write_text(readme, text)
+    return text
+
+
+def main(argv=None) -> int:
+    from drostudy.analysis.results import results_dir
+
+    parser = argparse.ArgumentParser(
+        description="write README's 'What the study found' from the results"
+    )
+    parser.add_argument("--readme", default=str(Path(__file__).resolve().parents[2] / "README.md"))
+    parser.add_argument("--results", default=None, help="results folder (default: drostudy's)")
+    args = parser.parse_args(argv)
+    update_readme(args.readme, args.results or results_dir())
+    print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

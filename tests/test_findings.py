@@ -1,0 +1,82 @@
+"""README findings generator: fills only the text between the markers, from a constructed comparisons CSV."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drostudy.analysis import findings, stats
+
+
+def constructed_table():
+    rng = np.random.default_rng(0)
+    seeds = range(6)
+    rows = []
+    for setting, gain in (("ordinary", 0.0), ("robust tv 0.5", 0.04), ("group_robust tv 0.5", 0.0)):
+        for seed in seeds:
+            noise = rng.normal(0, 0.002)
+            for split, domain, base in (
+                ("ood", "reasoning", 0.6),
+                ("ood", "safety", 0.5),
+                ("id", "math", 0.8),
+            ):
+                value = (
+                    base
+                    + gain
+                    + noise
+                    + (0 if setting != "group_robust tv 0.5" else rng.normal(0, 0.01))
+                )
+                rows.append(
+                    dict(
+                        stage="rm A",
+                        setting=setting,
+                        seed=seed,
+                        split=split,
+                        domain=domain,
+                        metric="accuracy",
+                        value=value,
+                    )
+                )
+    return stats.comparisons_table(stats.add_domain_mean(pd.DataFrame(rows)))
+
+
+def test_generator_replaces_only_the_marked_text(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    table = constructed_table()
+    stats.write_comparisons(table, results / "02_reward_model_robustness.comparisons.csv")
+    before = "# Project\n\nintro text\n\n## What the study found\n\n"
+    after = "\n\n## Next section\n\nkept as is\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        before + findings.FINDINGS_START + "\nold numbers 0.123\n" + findings.FINDINGS_END + after
+    )
+
+    text = findings.update_readme(readme, results)
+    assert text == readme.read_text()
+    assert text.startswith(before + findings.FINDINGS_START) and text.endswith(
+        findings.FINDINGS_END + after
+    )
+    assert "old numbers" not in text
+    robust = table[
+        (table.setting == "robust tv 0.5") & (table.split == "ood") & (table.domain == "mean")
+    ].iloc[0]
+    row = f"| rm A | robust tv 0.5 | 6 | {robust.mean_diff:+.3f} [{robust.ci_low:+.3f}, {robust.ci_high:+.3f}] |"
+    assert row in text and robust.verdict == "better"
+    assert "03_*.comparisons.csv missing" in text and "04_*.comparisons.csv missing" in text
+    assert "Resolved: 1 better, 0 worse; 1 not resolved." in text
+    assert findings.MAP_FIGURE in text
+    findings.update_readme(readme, results)  # idempotent
+    assert readme.read_text() == text
+
+
+def test_missing_markers_raise(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(findings.FINDINGS_END + " then " + findings.FINDINGS_START)
+    with pytest.raises(ValueError, match="findings:start"):
+        findings.update_readme(readme, tmp_path)
+
+
+def test_no_results_says_so(tmp_path):
+    table, missing = findings.load_comparisons(tmp_path)
+    assert table.empty and len(missing) == 3
+    assert "No comparisons recorded yet" in findings.findings_markdown(table, missing)
