@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from drostudy.results import t_interval
 
 from drostudy import evaluate
+from drostudy.analysis.results import t_interval
 from drostudy.models import load_policy
 from drostudy.rl import testbed_data
 from drostudy.rl.testbed import BanditConfig, convergence_table, paired_runs
