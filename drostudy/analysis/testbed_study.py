@@ -68,8 +68,12 @@ def compute(run: TestbedRun, train, test) -> dict:
 
 def run_testbed(runs: list[tuple[str, TestbedRun]], folder, train, test, desc: str) -> list[dict]:
     """`run_all` the labelled runs (resuming finished ones) on the loaded bandits; metrics dicts."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny float64 tensors: threads cost more than they bring
-    return run_all(runs, folder, lambda run: compute(run, train, test), desc=desc)
+    try:
+        return run_all(runs, folder, lambda run: compute(run, train, test), desc=desc)
+    finally:
+        torch.set_num_threads(threads)  # the LLM part after it wants every core
 
 
 def rows(metrics: list[dict]) -> pd.DataFrame:
