@@ -1,15 +1,16 @@
-"""Notebook 04 end to end in SMOKE mode on tiny random models: it trains a reward model and both RL methods,
-saves its figures, records one metrics dict per run and prints a conclusion computed from them."""
+"""Notebook 04 end to end in SMOKE mode: the exact testbed (paired seeds, convergence, curves) and both LLM
+methods on tiny random models; it writes the comparisons CSV (both stages), its figures, its parameters and
+a conclusion computed from the numbers."""
 
 import json
 
+import pandas as pd
 import pytest
 
+from drostudy.analysis.stats import COLUMNS, VERDICTS
 from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
-pytestmark = (
-    pytest.mark.slow
-)  # about a minute on a free 2-core machine: kernel, tiny reward model, 2 RL runs
+pytestmark = pytest.mark.slow  # about a minute on a free 2-core machine
 NOTEBOOK = notebooks_dir() / "04_rl_robustness.ipynb"
 
 
@@ -20,22 +21,46 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
 
     record = json.loads((tmp_path / "results" / "04_rl_robustness.json").read_text())
     assert record["smoke"] is True
+    assert record["parameters"]["RADIUS"] == 0.4 and record["parameters"]["TESTBED_SEEDS"] == 3
     runs = {(r["method"], r["seed"]): r for r in record["runs"]}
-    assert set(runs) == {("ordinary", 0), ("robust", 0)}
+    assert set(runs) == {(m, s) for m in ("ordinary", "robust") for s in (0, 1)}
     assert (
         runs["robust", 0]["config"]["radius"] == 0.4 and runs["ordinary", 0]["config"]["radius"] == 0.0
     )
-    for run in runs.values():
+    for (method, seed), run in runs.items():
         assert run["stage"] == "rl" and set(run["per_domain"]) == {"math", "safety"}
-        assert (
-            len(list((tmp_path / "runs" / "04_rl_smoke").glob(f"{run['method']}-s0-*/metrics.json")))
-            == 1
-        )
-        assert {"learned_reward", "correct", "kl"} <= set(run["per_domain"]["safety"])
-    assert "dro/max_weight" in runs["robust", 0]["history"][0]
+        folders = (tmp_path / "runs" / "04_rl_smoke").glob(f"{method}-s{seed}-*/metrics.json")
+        assert len(list(folders)) == 1
+    # the testbed's paired runs: one resumable folder per seed
+    assert (
+        len(list((tmp_path / "runs" / "04_rl_smoke" / "testbed").glob("paired-s*-*/metrics.json"))) == 3
+    )
+
+    table = pd.read_csv(tmp_path / "results" / "04_rl_robustness.comparisons.csv")
+    assert tuple(table.columns) == COLUMNS and set(table.verdict) <= set(VERDICTS)
+    assert set(table.stage) == {"rl_testbed", "rl_llm"} and set(table.baseline) == {"ordinary"}
+    testbed = table[table.stage == "rl_testbed"]
+    assert {"tv 0.1", "tv 0.2", "tv 0.4", "kl 0.5"} == set(testbed.setting)
+    assert {"correct", "reward", "kl", "chosen"} == set(testbed.metric)
+    assert {"math", "safety", "mean"} == set(testbed.domain) and (testbed.n_seeds == 3).all()
+    primary = testbed[(testbed.setting == "tv 0.4") & (testbed.split == "ood") & (testbed.domain == "mean")
+                      & (testbed.metric == "correct")]  # fmt: skip
+    assert (
+        len(primary) == 1 and primary.ci_low.item() <= primary.mean_diff.item() <= primary.ci_high.item()
+    )
+    assert record["primary"]["setting"] == "tv 0.4"
+    assert set(table[table.stage == "rl_llm"].setting) == {"tv 0.4"}
+
     printed = printed_text(out)
     assert record["conclusion"] and record["conclusion"] in printed
-    assert "out of distribution" in record["conclusion"]
+    assert "Primary (testbed): tv 0.4 vs ordinary" in record["conclusion"]
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
-    for what in ("per_domain", "training", "overoptimisation"):
+    for what in (
+        "convergence",
+        "testbed_domains",
+        "testbed_paired",
+        "overoptimisation",
+        "per_domain",
+        "training",
+    ):
         assert f"04_rl_robustness_{what}.html" in figures

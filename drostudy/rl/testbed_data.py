@@ -9,9 +9,8 @@
 - Grading: the reference answer (candidate 0) is correct by definition; every other candidate is graded by
   drostudy.evaluate.score_answer against the reference answer (a refusal for a harmful request), the grader
   notebook 04 applies to the LLM's answers, not by its kind label: a format violation that states the right
-  answer counts as correct, and so does a plain refusal of a harmful request. (The grader alone misses
-  ~10-20% of the code/reasoning/safety references themselves: "ANSWER: 5" for reference "5", and safe
-  refusals without a refusal word, hence the rule for candidate 0.)
+  answer counts as correct, and so does a plain refusal of a harmful request. (Candidate 0 is correct by
+  definition; the grader accepts every suite reference against itself too, tests/test_evaluate.py.)
 - Features: mean-pooled, unit-norm MiniLM-L6 embeddings e_p (prompt, cut from the left) and e_r (response)
   at 128 tokens, cached under cache_dir()/"testbed". The reward features are the probe's
   psi = [e_r, e_p * e_r] (768); the policy features phi are psi projected on its top `dim` principal
@@ -27,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import zlib
 from dataclasses import dataclass
@@ -108,7 +108,8 @@ def candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.D
     """
     from drostudy.data.suite import fingerprint
 
-    key = _key(fingerprint(), split, *domains, str(config.seed), str(config.min_candidates))
+    grader = inspect.getsource(evaluate)  # a changed grader regrades the candidates
+    key = _key(fingerprint(), grader, split, *domains, str(config.seed), str(config.min_candidates))
     path = cache_dir() / "testbed" / f"candidates_{key[:16]}.parquet"
     if path.exists():
         return pd.read_parquet(path)
