@@ -72,10 +72,8 @@ def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     machine precision in ~5-15 steps; each step is O(n) vectorised work.
     """
     highest, lowest = losses.max(), losses.min()  # no sort needed: only the argmax set matters
-    top = losses == highest
-    top_mass = torch.where(top, prior, torch.zeros_like(prior)).sum().item()
-    if radius >= -math.log(top_mass):
-        return _vertex(prior, top)
+    if highest == lowest:
+        return _vertex(prior, losses == highest)
     # Scale to unit range and centre at the prior mean, so t is dimensionless. KL(q_t || p) =
     # E_q[a] - log E_p[exp(a)] with a = t (s - c) holds for any shift c; to keep the difference precise,
     # small t uses c = the prior mean (both terms O(t^2); log1p/expm1 keep it for t ~ 1e-5) and large t
@@ -83,6 +81,12 @@ def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     scaled = (losses - highest) / (highest - lowest)
     scaled = scaled - (prior * scaled).sum()
     from_top = scaled - scaled.max()
+    # The argmax set as this arithmetic sees it: a loss within rounding of the max (4e-85 vs 0 next to -1)
+    # ties with it, no temperature separates them, and KL(q_t || p) never exceeds -log P(that set).
+    top = from_top == 0
+    top_mass = torch.where(top, prior, torch.zeros_like(prior)).sum().item()
+    if radius >= -math.log(top_mass):
+        return _vertex(prior, top)
     log_prior = torch.log(prior)
 
     def evaluate(t: float) -> tuple[float, float, Tensor]:
@@ -139,7 +143,9 @@ def chi2_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     values, index, mass = _levels(losses, prior)
     top = index == len(values) - 1
     kappa = 1.0 + 2.0 * radius
-    if kappa * mass[-1].item() >= 1.0:  # E_p[r^2] at the vertex is 1 / P(argmax)
+    # E_p[r^2] at the vertex is 1 / P(argmax); one level (all losses equal) is its own vertex even when the
+    # prior's float sum falls a hair below 1 and kappa rounds to 1 (radius ~1e-25)
+    if len(values) == 1 or kappa * mass[-1].item() >= 1.0:
         return _vertex(prior, top)
     scaled_values = (values - values[-1]) / (values[-1] - values[0])  # (K,) in [-1, 0]
     desc, mass_desc = scaled_values.flip(0), mass.flip(0)
