@@ -143,7 +143,7 @@ def spread(config: DPORunConfig, checkpoints: list[int], batch_size: int) -> dic
     model = get_peft_model(model, lora_config(config, layers))
     cache = fast.TrunkCache(model, layers - config.lora_layers)
     pairs, kept = fast.encode_pairs(tokenizer, rows, config.max_length)
-    groups = torch.tensor(rows["group_id"])[kept]
+    groups = torch.tensor(rows["group"])[kept]
     ref = cache.reference_logps(pairs)
     settings = {
         f"dr_dpo beta'={b}": (lambda x, g, b=b: dro_losses.dr_dpo_loss(x, b))

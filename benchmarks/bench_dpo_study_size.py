@@ -48,7 +48,7 @@ def measure(args) -> dict:
     model = get_peft_model(model, lora_config(config, layers))
     cache = fast_run.shared_cache(model, config.model, layers - config.lora_layers)
     pairs, kept = fast.encode_pairs(tokenizer, train_rows, config.max_length)
-    groups = torch.tensor(train_rows["group_id"])[kept]
+    groups = torch.tensor(train_rows["group"])[kept]
     out = {"policy": args.policy, "batch_pairs": args.batch_size, "threads": torch.get_num_threads()}
     once = cpu(lambda: cache.fill([s for p in pairs for s in p])) + cpu(
         lambda: cache.reference_logps(pairs)

@@ -93,7 +93,7 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
     timings, start = {}, time.perf_counter()
     cache = shared_cache(model, config.model, max(0, layers - config.lora_layers))
     pairs, kept = fast.encode_pairs(tokenizer, train_rows, config.max_length)
-    groups = torch.tensor(train_rows["group_id"])[kept]
+    groups = torch.tensor(train_rows["group"])[kept]
     cache.fill([s for p in pairs for s in p])
     timings["setup_s"] = time.perf_counter() - start
     history = fast.train(config, model, cache, pairs, groups)
