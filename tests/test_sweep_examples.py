@@ -19,7 +19,9 @@ from drostudy.runner.notebooks import Task
 REPO = Path(__file__).resolve().parents[1]
 # What a test appends to an example so that it runs in seconds: the notebooks' SMOKE switch and one grid
 # point of a sweep (its whole grid is still checked), tiny models and sizes for a training command.
-TINY_RM = {"model": "tiny-bert", "n_train": "16", "n_test": "8", "batch_size": "8"}
+TINY_RM = {"model": "tiny-bert", "n_train": "16", "n_eval": "8", "batch_size": "8"}
+TINY_DPO = {"model": "tiny-llama", "n_train": "4", "steps": "1", "batch_size": "2", "n_eval": "2"}
+TINY_DPO |= {"n_generate": "1", "max_new_tokens": "2", "lora_layers": "1"}
 SMALL = {
     "sweep --notebook": ["--param", "SMOKE=True", "--limit", "1"],
     "sweep --grid": ["--param", "SMOKE=True", "--limit", "1"],
@@ -29,6 +31,7 @@ SMALL = {
         "1",
     ],
     "rm": [f for k, v in TINY_RM.items() for f in (f"--{k.replace('_', '-')}", v)],
+    "dpo": [f for k, v in TINY_DPO.items() for f in (f"--{k.replace('_', '-')}", v)],
 }
 
 
@@ -54,9 +57,16 @@ def small(argv: list[str], tmp_path: Path) -> list[str]:
     kind = " ".join(argv[:2]) if argv[0] == "sweep" else argv[0]
     kind = "sweep --command rm" if argv[:3] == ["sweep", "--command", "rm"] else kind
     assert kind in SMALL, f"an example of a new kind ({kind}): give it a SMOKE size in SMALL"
+    argv = [*argv]
     if "--out" in argv:
-        argv = [*argv]
         argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    if "--dataset" in argv:  # the user's own pairs: a small file of that name, in TRL's columns
+        path = tmp_path / argv[argv.index("--dataset") + 1]
+        rows = [
+            {"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i)} for i in range(8)
+        ]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        argv[argv.index("--dataset") + 1] = str(path)
     return [*argv, *SMALL[kind]]
 
 
@@ -91,7 +101,7 @@ def test_example_runs_as_written(example, tmp_path, monkeypatch, notebook_env):
         df = df.assign(stage=results.stage_per_sweep(df))
         assert set(df["stage"]) == {f"rm @{sweep_dir.name}"}
         (comparison,) = results.compare_to_ordinary(df, dict.fromkeys(df["stage"], "accuracy"))
-        assert comparison["ordinary"]["seeds"] == 2  # SMOKE's 2 seeds, each counted once
+        assert comparison["ordinary"]["seeds"] == 3  # SMOKE's 3 headline seeds, each counted once
 
 
 def check_figure_readme(figures: Path, executed: Path):

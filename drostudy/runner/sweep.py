@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python -m drostudy sweep --grid default --workers 2   # `make sweep`: notebook 02
     python -m drostudy sweep --notebook notebooks/02_reward_model_robustness.ipynb \
-        --param HEADLINE_RADIUS=0.2,0.5 --param SPLITS=A --param NOISE= --param SEEDS=3 --workers 2
+        --param HEADLINE_RADIUS=0.2,0.5 --param SPLITS=A --param SEEDS=3 --workers 2
     python -m drostudy sweep --notebook notebooks/01_worst_case_weights.ipynb --param RADIUS=0.1,0.3
     python -m drostudy sweep --command rm --param divergence=tv --param radius=0,0.1 --workers 2
 
