@@ -239,6 +239,16 @@ def _render_probe(result: dict) -> None:
         result["out"] = err
 
 
+def interval_error(mean: pd.Series, low: pd.Series, high: pd.Series) -> dict:
+    """plotly's `error_y` for an interval [low, high] around `mean` (asymmetric, in data units)."""
+    return dict(
+        type="data",
+        symmetric=False,
+        array=(high - mean).tolist(),
+        arrayminus=(mean - low).tolist(),
+    )
+
+
 def bar_with_ci(
     df: pd.DataFrame,
     x: str,
@@ -263,12 +273,7 @@ def bar_with_ci(
     for key, part in groups:
         error = None
         if ci_low is not None and ci_high is not None:
-            error = dict(
-                type="data",
-                symmetric=False,
-                array=(part[ci_high] - part[y]).tolist(),
-                arrayminus=(part[y] - part[ci_low]).tolist(),
-            )
+            error = interval_error(part[y], part[ci_low], part[ci_high])
         name = None if key is None else str(key)
         fig.add_bar(
             x=part[x], y=part[y], name=name, error_y=error, marker_color=colors.get(name, OKABE_ITO[0])

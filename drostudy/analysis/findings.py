@@ -74,12 +74,7 @@ def map_figure(gains: pd.DataFrame):
     for col, (x, part) in enumerate(panels, start=1):
         for series, line in part.groupby("series", sort=True):
             line = line.groupby(x, as_index=False)[["mean_diff", "ci_low", "ci_high"]].mean()
-            error = dict(
-                type="data",
-                symmetric=False,
-                array=(line.ci_high - line.mean_diff).tolist(),
-                arrayminus=(line.mean_diff - line.ci_low).tolist(),
-            )
+            error = plotting.interval_error(line.mean_diff, line.ci_low, line.ci_high)
             fig.add_scatter(
                 x=line[x],
                 y=line.mean_diff,

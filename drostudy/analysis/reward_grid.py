@@ -147,12 +147,7 @@ def gain_figure(frame: pd.DataFrame, x: str, color: str, title: str, x_title: st
     colors = plotting.color_map([str(k) for k in frame[color].unique()])
     for key, part in frame.groupby(color, sort=False):
         part = part.sort_values(x)
-        error = dict(
-            type="data",
-            symmetric=False,
-            array=(part.ci_high - part.mean_diff).tolist(),
-            arrayminus=(part.mean_diff - part.ci_low).tolist(),
-        )
+        error = plotting.interval_error(part.mean_diff, part.ci_low, part.ci_high)
         fig.add_scatter(
             x=part[x],
             y=part.mean_diff,
