@@ -18,7 +18,7 @@ import torch
 
 from drostudy import evaluate
 from drostudy.dpo import fast
-from drostudy.dpo.run import DPORunConfig, build_data, reference_eval
+from drostudy.dpo.run import DPORunConfig, build_data, reference_eval, run_metrics
 from drostudy.io import seed_everything
 from drostudy.runs import lora_config
 
@@ -112,15 +112,5 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
             stats["correct_before"] = shared[domain]["correct_before"]
         per_domain[domain] = stats
     timings["eval_s"] = time.perf_counter() - start
-    robust = config.loss == "robust"
-    return {
-        "stage": "dpo",
-        "method": "wdpo" if getattr(config, "wdpo_radius", 0.0) > 0 else config.loss,
-        "divergence": config.divergence if robust else None,
-        "radius": config.radius if robust else None,
-        "seed": config.seed,
-        "per_domain": per_domain,
-        "timings": {**timings, "train_step_s": timings["train_s"] / config.steps},
-        "n_train": len(pairs),
-        "history": history,
-    }
+    method = "wdpo" if getattr(config, "wdpo_radius", 0.0) > 0 else config.loss
+    return run_metrics(config, method, per_domain, timings, len(pairs), history)

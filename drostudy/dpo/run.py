@@ -279,17 +279,23 @@ def train_and_evaluate(config: DPORunConfig, save_dir: str | None = None) -> dic
         )
         per_domain[domain] = {**stats, "correct_before": shared[domain]["correct_before"]}
     timings["eval_s"] = time.perf_counter() - start
+    steps = history(trainer.state.log_history)
+    return run_metrics(config, config.method, per_domain, timings, len(train), steps)
+
+
+def run_metrics(config, method: str, per_domain: dict, timings: dict, n_train: int, steps: list) -> dict:
+    """One DPO run's metrics in the drostudy.runs layout; the TRL path and the fast path both return it."""
     robust = config.loss == "robust"
     return {
         "stage": "dpo",
-        "method": config.method,
+        "method": method,
         "divergence": config.divergence if robust else None,
         "radius": config.radius if robust else None,
         "seed": config.seed,
         "per_domain": per_domain,
         "timings": {**timings, "train_step_s": timings["train_s"] / config.steps},
-        "n_train": len(train),
-        "history": history(trainer.state.log_history),
+        "n_train": n_train,
+        "history": steps,
     }
 
 
