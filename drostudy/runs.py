@@ -98,6 +98,45 @@ def _is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class PolicyRunFields:
+    """The fields the policy stages (DPO, RL) share: the policy, its LoRA adapters, the domains, greedy answers."""
+
+    model: str = "smollm2-135m-instruct"
+    """the policy trained: a name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
+    train_domains: tuple[str, ...] = ("math", "code")
+    """suite domains to train on (in distribution)"""
+    eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
+    """held-out suite domains (out of distribution); the train domains are evaluated too"""
+    lora_layers: int = 4
+    """LoRA adapters on this many top transformer layers; the layers below stay frozen"""
+    lora_rank: int = 8
+    """LoRA rank r (alpha = 2r)"""
+    max_new_tokens: int = 12
+    """greedy answer length in tokens"""
+    system_prompt: str = "Answer briefly."
+    """system message of every chat prompt (a short one keeps sequences short)"""
+    save_model: bool = False
+    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
+
+
+def trl_run_fields(config, output_dir: str) -> dict:
+    """The TRL training fields every stage's run shares: `output_dir`, `config`'s learning rate and seed (also
+    the data order's), fp32 on a CPU when there is no GPU (bf16 would fail there), no reports, no checkpoints."""
+    import torch
+
+    return dict(
+        output_dir=output_dir,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        save_strategy="no",
+    )
+
+
 def lora_config(config, num_layers: int):
     """peft LoRA on every projection of the top `config.lora_layers` of `num_layers` transformer layers,
     rank `config.lora_rank` (alpha = 2r, no dropout); the layers below stay frozen, so backward stops there."""

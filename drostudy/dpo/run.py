@@ -28,13 +28,20 @@ from drostudy.dpo.trainer import RobustDPOTrainer
 from drostudy.dropin.cli import GROUP_COLUMN, load_preferences, trl_overrides
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.progress import tqdm
-from drostudy.runs import history, lora_config, quiet_in_batch, training_command
+from drostudy.runs import (
+    PolicyRunFields,
+    history,
+    lora_config,
+    quiet_in_batch,
+    training_command,
+    trl_run_fields,
+)
 
 LOSSES = ("ordinary", "robust", "dr_dpo", "kldpo", "group", "rdpo")
 
 
 @dataclass(frozen=True)
-class DPORunConfig:
+class DPORunConfig(PolicyRunFields):
     loss: str = "ordinary"
     """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.dpo.trainer)"""
     divergence: str = "tv"
@@ -51,16 +58,6 @@ class DPORunConfig:
     """exponentiated-gradient step eta of group-robust DPO (--loss group); see docs/methods.md for its scale"""
     label_smoothing: float = 0.1
     """rDPO's assumed label-flip rate epsilon in [0, 0.5) (--loss rdpo)"""
-    train_domains: tuple[str, ...] = ("math", "code")
-    """suite domains to train on (in distribution)"""
-    eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
-    """held-out suite domains (out of distribution); the train domains are evaluated too"""
-    model: str = "smollm2-135m-instruct"
-    """the policy trained: a name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
-    lora_layers: int = 4
-    """LoRA adapters on this many top transformer layers; the layers below stay frozen"""
-    lora_rank: int = 8
-    """LoRA rank r (alpha = 2r)"""
     n_train: int = 128
     """training pairs, split evenly over the train domains"""
     steps: int = 16
@@ -75,16 +72,10 @@ class DPORunConfig:
     """held-out pairs per domain for preference accuracy, margin and KL"""
     n_generate: int = 24
     """held-out prompts per domain for greedy answers"""
-    max_new_tokens: int = 12
-    """greedy answer length in tokens"""
-    system_prompt: str = "Answer briefly."
-    """system message of every chat prompt (a short one keeps sequences short)"""
     seed: int = 0
     """seed of the training sample, LoRA initialisation and batch order (the test sets do not change)"""
     dataset: str = ""
     """your own training pairs: a JSONL/JSON/parquet file or hub id, columns prompt/chosen/rejected (+ domain)"""
-    save_model: bool = False
-    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
     trl_args: tuple[str, ...] = ()
     """TRL training fields KEY=VALUE,... for RobustDPOConfig (e.g. gradient_accumulation_steps=4)"""
 
@@ -192,20 +183,13 @@ def own_data(config: DPORunConfig):
 def trl_config(config: DPORunConfig, output_dir: str, **overrides):
     from drostudy.dropin.configs import RobustDPOConfig
 
-    kwargs = dict(
-        output_dir=output_dir,
+    kwargs = trl_run_fields(config, output_dir) | dict(
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
         beta=config.beta,
         precompute_ref_log_probs=True,
         max_length=config.max_length,
-        seed=config.seed,
         logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
         disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
     )
     trl = trl_overrides(RobustDPOConfig, config.trl_args)

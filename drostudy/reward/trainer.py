@@ -23,6 +23,7 @@ from drostudy.dropin.cli import trl_overrides
 from drostudy.dropin.configs import RobustRewardConfig, check_config
 from drostudy.dropin.save import GroupColumn, RobustSaveMixin
 from drostudy.losses import RobustLoss, bradley_terry_loss, robust_loss
+from drostudy.runs import trl_run_fields
 
 
 @dataclasses.dataclass
@@ -134,20 +135,12 @@ class RobustRewardTrainer(RobustSaveMixin, OptimizerBatchMixin, RewardTrainer):
 
 def trl_args(config, output_dir: str, **overrides) -> RobustRewardConfig:
     """RobustRewardConfig for a CPU-friendly run of `config` (an RMConfig): fp32, no reports, no checkpoints."""
-    kwargs = dict(
-        output_dir=output_dir,
+    kwargs = trl_run_fields(config, output_dir) | dict(
         per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
-        seed=config.seed,
-        data_seed=config.seed,
         logging_steps=config.logging_steps,
         logging_first_step=True,  # so that even a run shorter than logging_steps has a history
         max_length=None,  # pairs are truncated when tokenised, so TRL must not drop any
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        save_strategy="no",
         disable_tqdm=True,
     )
     robust = dict(divergence=config.divergence, radius=config.radius, level=config.level)

@@ -33,12 +33,19 @@ from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.rl.eval import evaluate_rl_policy, prompt_rows
 from drostudy.rl.reward import LearnedReward
 from drostudy.rl.trainer import RobustRLOOTrainer
-from drostudy.runs import history, lora_config, quiet_in_batch, training_command
+from drostudy.runs import (
+    PolicyRunFields,
+    history,
+    lora_config,
+    quiet_in_batch,
+    training_command,
+    trl_run_fields,
+)
 from drostudy.weights import validate_radius
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(PolicyRunFields):
     divergence: str = "tv"
     """ball over prompt distributions: tv, kl, chi2 or cvar (drostudy.weights.DIVERGENCES)"""
     radius: float = 0.0
@@ -47,16 +54,6 @@ class RLConfig:
     """reward model: a folder saved with save_pretrained (train_reward_for_rl), or a name (tiny-bert: tests)"""
     reward_max_length: int = 128
     """tokens per (prompt, response) text fed to the reward model, as in its training"""
-    model: str = "smollm2-135m-instruct"
-    """the policy trained: a name for drostudy.models.load_policy (tiny-llama: random, for tests)"""
-    train_domains: tuple[str, ...] = ("math", "code")
-    """suite domains whose prompts the policy is trained on (in distribution)"""
-    eval_domains: tuple[str, ...] = ("reasoning", "knowledge", "safety")
-    """held-out suite domains (out of distribution); the train domains are evaluated too"""
-    lora_layers: int = 4
-    """LoRA adapters on this many top transformer layers; the layers below stay frozen"""
-    lora_rank: int = 8
-    """LoRA rank r (alpha = 2r)"""
     n_train: int = 64
     """distinct training prompts, split evenly over the train domains"""
     steps: int = 16
@@ -77,14 +74,8 @@ class RLConfig:
     """prompts longer than this (chat template included) are left out, not truncated (CPU cost ~ length)"""
     n_eval: int = 16
     """held-out prompts per domain for greedy answers"""
-    max_new_tokens: int = 12
-    """greedy answer length in tokens"""
-    system_prompt: str = "Answer briefly."
-    """system message of every chat prompt (as in the DPO stage)"""
     seed: int = 0
     """seed of the training prompts, LoRA initialisation and sampling (the evaluation prompts do not change)"""
-    save_model: bool = False
-    """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
     trl_args: tuple[str, ...] = ()
     """TRL training fields KEY=VALUE,... for RobustRLOOConfig (e.g. gradient_accumulation_steps=4)"""
 
@@ -164,24 +155,19 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
     """RobustRLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
     from drostudy.dropin.configs import RobustRLOOConfig
 
-    kwargs = dict(
-        output_dir=output_dir,
-        max_steps=config.steps,
-        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        beta=config.beta,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
-        gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
+    kwargs = (
+        trl_run_fields(config, output_dir)
+        | dict(
+            max_steps=config.steps,
+            per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+            num_generations=config.num_generations,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            beta=config.beta,
+            logging_steps=1,
+            disable_tqdm=None,  # bars unless transformers logs at error level only (batch runs)
+            gradient_checkpointing=False,  # RLOO defaults to True (recomputes forwards); short sequences need no saving
+        )
     )
     from drostudy.dropin.cli import trl_overrides
 
