@@ -64,6 +64,31 @@ def cvar_weights(losses: Tensor, prior: Tensor, alpha: float) -> Tensor:
     return prior * (filled / alpha)[index]
 
 
+def _kl_tilt(
+    t: float, prior: Tensor, log_prior: Tensor, scaled: Tensor, from_top: Tensor
+) -> tuple[float, float, Tensor]:
+    """KL(q_t || p), its slope d KL / d log t and q_t ∝ p exp(t s) for `kl_weights` (shapes (n,)): small t
+    from the prior-centred `scaled` losses, large t from `from_top` (the same losses shifted to max 0)."""
+    if t <= 1.0:
+        a = t * scaled  # (n,) in [-1, 1]
+        excess = torch.dot(prior, torch.expm1(a))
+        log_z = torch.log1p(excess)
+        q = prior * torch.exp(a) / (1.0 + excess)
+    else:
+        a = t * from_top  # (n,) <= 0
+        logits = log_prior + a
+        shift = logits.max()  # softmax and logsumexp from one exp
+        q = torch.exp(logits - shift)
+        total = q.sum()
+        q /= total
+        log_z = shift + torch.log(total)
+    mean = torch.dot(q, a)
+    # The slope only steers Newton (the bracket guarantees convergence): one-pass variance suffices.
+    slope = torch.dot(q, a * a) - mean**2  # d KL / d log t = t^2 Var_q(s)
+    kl_value, slope_value = torch.stack([mean - log_z, slope]).tolist()
+    return kl_value, slope_value, q
+
+
 def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     """sum q log(q/p) <= radius: q ∝ p exp(t l) with the inverse temperature t from a 1-D monotone root.
 
@@ -88,32 +113,11 @@ def kl_weights(losses: Tensor, prior: Tensor, radius: float) -> Tensor:
     if radius >= -math.log(top_mass):
         return _vertex(prior, top)
     log_prior = torch.log(prior)
-
-    def evaluate(t: float) -> tuple[float, float, Tensor]:
-        if t <= 1.0:
-            a = t * scaled  # (n,) in [-1, 1]
-            excess = torch.dot(prior, torch.expm1(a))
-            log_z = torch.log1p(excess)
-            q = prior * torch.exp(a) / (1.0 + excess)
-        else:
-            a = t * from_top  # (n,) <= 0
-            logits = log_prior + a
-            shift = logits.max()  # softmax and logsumexp from one exp
-            q = torch.exp(logits - shift)
-            total = q.sum()
-            q /= total
-            log_z = shift + torch.log(total)
-        mean = torch.dot(q, a)
-        # The slope only steers Newton (the bracket guarantees convergence): one-pass variance suffices.
-        slope = torch.dot(q, a * a) - mean**2  # d KL / d log t = t^2 Var_q(s)
-        kl_value, slope_value = torch.stack([mean - log_z, slope]).tolist()
-        return kl_value, slope_value, q
-
     variance = torch.dot(prior, scaled**2).item()
     t = math.sqrt(2.0 * radius / variance)  # KL ≈ t^2 Var_p / 2 for small t
     lo, hi = 0.0, math.inf
     for _ in range(_KL_MAX_ITER):
-        kl, slope, q = evaluate(t)
+        kl, slope, q = _kl_tilt(t, prior, log_prior, scaled, from_top)
         gap = kl - radius
         if gap > 0:
             hi = t

@@ -168,6 +168,34 @@ def sweep_figure(
     return fig
 
 
+def _explorer_controls(divergence, radius, reg, n_examples, distribution, seed) -> dict:
+    """The explorer's widgets by name, at the given starting values (the radius range of `divergence`)."""
+    import ipywidgets as widgets
+
+    low, high = RADIUS_RANGES[divergence]
+    return {
+        "divergence": widgets.Dropdown(
+            options=list(DIVERGENCES), value=divergence, description="divergence"
+        ),
+        "radius": widgets.FloatSlider(
+            value=radius, min=low, max=high, step=0.01, description="radius", continuous_update=False
+        ),
+        "reg": widgets.FloatLogSlider(value=reg, base=10, min=-2, max=1, step=0.05, description="reg"),
+        "examples": widgets.IntSlider(value=n_examples, min=4, max=512, description="examples"),
+        "losses": widgets.Dropdown(
+            options=sorted(LOSS_DISTRIBUTIONS), value=distribution, description="losses"
+        ),
+        "seed": widgets.IntText(value=seed, description="seed"),
+    }
+
+
+def _show_in(output, fig) -> None:
+    """Show plotly `fig` in ipywidgets `output`, replacing what it showed."""
+    # plotly's own display hook publishes at the top level, so hand the Output its mime bundle
+    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict())
+    output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+
+
 def build_explorer(
     divergence: str = "tv",
     radius: float = 0.2,
@@ -185,21 +213,7 @@ def build_explorer(
     """
     import ipywidgets as widgets
 
-    low, high = RADIUS_RANGES[divergence]
-    controls = {
-        "divergence": widgets.Dropdown(
-            options=list(DIVERGENCES), value=divergence, description="divergence"
-        ),
-        "radius": widgets.FloatSlider(
-            value=radius, min=low, max=high, step=0.01, description="radius", continuous_update=False
-        ),
-        "reg": widgets.FloatLogSlider(value=reg, base=10, min=-2, max=1, step=0.05, description="reg"),
-        "examples": widgets.IntSlider(value=n_examples, min=4, max=512, description="examples"),
-        "losses": widgets.Dropdown(
-            options=sorted(LOSS_DISTRIBUTIONS), value=distribution, description="losses"
-        ),
-        "seed": widgets.IntText(value=seed, description="seed"),
-    }
+    controls = _explorer_controls(divergence, radius, reg, n_examples, distribution, seed)
     losses = {"now": sample_losses(n_examples, distribution, seed)}
     figures = {"weights": weights_figure(losses["now"], divergence, radius, reg, widget=True)}
     outputs = {"value": widgets.Output(), "ess": widgets.Output()}
@@ -215,9 +229,7 @@ def build_explorer(
         )
         figures["ess"] = sweep_figure(sweep, "ess", "effective sample size / n")
         for name, output in outputs.items():
-            # plotly's own display hook publishes at the top level, so hand the Output its mime bundle
-            bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figures[name].to_dict())
-            output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+            _show_in(output, figures[name])
 
     def new_losses(_=None):
         c = {k: w.value for k, w in controls.items()}
