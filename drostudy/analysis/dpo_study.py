@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from drostudy.analysis.results import intervals_overlap, mean_pm, t_interval
+from drostudy.analysis.results import intervals_overlap, mean_pm
+from drostudy.analysis.results import summary as results_summary
 from drostudy.dpo.fast_run import FastDPORunConfig, train_and_evaluate
 from drostudy.runs import run_all as run_labelled
 
@@ -55,48 +56,45 @@ def run_all(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path) -> 
     return run_labelled(configs, folder, train_and_evaluate, desc="DPO runs")
 
 
-def tidy(runs: list[dict]) -> pd.DataFrame:
-    """One row per (run, domain, metric), plus the pseudo-domains "ID mean" and "OOD mean" per run."""
-    rows = []
-    for run in runs:
-        config = run["config"]
-        for domain, values in run["per_domain"].items():
-            for metric in METRICS:
-                if metric in values:  # `correct*` only where greedy answers were generated
-                    rows.append((run["label"], config["seed"], domain, metric, values[metric]))
-        for name, part in (("ID mean", "in_distribution"), ("OOD mean", "out_of_distribution")):
-            rows += [
-                (run["label"], config["seed"], name, m, run[part][m]) for m in METRICS if m in run[part]
-            ]
-    return pd.DataFrame(rows, columns=["label", "seed", "domain", "metric", "value"])
-
-
-def results_frame(runs: list[dict]) -> pd.DataFrame:
-    """The long table of drostudy.analysis.stats (RESULT_COLUMNS): per run, every domain's compared metrics
-    (split "id" for training domains, else "ood") and the split means as domain "mean"."""
+def _long(runs: list[dict], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Per run, every domain's `metrics` (split "id" for training domains, else "ood") and the split means
+    as domain "mean": columns setting, seed, split, domain, metric, value."""
     rows = []
     for run in runs:
         seed, train = run["config"]["seed"], set(run["config"]["train_domains"])
         for domain, values in run["per_domain"].items():
             split = "id" if domain in train else "ood"
-            rows += [(run["label"], seed, split, domain, m, values[m]) for m in COMPARED if m in values]
+            rows += [(run["label"], seed, split, domain, m, values[m]) for m in metrics if m in values]
         for split, part in (("id", "in_distribution"), ("ood", "out_of_distribution")):
             rows += [
-                (run["label"], seed, split, "mean", m, run[part][m]) for m in COMPARED if m in run[part]
+                (run["label"], seed, split, "mean", m, run[part][m]) for m in metrics if m in run[part]
             ]
-    frame = pd.DataFrame(rows, columns=["setting", "seed", "split", "domain", "metric", "value"])
-    return frame.assign(stage="dpo")[["stage", "setting", "seed", "split", "domain", "metric", "value"]]
+    return pd.DataFrame(rows, columns=["setting", "seed", "split", "domain", "metric", "value"])
+
+
+def tidy(runs: list[dict]) -> pd.DataFrame:
+    """One row per (run, domain, metric), plus the pseudo-domains "ID mean" and "OOD mean" per run."""
+    long = _long(runs, METRICS)
+    means = long["split"].map({"id": "ID mean", "ood": "OOD mean"})
+    long["domain"] = long["domain"].where(long["domain"] != "mean", means)
+    return long.rename(columns={"setting": "label"})[["label", "seed", "domain", "metric", "value"]]
+
+
+def results_frame(runs: list[dict]) -> pd.DataFrame:
+    """The long table of drostudy.analysis.stats (RESULT_COLUMNS): `_long` of the compared metrics."""
+    frame = _long(runs, COMPARED).assign(stage="dpo")
+    return frame[["stage", "setting", "seed", "split", "domain", "metric", "value"]]
 
 
 def summary(runs: list[dict]) -> pd.DataFrame:
-    """Mean and 95% t-interval over seeds per (label, domain, metric): columns mean, ci95, ci_low, ci_high."""
-    rows = []
-    for (label, domain, metric), values in tidy(runs).groupby(["label", "domain", "metric"], sort=False):
-        mean, half = t_interval(values["value"].to_numpy())
-        rows.append({"label": label, "domain": domain, "metric": metric, "mean": mean, "ci95": half})
-    out = pd.DataFrame(rows)
-    out["ci_low"], out["ci_high"] = out["mean"] - out["ci95"], out["mean"] + out["ci95"]
-    return out
+    """Mean and 95% t-interval over seeds per (label, domain, metric): columns label, domain, metric, mean,
+    n, ci95, ci_low, ci_high (drostudy.analysis.results.summary)."""
+    long = tidy(runs)
+    out = results_summary(long, by=("label", "domain"))
+    # run order for labels and domains (training domains, held-out ones, then the means), not alphabetical
+    order = {c: {v: i for i, v in enumerate(long[c].unique())} for c in ("label", "domain")}
+    out = out.sort_values(["label", "domain"], key=lambda c: c.map(order[c.name]), kind="stable")
+    return out.reset_index(drop=True)
 
 
 def versus_ordinary(table: pd.DataFrame, domain: str = "OOD mean") -> pd.DataFrame:
