@@ -9,7 +9,6 @@ import socket
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -322,39 +321,3 @@ def test_cli_writes_metrics_and_skips_finished_run(tmp_path, monkeypatch, capsys
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
-
-
-# --- notebook helpers -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("divergence", ["kl", "chi2", "cvar"])
-def test_matched_radius_gives_the_same_effective_sample_size(divergence):
-    from drostudy.analysis import reward_study
-
-    losses = np.random.default_rng(0).exponential(0.7, size=300)
-    target = reward_study.mean_ess(losses, 16, "tv", 0.2)
-    assert 0.2 < target < 0.95
-    radius = reward_study.matched_radius(losses, 16, divergence, target)
-    assert reward_study.mean_ess(losses, 16, divergence, radius) == pytest.approx(target, abs=2e-3)
-
-
-def test_setting_table_verdicts():
-    from drostudy.analysis import reward_study
-
-    rows = []
-    for label, ood, half in [
-        ("ordinary", 0.60, 0.01),
-        ("robust tv 0.2", 0.55, 0.01),
-        ("robust kl 0.1", 0.605, 0.02),
-    ]:
-        rows += [
-            {"label": label, "domain": "OOD mean", "mean": ood, "ci95": half},
-            {"label": label, "domain": "ID mean", "mean": 0.8, "ci95": half},
-            {"label": label, "domain": "math", "mean": 0.8, "ci95": half},
-            {"label": label, "domain": "reasoning", "mean": ood, "ci95": half},
-        ]
-    table = reward_study.setting_table(pd.DataFrame(rows)).set_index("label")
-    assert table.loc["robust tv 0.2", "verdict"] == "worse beyond the intervals"
-    assert table.loc["robust kl 0.1", "verdict"] == "within the 95% intervals"
-    assert table.loc["robust tv 0.2", "worst_domain"] == "reasoning"
-    assert table.loc["robust tv 0.2", "ood_gain"] == pytest.approx(-0.05)
