@@ -249,6 +249,21 @@ def interval_error(mean: pd.Series, low: pd.Series, high: pd.Series) -> dict:
     )
 
 
+def add_gain_line(fig: go.Figure, part: pd.DataFrame, x: str, name: str, color: str, **scatter) -> None:
+    """Add to `fig` a line of paired gains `part.mean_diff` against `part[x]` with their 95% intervals
+    (columns ci_low, ci_high) as error bars; `scatter` passes on to add_scatter (row, col, legendgroup...)."""
+    error = interval_error(part.mean_diff, part.ci_low, part.ci_high)
+    fig.add_scatter(
+        x=part[x],
+        y=part.mean_diff,
+        error_y=error,
+        mode="lines+markers",
+        name=name,
+        line=dict(color=color),
+        **scatter,
+    )
+
+
 def bar_with_ci(
     df: pd.DataFrame,
     x: str,

@@ -74,16 +74,14 @@ def map_figure(gains: pd.DataFrame):
     for col, (x, part) in enumerate(panels, start=1):
         for series, line in part.groupby("series", sort=True):
             line = line.groupby(x, as_index=False)[["mean_diff", "ci_low", "ci_high"]].mean()
-            error = plotting.interval_error(line.mean_diff, line.ci_low, line.ci_high)
-            fig.add_scatter(
-                x=line[x],
-                y=line.mean_diff,
-                error_y=error,
-                mode="lines+markers",
-                name=series,
+            plotting.add_gain_line(
+                fig,
+                line,
+                x,
+                series,
+                colors[series],
                 legendgroup=series,
                 showlegend=col == 1,
-                line=dict(color=colors[series]),
                 row=1,
                 col=col,
             )

@@ -147,15 +147,7 @@ def gain_figure(frame: pd.DataFrame, x: str, color: str, title: str, x_title: st
     colors = plotting.color_map([str(k) for k in frame[color].unique()])
     for key, part in frame.groupby(color, sort=False):
         part = part.sort_values(x)
-        error = plotting.interval_error(part.mean_diff, part.ci_low, part.ci_high)
-        fig.add_scatter(
-            x=part[x],
-            y=part.mean_diff,
-            error_y=error,
-            mode="lines+markers",
-            name=str(key),
-            line=dict(color=colors[str(key)]),
-        )
+        plotting.add_gain_line(fig, part, x, str(key), colors[str(key)])
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     fig.update_layout(template=plotting.TEMPLATE, title=title)
     fig.update_xaxes(title=x_title)
