@@ -45,3 +45,17 @@ def test_full_dpo_configs_step_on_tiny_models():
         metrics = train_and_evaluate(config)
         assert set(metrics["per_domain"]) == {*config.train_domains, *config.eval_domains}, label
         assert len(metrics["history"]) == 1 and _finite(metrics["per_domain"]), label
+
+
+def test_notebook_03_full_reads_every_size_from_the_package():
+    """Notebook 03's FULL cell sets its parameters of the same names from drostudy.dpo.study.FULL: each
+    field must be one of them, or FULL=True would set a variable that nothing reads."""
+    from pathlib import Path
+
+    from drostudy.runner.notebooks import notebook_parameters
+
+    defined = notebook_parameters(Path(__file__).parents[1] / "notebooks" / "03_dpo_robustness.ipynb")
+    assert {field.upper() for field in dpo_sizes.FULL} <= set(defined)
+    assert {"SEEDS", "METHODS", "GENERATE", "EVAL_DOMAINS"} <= set(defined)
+    every = dpo_study.method_overrides({"tv": 0.2, "kl": 0.1, "chi2": 0.25}, wdpo_radius=1.0)
+    assert set(dpo_sizes.FULL_METHODS.split(",")) == set(every) - {"ordinary"}

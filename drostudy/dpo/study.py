@@ -1,7 +1,8 @@
-"""The FULL (GPU) configuration of notebook 03, in one place: the notebook's `FULL = True` and
-tests/test_gpu_configs.py (every method for one step on tiny models on the CPU) both build it here.
+"""The FULL (GPU) configuration of notebook 03, in one place: the notebook's `FULL = True` sets its
+parameters of the same names (upper case) from `FULL`, and tests/test_gpu_configs.py (every method for one
+step on tiny models on the CPU) builds it with `full_config`.
 
-FULL: 3 seeds of 150 steps of 16 pairs (2400 training pairs), LoRA on all 30 layers, 200 held-out pairs and
+FULL: every method, 3 seeds of 150 steps of 16 pairs (2400 training pairs), LoRA on all 30 layers, 200 held-out pairs and
 100 greedy answers of 24 tokens per domain, pairs up to 192 tokens, safety added to the held-out domains.
 """
 
@@ -23,6 +24,7 @@ FULL = dict(
     lora_layers=30,
 )
 FULL_SEEDS = 3
+FULL_METHODS = "tv,kl,chi2,dr_dpo,kldpo,group,rdpo,wdpo"  # every method besides ordinary
 FULL_EXTRA_EVAL = ("safety",)
 
 
