@@ -36,7 +36,9 @@ def constructed_table():
                         value=value,
                     )
                 )
-    return stats.comparisons_table(stats.add_domain_mean(pd.DataFrame(rows)))
+                # a KL endpoint (lower is better, another scale): kept out of the findings table
+                rows.append({**rows[-1], "metric": "kl", "value": 1.0 - value})
+    return stats.comparisons_table(stats.add_domain_mean(pd.DataFrame(rows)), lower_is_better=("kl",))
 
 
 def test_generator_replaces_only_the_marked_text(tmp_path):
@@ -57,10 +59,10 @@ def test_generator_replaces_only_the_marked_text(tmp_path):
         findings.FINDINGS_END + after
     )
     assert "old numbers" not in text
-    robust = table[
-        (table.setting == "robust tv 0.5") & (table.split == "ood") & (table.domain == "mean")
-    ].iloc[0]
-    row = f"| rm A | robust tv 0.5 | 6 | {robust.mean_diff:+.3f} [{robust.ci_low:+.3f}, {robust.ci_high:+.3f}] |"
+    ood_mean = table[(table.split == "ood") & (table.domain == "mean")]
+    robust = ood_mean[(ood_mean.setting == "robust tv 0.5") & (ood_mean.metric == "accuracy")].iloc[0]
+    assert "| kl |" not in text and (ood_mean.metric == "kl").any()
+    row = f"| rm A | robust tv 0.5 | accuracy | 6 | {robust.mean_diff:+.3f} [{robust.ci_low:+.3f}, {robust.ci_high:+.3f}] |"
     assert row in text and robust.verdict == "better"
     assert "03_*.comparisons.csv missing" in text and "04_*.comparisons.csv missing" in text
     assert "Resolved: 1 better, 0 worse; 1 not resolved." in text
@@ -80,3 +82,13 @@ def test_no_results_says_so(tmp_path):
     table, missing = findings.load_comparisons(tmp_path)
     assert table.empty and len(missing) == 3
     assert "No comparisons recorded yet" in findings.findings_markdown(table, missing)
+
+
+def test_gain_map_keeps_the_quality_metric_only():
+    """05's map averages gains per series: a KL row (another scale and direction) must not enter it."""
+    table = constructed_table()
+    gains = findings.gain_map(table, {"rm A": 0.1})
+    ood_mean = table[(table.split == "ood") & (table.domain == "mean")]
+    assert set(ood_mean.metric) == {"accuracy", "kl"}
+    assert set(gains.metric) == {"accuracy"} and len(gains) == (ood_mean.metric == "accuracy").sum()
+    assert (gains.severity == 0.1).all()

@@ -105,7 +105,9 @@ def test_notebook_05_on_recorded_results(tmp_path):
         record["conclusion"] in printed and "[rm] best OOD accuracy: robust (tv, radius 0.1)" in printed
     )
     assert "03_*.comparisons.csv missing: run notebooks/03" in printed  # the paired map names it too
-    assert "| rm B | robust tv 0.5 | 4 |" in printed  # the generated findings table, from the CSV
+    assert (
+        "| rm B | robust tv 0.5 | accuracy | 4 |" in printed
+    )  # the generated findings table, from the CSV
     names = {p.name for p in (tmp_path / "figures").glob("05_*.html")}
     assert {
         "05_ood_analysis_when_robustness_pays.html",
