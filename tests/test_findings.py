@@ -66,7 +66,7 @@ def test_generator_replaces_only_the_marked_text(tmp_path):
     assert row in text and robust.verdict == "better"
     assert "03_*.comparisons.csv missing" in text and "04_*.comparisons.csv missing" in text
     assert "Resolved: 1 better, 0 worse; 1 not resolved." in text
-    assert findings.MAP_FIGURE in text
+    assert findings.MAP_FIGURE in text and findings.MAP_FIGURE.replace(".html", ".png)") in text
     findings.update_readme(readme, results)  # idempotent
     assert readme.read_text() == text
 

@@ -127,7 +127,12 @@ def findings_markdown(table: pd.DataFrame, missing: list[str], figure: str = MAP
         f"Resolved: {counts['better']} better, {counts['worse']} worse; {counts['not resolved']} not resolved.",
     ]
     lines += [f"Not yet recorded: {m}." for m in missing]
-    lines += ["", f"Map of when robustness pays (notebook 05): [{Path(figure).name}]({figure})"]
+    png = str(Path(figure).with_suffix(".png"))  # shows in the rendered README once `make study` made it
+    lines += [
+        "",
+        f"Map of when robustness pays (notebook 05; interactive: [{Path(figure).name}]({figure})):",
+    ]
+    lines += ["", f"![paired OOD gain against shift severity and label noise]({png})"]
     return "\n".join(lines)
 
 
