@@ -119,6 +119,25 @@ class PolicyRunFields:
     save_model: bool = False
     """save the trained LoRA adapter (and tokenizer) to OUT/model, beside metrics.json"""
 
+    def __post_init__(self):
+        """Checks of the shared fields, for every stage that inherits them: known domains, counts >= 1."""
+        from drostudy.data import DOMAINS
+
+        object.__setattr__(self, "train_domains", tuple(self.train_domains))
+        object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+        for name in ("train_domains", "eval_domains"):
+            for domain in getattr(self, name):
+                if domain not in DOMAINS:
+                    raise ValueError(
+                        f"{name}: unknown domain {domain!r}; expected one of {list(DOMAINS)}"
+                    )
+        if not self.train_domains:
+            raise ValueError(f"train_domains must name at least one of {list(DOMAINS)}")
+        for name in ("lora_layers", "lora_rank", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
 
 def trl_run_fields(config, output_dir: str) -> dict:
     """The TRL training fields every stage's run shares: `output_dir`, `config`'s learning rate and seed (also

@@ -80,19 +80,13 @@ class DPORunConfig(PolicyRunFields):
     """TRL training fields KEY=VALUE,... for RobustDPOConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self):
+        super().__post_init__()
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
-        from drostudy.data import DOMAINS
-
-        for domain in (*self.train_domains, *self.eval_domains):
-            if domain not in DOMAINS:
-                raise ValueError(f"unknown domain {domain!r}; expected one of {list(DOMAINS)}")
-        if not self.train_domains:
-            raise ValueError("train_domains must name at least one domain")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5); got {self.label_smoothing!r}")
         positive = ("beta", "learning_rate", "n_train", "steps", "batch_size", "max_length", "n_eval")
-        for name in (*positive, "n_generate", "max_new_tokens", "lora_layers", "lora_rank"):
+        for name in (*positive, "n_generate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
         from drostudy.dropin.configs import RobustDPOConfig, check_dpo_fields

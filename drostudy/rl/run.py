@@ -80,37 +80,19 @@ class RLConfig(PolicyRunFields):
     """TRL training fields KEY=VALUE,... for RobustRLOOConfig (e.g. gradient_accumulation_steps=4)"""
 
     def __post_init__(self):
-        from drostudy.data import DOMAINS
-
-        object.__setattr__(self, "train_domains", tuple(self.train_domains))
-        object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+        super().__post_init__()
         object.__setattr__(self, "trl_args", tuple(self.trl_args))
         from drostudy.dropin.cli import trl_overrides
         from drostudy.dropin.configs import RobustRLOOConfig
 
         trl_overrides(RobustRLOOConfig, self.trl_args)  # names and types checked before any loading
-        for name in ("train_domains", "eval_domains"):
-            for domain in getattr(self, name):
-                if domain not in DOMAINS:
-                    raise ValueError(
-                        f"{name}: unknown domain {domain!r}; expected one of {list(DOMAINS)}"
-                    )
-        if not self.train_domains:
-            raise ValueError(f"train_domains must name at least one of {list(DOMAINS)}")
         validate_radius(self.divergence, self.radius)
         if not self.reward_model:
             raise ValueError(
                 "reward_model must name a saved reward-model folder or one of drostudy.models'"
             )
-        counts = (
-            "reward_max_length",
-            "lora_layers",
-            "lora_rank",
-            "n_train",
-            "steps",
-            "prompts_per_step",
-        )
-        for name in (*counts, "max_completion_length", "max_prompt_tokens", "n_eval", "max_new_tokens"):
+        counts = ("reward_max_length", "n_train", "steps", "prompts_per_step")
+        for name in (*counts, "max_completion_length", "max_prompt_tokens", "n_eval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
