@@ -2,7 +2,8 @@
 
 The core is importable without TRL: `drostudy.worst_case_weights` and the losses in `drostudy.losses`.
 The TRL drop-ins (`RobustDPOTrainer` + `RobustDPOConfig`, `RobustRewardTrainer` + `RobustRewardConfig`,
-`RobustRLOOTrainer` + `RobustRLOOConfig`) are imported on first use, so `import drostudy` stays fast.
+`RobustRLOOTrainer` + `RobustRLOOConfig`, `RobustGRPOTrainer` + `RobustGRPOConfig`) are imported on first
+use, so `import drostudy` stays fast.
 """
 
 import importlib
@@ -21,9 +22,11 @@ _LAZY = {
     "RobustDPOConfig": "drostudy.dropin.configs",
     "RobustRewardConfig": "drostudy.dropin.configs",
     "RobustRLOOConfig": "drostudy.dropin.configs",
+    "RobustGRPOConfig": "drostudy.dropin.grpo_config",
     "RobustDPOTrainer": "drostudy.dpo.trainer",
     "RobustRewardTrainer": "drostudy.reward.trainer",
     "RobustRLOOTrainer": "drostudy.rl.trainer",
+    "RobustGRPOTrainer": "drostudy.rl.grpo",
 }
 
 
