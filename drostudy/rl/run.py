@@ -9,7 +9,8 @@ is the same model with the adapters off) and the reward model (a folder saved wi
 G sampled completions per prompt, leave-one-out baseline, KL penalty beta in the reward, clipped sequence
 surrogate; its advantages scaled by worst-case prompt weights, see drostudy.rl.trainer), then score
 greedy answers on held-out prompts of every domain (drostudy.rl.eval; the reward:
-drostudy.rl.reward). radius 0 is plain RLOO.
+drostudy.rl.reward). radius 0 is plain RLOO. `--trainer grpo` runs the same on RobustGRPOTrainer
+(drostudy.rl.grpo_run).
 
 metrics.json (drostudy.runs layout): stage "rl", method "ordinary" | "robust", per_domain
 {domain: {learned_reward, correct, kl, n, learned_reward_before, correct_before}} (the *_before are the
@@ -83,9 +84,8 @@ class RLConfig(PolicyRunFields):
         super().__post_init__()
         object.__setattr__(self, "trl_args", tuple(self.trl_args))
         from drostudy.dropin.cli import trl_overrides
-        from drostudy.dropin.configs import RobustRLOOConfig
 
-        trl_overrides(RobustRLOOConfig, self.trl_args)  # names and types checked before any loading
+        trl_overrides(self.trl_classes()[0], self.trl_args)  # names and types checked before any loading
         validate_radius(self.divergence, self.radius)
         if not self.reward_model:
             raise ValueError(
@@ -107,6 +107,12 @@ class RLConfig(PolicyRunFields):
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0; got {self.beta!r}")
+
+    def trl_classes(self) -> tuple[type, type]:
+        """(Robust*Config, Robust*Trainer) of the run: RLOO here, GRPO in drostudy.rl.grpo_run."""
+        from drostudy.dropin.configs import RobustRLOOConfig
+
+        return RobustRLOOConfig, RobustRLOOTrainer
 
     @property
     def method(self) -> str:
@@ -135,7 +141,7 @@ def build_data(config: RLConfig, tokenizer):
 
 def trl_config(config: RLConfig, output_dir: str, **overrides):
     """RobustRLOOConfig of `config` for a CPU-friendly run: fp32, no reports, no checkpoints, log every step."""
-    from drostudy.dropin.configs import RobustRLOOConfig
+    config_cls = config.trl_classes()[0]
 
     kwargs = (
         trl_run_fields(config, output_dir)
@@ -154,8 +160,8 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
     from drostudy.dropin.cli import trl_overrides
 
     robust = dict(divergence=config.divergence, radius=config.radius)
-    trl = trl_overrides(RobustRLOOConfig, config.trl_args)
-    return RobustRLOOConfig(**(kwargs | robust | trl | overrides))
+    trl = trl_overrides(config_cls, config.trl_args)
+    return config_cls(**(kwargs | robust | trl | overrides))
 
 
 def load_reward(config: RLConfig) -> LearnedReward:
@@ -167,7 +173,7 @@ def load_reward(config: RLConfig) -> LearnedReward:
 
 def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, train, output_dir: str):
     """The RobustRLOOTrainer of `config` (LoRA policy) on a Dataset of chat prompts."""
-    trainer = RobustRLOOTrainer(
+    trainer = config.trl_classes()[1](
         model=policy,
         reward_funcs=reward,
         args=trl_config(config, output_dir),
@@ -255,4 +261,18 @@ def train_rl(config: RLConfig, save_dir: str | None = None) -> dict:
 
 
 # The lambda looks the training function up at call time, so tests and users can patch it.
-add_cli_arguments, cli_main = training_command(RLConfig, lambda config, **kw: train_rl(config, **kw))
+_add_rloo_arguments, _rloo_main = training_command(RLConfig, lambda config, **kw: train_rl(config, **kw))
+
+
+def add_cli_arguments(parser) -> None:
+    _add_rloo_arguments(parser)
+    parser.add_argument("--trainer", choices=("rloo", "grpo"), default="rloo",
+                        help="TRL trainer: rloo (RobustRLOOTrainer) or grpo (RobustGRPOTrainer, drostudy.rl.grpo_run)")  # fmt: skip
+
+
+def cli_main(args) -> int:
+    if getattr(args, "trainer", "rloo") == "grpo":
+        from drostudy.rl.grpo_run import cli_main as grpo_main
+
+        return grpo_main(args)
+    return _rloo_main(args)
