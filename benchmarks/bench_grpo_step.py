@@ -1,0 +1,120 @@
+"""Step time of the robust GRPO trainer against TRL's plain one, in one process, interleaved.
+
+    python benchmarks/bench_grpo_step.py --policy tiny-llama --reward-model tiny-bert --repeats 6
+
+As benchmarks/bench_rl_step.py, on GRPO: both trainers get the same LoRA policy weights, the same generation
+batch and the same random state before each step, so they sample the same completions; one step is
+`training_step` (with steps_per_generation = 1: generation, reward scoring, the worst-case weights for the
+robust one, the clipped token loss and its backward). The order alternates each repeat so drift in machine
+load hits both alike. Reports medians of wall and process CPU time and their robust/plain ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from drostudy.data import load_suite
+from drostudy.io import atomic_write_json
+from drostudy.models import load_policy
+from drostudy.rl import run as rl
+from drostudy.rl.eval import prompt_rows
+from drostudy.rl.grpo import RobustGRPOTrainer
+from drostudy.rl.grpo_run import GRPORunConfig
+from drostudy.runs import lora_config
+
+
+def make_trainer(cls, config: GRPORunConfig, rows: list[dict], reward, output_dir: str, **overrides):
+    policy, tokenizer = load_policy(config.model)
+    return cls(
+        model=policy,
+        reward_funcs=reward,
+        args=rl.trl_config(config, output_dir, disable_tqdm=True, **overrides),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(config, policy.config.num_hidden_layers),
+    )
+
+
+def time_step(trainer, batch: list[dict], seed: int) -> tuple[float, float]:
+    """(wall s, process CPU s) of one training_step on `batch` from random state `seed`."""
+    torch.manual_seed(seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.training_step(trainer.model, batch, None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    trainer.model.zero_grad(set_to_none=True)
+    return wall, cpu
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--policy", default="tiny-llama")
+    parser.add_argument("--reward-model", default="tiny-bert")
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--prompts-per-step", type=int, default=4)
+    parser.add_argument("--num-generations", type=int, default=4)
+    parser.add_argument("--max-completion-length", type=int, default=16)
+    parser.add_argument("--radius", type=float, default=0.2, help="tv radius of the robust trainer")
+    parser.add_argument("--out", default="", help="optional JSON file for the result")
+    args = parser.parse_args(argv)
+    config = GRPORunConfig(
+        reward_model=args.reward_model,
+        model=args.policy,
+        prompts_per_step=args.prompts_per_step,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+    )
+    tokenizer = load_policy(config.model)[1]
+    args_ = (tokenizer, config.max_prompt_tokens, config.system_prompt)
+    n_rows = config.prompts_per_step * args.repeats
+    rows = prompt_rows(load_suite()["train"], "math", n_rows, *args_, seed=0)
+    reward = rl.load_reward(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {
+            "plain": make_trainer(GRPOTrainer, config, rows, reward, tmp, divergence=None, radius=0.0),
+            "robust": make_trainer(
+                RobustGRPOTrainer, config, rows, reward, tmp, divergence="tv", radius=args.radius
+            ),
+        }
+        reward.model.to(trainers["plain"].accelerator.device)
+        for trainer in trainers.values():
+            trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which we bypass
+        times = {name: {"wall": [], "cpu": []} for name in trainers}
+        for r in range(args.repeats + 1):  # repeat 0 warms up (first-call allocations) and is dropped
+            prompts = rows[(r % args.repeats) * config.prompts_per_step :][: config.prompts_per_step]
+            batch = [row for row in prompts for _ in range(config.num_generations)]
+            order = list(trainers) if r % 2 == 0 else list(trainers)[::-1]
+            for name in order:
+                wall, cpu = time_step(trainers[name], batch, seed=r)
+                if r > 0:
+                    times[name]["wall"].append(wall)
+                    times[name]["cpu"].append(cpu)
+    medians = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
+    result = {
+        "policy": config.model,
+        "batch": f"{config.prompts_per_step} prompts x {config.num_generations} completions x "
+        f"{config.max_completion_length} tokens",
+        "repeats": args.repeats,
+        "median_s": medians,
+        "all_s": times,  # per repeat, in time order: shows load bursts that a median of few repeats hides
+        "ratio_wall": medians["robust"]["wall"] / medians["plain"]["wall"],
+        "ratio_cpu": medians["robust"]["cpu"] / medians["plain"]["cpu"],
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        atomic_write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
