@@ -20,3 +20,21 @@ def notebook_env(tmp_path):
         "DROSTUDY_RUNS": str(tmp_path / "runs"),
         "DROSTUDY_NO_PNG": "1",
     }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip, with the reason, where torch sees no CUDA device (scripts/gpu_check.sh runs
+    them on one). DROSTUDY_GPU_TESTS_ON_CPU=1 runs them on the CPU instead: a rehearsal of their code."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu or os.environ.get("DROSTUDY_GPU_TESTS_ON_CPU") == "1":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU: torch.cuda.is_available() is False (run scripts/gpu_check.sh on a GPU "
+        "machine, or set DROSTUDY_GPU_TESTS_ON_CPU=1 to rehearse these tests on the CPU)"
+    )
+    for item in gpu:
+        item.add_marker(skip)
