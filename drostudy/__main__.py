@@ -18,7 +18,7 @@ COMMANDS = {
     "data": ("drostudy.data.cli", "build or describe the offline preference suite"),
     "rm": ("drostudy.reward.run", "train and evaluate a (robust) Bradley-Terry reward model"),
     "dpo": ("drostudy.dpo.run", "train and evaluate a (robust) DPO policy"),
-    "rl": ("drostudy.rl.run", "robust reward-based RL against a learned reward model"),
+    "rl": ("drostudy.rl.cli", "robust reward-based RL against a learned reward model (RLOO or GRPO)"),
     "sweep": ("drostudy.runner.sweep", "run a notebook or command over a grid of parameters, resumably"),
     "study": ("drostudy.runner.study", "run every numbered notebook headless (what `make study` does)"),
 }

@@ -10,7 +10,7 @@ G sampled completions per prompt, leave-one-out baseline, KL penalty beta in the
 surrogate; its advantages scaled by worst-case prompt weights, see drostudy.rl.trainer), then score
 greedy answers on held-out prompts of every domain (drostudy.rl.eval; the reward:
 drostudy.rl.reward). radius 0 is plain RLOO. `--trainer grpo` runs the same on RobustGRPOTrainer
-(drostudy.rl.grpo_run).
+(drostudy.rl.grpo_run, drostudy.rl.cli).
 
 metrics.json (drostudy.runs layout): stage "rl", method "ordinary" | "robust", per_domain
 {domain: {learned_reward, correct, kl, n, learned_reward_before, correct_before}} (the *_before are the
@@ -261,18 +261,4 @@ def train_rl(config: RLConfig, save_dir: str | None = None) -> dict:
 
 
 # The lambda looks the training function up at call time, so tests and users can patch it.
-_add_rloo_arguments, _rloo_main = training_command(RLConfig, lambda config, **kw: train_rl(config, **kw))
-
-
-def add_cli_arguments(parser) -> None:
-    _add_rloo_arguments(parser)
-    parser.add_argument("--trainer", choices=("rloo", "grpo"), default="rloo",
-                        help="TRL trainer: rloo (RobustRLOOTrainer) or grpo (RobustGRPOTrainer, drostudy.rl.grpo_run)")  # fmt: skip
-
-
-def cli_main(args) -> int:
-    if getattr(args, "trainer", "rloo") == "grpo":
-        from drostudy.rl.grpo_run import cli_main as grpo_main
-
-        return grpo_main(args)
-    return _rloo_main(args)
+add_cli_arguments, cli_main = training_command(RLConfig, lambda config, **kw: train_rl(config, **kw))
