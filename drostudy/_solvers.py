@@ -234,6 +234,15 @@ def chi2_divergence(q: Tensor, prior: Tensor) -> Tensor:
     return 0.5 * (prior * (q / prior - 1.0) ** 2).sum()
 
 
+def _cpu_array(losses: Tensor) -> np.ndarray:
+    """`losses` as a numpy array for the CPU fast paths: float32/float64 share memory (no copy); other
+    floating dtypes (bf16, which numpy lacks, and fp16) are computed in float64."""
+    x = losses.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float64)
+    return x.numpy()
+
+
 def cvar_uniform_cpu_weights(losses: Tensor, alpha: float) -> Tensor:
     """CVaR under the uniform prior on CPU, in numpy: the same weights as `cvar_weights`, at a fraction of
     the per-call cost for the minibatch sizes training uses (n ~ 64-4096), where fixed torch op overhead
@@ -241,7 +250,7 @@ def cvar_uniform_cpu_weights(losses: Tensor, alpha: float) -> Tensor:
 
     Each of the k = alpha n largest losses gets 1/k; the level at the boundary shares what is left equally.
     """
-    x = losses.detach().numpy()
+    x = _cpu_array(losses)
     n, k = x.size, alpha * x.size
     order = np.argsort(x)
     ascending = x[order]
@@ -269,7 +278,7 @@ def chi2_uniform_cpu_weights(losses: Tensor, radius: float) -> Tensor:
     cost for training-sized n. Works on the sorted elements rather than distinct levels: the active set is
     still a top-k set (ties fall on the same side of eta), found from the same psi test.
     """
-    x = losses.detach().numpy()
+    x = _cpu_array(losses)
     n = x.size
     desc = np.sort(x)[::-1]
     top, bottom = desc[0], desc[-1]

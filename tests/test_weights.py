@@ -333,6 +333,29 @@ def test_nominal_radius_is_uniform_bitwise(divergence, dtype):
     )
 
 
+# half-precision weights against float32 on the same (rounded) losses: one rounding of each weight (unit
+# roundoff 2**-9 for bf16, 2**-12 for fp16), with room for a step; fp16's subnormals below 6e-5 take atol
+HALF_TOL = {torch.bfloat16: dict(rtol=2**-7, atol=1e-7), torch.float16: dict(rtol=2**-10, atol=1e-7)}
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_half_precision_losses_match_float32(divergence, dtype, n):
+    """bf16/fp16 losses on the CPU (the uniform-prior fast paths of chi2 and cvar included): weights in
+    the input's dtype, equal to the float32 weights of the same rounded losses, summing to 1."""
+    generator = torch.Generator().manual_seed(n)
+    losses = (torch.randn(n, generator=generator) * 3).to(dtype)  # rounding to half precision makes ties
+    radii = {"tv": (0.0, 0.1, 0.6), "kl": (0.0, 0.05, 2.0), "chi2": (0.0, 0.3, 20.0),
+             "cvar": (1.0, 0.5, 0.05)}[divergence]  # fmt: skip
+    for radius in radii:
+        weights = worst_case_weights(losses, divergence, radius)
+        assert weights.dtype == dtype and weights.shape == (n,)
+        expected = worst_case_weights(losses.float(), divergence, radius)
+        torch.testing.assert_close(weights.float(), expected, **HALF_TOL[dtype], msg=str(radius))
+        assert weights.double().sum().item() == pytest.approx(1.0, abs=2 * HALF_TOL[dtype]["rtol"])
+
+
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_beyond_the_vertex_is_uniform_on_the_argmax_set(divergence):
     losses = torch.tensor([0.1, 2.5, -1.0, 2.5, 2.4, 2.5, 0.0, 1.0])
