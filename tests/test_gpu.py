@@ -491,12 +491,6 @@ def test_testbed_exact_quantities_on_device_equal_cpu():
     assert got["value"].to_numpy() == pytest.approx(expected["value"].to_numpy(), rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=False,
-    reason="drostudy.rl.testbed.run_minibatch/solve_full create theta on the CPU (torch.zeros without a "
-    "device) and sample with a CPU torch.Generator, so a bandit on the GPU meets a CPU theta",
-)
 def test_testbed_runs_on_device_equal_cpu():
     """The minibatch algorithm and the full-batch solver with the bandit on the device: the same iterates as
     on the CPU (same seeded batch order and draws; float64)."""

@@ -163,7 +163,9 @@ def _advantages(theta: Tensor, batch: Bandit, config: BanditConfig, generator) -
     """Sampled responses (B, k), their log pi_old (B, k) and (robust) leave-one-out advantages (B, k)."""
     with torch.no_grad():
         logp = policy_logp(theta, batch)  # (B, K)
-        ys = torch.multinomial(logp.exp(), config.samples, replacement=True, generator=generator)
+        # drawn on the CPU by the CPU generator (the same draws on every device), then moved to the bandit's
+        ys = torch.multinomial(logp.exp().cpu(), config.samples, replacement=True, generator=generator)
+        ys = ys.to(logp.device)
         old = logp.gather(1, ys)  # (B, k)
         total = batch.reward.gather(1, ys) - config.beta * (old - batch.log_ref.gather(1, ys))
         baseline = (total.sum(1, keepdim=True) - total) / (config.samples - 1)  # mean of the others
@@ -196,16 +198,19 @@ def run_minibatch(
     History: one row per step in `eval_steps`: {"step", "theta"} and, with `objective` = (divergence,
     radius), "objective": the full-batch robust objective at theta_t (over every prompt of `bandit`).
     The batch order and the draws depend only on config.seed, never on the radius: paired runs share them.
+    theta lives on the bandit's device; the batch order and the draws come from a seeded CPU generator on
+    every device (so a bandit on a GPU sees the CPU run's batches and, up to rounding of pi, its draws).
     """
     n_prompts, batch_size = len(bandit.mask), min(config.batch_prompts, len(bandit.mask))
-    theta = torch.zeros(bandit.phi.shape[-1], dtype=bandit.phi.dtype, requires_grad=True)
+    device = bandit.phi.device
+    theta = bandit.phi.new_zeros(bandit.phi.shape[-1], requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=config.lr)
     # lr / sqrt(t), the step sizes of the convergence guarantee; a constant rate keeps the iterate bouncing
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + t // config.ppo_epochs) ** -0.5)
     generator = torch.Generator().manual_seed(config.seed)
     history, wanted = [], set(eval_steps)
     for step in range(1, config.steps + 1):
-        batch = bandit.subset(torch.randperm(n_prompts, generator=generator)[:batch_size])
+        batch = bandit.subset(torch.randperm(n_prompts, generator=generator)[:batch_size].to(device))
         ys, old, advantages = _advantages(theta.detach(), batch, config, generator)
         for _ in range(config.ppo_epochs):
             _surrogate_step(theta, optimizer, batch, ys, old, advantages, config.clip)
@@ -225,9 +230,10 @@ def run_minibatch(
 def solve_full(bandit: Bandit, config: BanditConfig) -> tuple[Tensor, float]:
     """argmax_theta min_Q E_Q V over every prompt of `bandit` (Adam, Danskin gradient, linear lr decay).
 
-    Returns the best iterate seen and its exact robust objective (a local optimum from theta = 0).
+    Returns the best iterate seen and its exact robust objective (a local optimum from theta = 0); theta
+    lives on the bandit's device.
     """
-    theta = torch.zeros(bandit.phi.shape[-1], dtype=bandit.phi.dtype, requires_grad=True)
+    theta = bandit.phi.new_zeros(bandit.phi.shape[-1], requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=config.full_lr)
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1 - t / config.full_steps)
     best, best_theta = -math.inf, None
@@ -248,13 +254,14 @@ def solve_full(bandit: Bandit, config: BanditConfig) -> tuple[Tensor, float]:
 
 
 def subsample(bandit: Bandit, per_domain: int | None, seed: int) -> Bandit:
-    """At most `per_domain` prompts of every domain, drawn by `seed` (None: all), in a seeded order."""
+    """At most `per_domain` prompts of every domain, drawn by `seed` (None: all), in a seeded order (drawn on
+    the CPU by a CPU generator, the same on every device)."""
     generator = torch.Generator().manual_seed(seed)
-    keep = []
+    domain, keep = bandit.domain.cpu(), []
     for index in range(len(bandit.domains)):
-        member = torch.nonzero(bandit.domain == index).flatten()
+        member = torch.nonzero(domain == index).flatten()
         keep.append(member[torch.randperm(len(member), generator=generator)][:per_domain])
-    return bandit.subset(torch.cat(keep))
+    return bandit.subset(torch.cat(keep).to(bandit.domain.device))
 
 
 def paired_runs(
@@ -277,7 +284,7 @@ def paired_runs(
     frames = []
     for seed in seeds:
         prompts = subsample(train, per_domain, seed)
-        runs = {"reference": torch.zeros(train.phi.shape[-1], dtype=train.phi.dtype)}
+        runs = {"reference": train.phi.new_zeros(train.phi.shape[-1])}
         for name, (divergence, radius) in settings.items():
             run_config = dataclasses.replace(config, divergence=divergence, radius=radius, seed=seed)
             runs[name], _ = run_minibatch(prompts, run_config)
@@ -324,6 +331,6 @@ def training_curves(
     """
     steps = tuple(np.unique(np.geomspace(1, config.steps, n_evals).round().astype(int)).tolist())
     _, history = run_minibatch(train, config, steps)
-    zero = {"step": 0, "theta": torch.zeros(train.phi.shape[-1], dtype=train.phi.dtype)}
+    zero = {"step": 0, "theta": train.phi.new_zeros(train.phi.shape[-1])}
     frames = [evaluate_policy(h["theta"], test).assign(step=h["step"]) for h in [zero, *history]]
     return pd.concat(frames, ignore_index=True)[["step", "domain", "metric", "value"]]
