@@ -10,7 +10,12 @@ Every run folder holds one `metrics.json`, written atomically, with at least:
      "in_distribution": {metric: mean over train domains},
      "out_of_distribution": {metric: mean over eval domains},
      "timings": {"total_s": float, ...},
-     "history": [{"step": int, "loss": float, "dro/...": float, ...}, ...]}
+     "history": [{"step": int, "loss": float, "dro/...": float, ...}, ...],
+     "code": {"fingerprint": str, "modules": {module: str}}}  # drostudy.codehash
+
+A run is reused only while both its config and the code that computed it (the training function's module
+and every drostudy module it depends on) are unchanged: after an edit to a loss, a grader or a data stream,
+the runs that depend on it are trained again and the others are kept.
 
 `drostudy.analysis.results` turns such files into one tidy table.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -27,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drostudy import progress
+from drostudy.codehash import changed_modules, code_fingerprint, function_roots
 from drostudy.config import add_dataclass_arguments, dataclass_from_args
 from drostudy.io import METRICS_FILE, atomic_write_json, finished_run
 
@@ -48,16 +55,20 @@ def run_folder(root: str | Path, label: str, config) -> Path:
     return Path(root) / f"{name}-s{config.seed}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object], dict]) -> dict:
-    """Run `train_fn(config)` unless `out_dir` already holds the finished run of this config.
+def run_or_resume(
+    config, out_dir: str | Path | None, train_fn: Callable[[object], dict], code: dict | None = None
+) -> dict:
+    """Run `train_fn(config)` unless `out_dir` already holds the finished run of this config and this code.
 
     `train_fn` returns the metrics dict (without `config`); this adds `config`, the in/out-of-distribution
-    means over `config.train_domains` / `config.eval_domains`, the total time, and writes
-    `out_dir/metrics.json` atomically. A crash leaves no metrics file, so a rerun redoes only this run.
+    means over `config.train_domains` / `config.eval_domains`, the total time and the `code` fingerprint
+    (default: `code_fingerprint(function_roots(train_fn))`), and writes `out_dir/metrics.json` atomically.
+    A crash leaves no new metrics file, so a rerun redoes only this run.
     """
     cfg = dataclasses.asdict(config)
-    if out_dir is not None and (done := finished_run(out_dir, cfg)) is not None:
-        print(f"{Path(out_dir) / METRICS_FILE} exists for this config: skipping the run")
+    code = code if code is not None else code_fingerprint(function_roots(train_fn))
+    if out_dir is not None and (done := _reusable(out_dir, cfg, code)) is not None:
+        print(f"{Path(out_dir) / METRICS_FILE} exists for this config and code: skipping the run")
         progress.run_finished(out_dir, 0.0, skipped=True)
         return done
     start = time.perf_counter()
@@ -67,10 +78,21 @@ def run_or_resume(config, out_dir: str | Path | None, train_fn: Callable[[object
     metrics["in_distribution"] = domain_means(per_domain, getattr(config, "train_domains", ()))
     metrics["out_of_distribution"] = domain_means(per_domain, getattr(config, "eval_domains", ()))
     metrics.setdefault("timings", {})["total_s"] = time.perf_counter() - start
+    metrics["code"] = code
     if out_dir is not None and _is_main_process():
         atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
         progress.run_finished(out_dir, metrics["timings"]["total_s"], skipped=False)
     return metrics
+
+
+def _reusable(out_dir: str | Path, config: dict, code: dict) -> dict | None:
+    """The finished run in `out_dir` if it has this config (else ValueError) and this code; None to rerun."""
+    done = finished_run(out_dir, config)
+    if done is None or (done.get("code") or {}).get("fingerprint") == code["fingerprint"]:
+        return done
+    why = ", ".join(changed_modules(done.get("code"), code)) or "no code fingerprint recorded"
+    print(f"{Path(out_dir) / METRICS_FILE} was computed by other code ({why}): running it again")
+    return None
 
 
 def run_all(
@@ -84,10 +106,11 @@ def run_all(
     from drostudy.progress import runs_planned, tqdm
 
     runs_planned(len(configs))  # the study runner's "run k/n, time left" line counts against this
+    code = code_fingerprint(function_roots(train_fn))  # once: the same code trains every run
     runs = []
     for label, config in tqdm(configs, desc=desc):
         out = run_folder(folder, label, config) if folder is not None else None
-        runs.append({**run_or_resume(config, out, train_fn), "label": label})
+        runs.append({**run_or_resume(config, out, train_fn, code), "label": label})
     return runs
 
 
@@ -203,8 +226,7 @@ def training_command(config_cls: type, train_fn: Callable[[object], dict]):
         config = dataclass_from_args(config_cls, args)
         fn = train_fn
         if getattr(config, "save_model", False):  # the model or adapter goes beside metrics.json
-            save_dir = str(Path(args.out) / "model")
-            fn = lambda c: train_fn(c, save_dir=save_dir)  # noqa: E731
+            fn = functools.partial(train_fn, save_dir=str(Path(args.out) / "model"))
         metrics = run_or_resume(config, args.out, fn)
         means = {k: metrics[k] for k in ("in_distribution", "out_of_distribution")}
         print(json.dumps(means, indent=2))

@@ -24,6 +24,7 @@ LAYERS = (
     ),
     ("drostudy",),  # the package's __init__ re-exports the weights
     (
+        "drostudy.codehash",
         "drostudy.config",
         "drostudy.io",
         "drostudy.progress",

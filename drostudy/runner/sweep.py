@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from drostudy.analysis import results
+from drostudy.codehash import code_fingerprint, notebook_fingerprint
 from drostudy.config import usage_errors
 from drostudy.io import atomic_write_text
 from drostudy.runner.notebooks import (
@@ -44,7 +45,6 @@ from drostudy.runner.notebooks import (
     Task,
     check_parameters,
     flag_value,
-    notebook_fingerprint,
     notebook_parameters,
     notebook_paths,
     notebooks_dir,
@@ -290,7 +290,11 @@ def cli_main(args: argparse.Namespace) -> int:
         kind, target, combos, name, fixed = plan(args)
         sweep_dir = Path(args.runs_dir) if args.runs_dir else runs_root()
         sweep_dir = sweep_dir / name
-        fingerprint = notebook_fingerprint(target) if kind == "notebook" else ""
+        fingerprint = (
+            notebook_fingerprint(target)
+            if kind == "notebook"
+            else code_fingerprint([COMMANDS[kind]])["fingerprint"]
+        )
         tasks = [
             Task(kind, target, c, sweep_dir / run_id(_without(c, fixed)), fingerprint) for c in combos
         ]
