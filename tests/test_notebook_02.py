@@ -1,12 +1,11 @@
 """Notebook 02 end to end (SMOKE, tiny BERT): the paired grid runs, writes its comparisons CSV with paired
 differences for every stage, records its parameters and margins, saves its figures and prints its conclusion."""
 
-import json
-
 import pandas as pd
 import pytest
 
 from drostudy.analysis import stats
+from drostudy.analysis.records import read_record
 from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # kernel start, the suite, ~26 tiny runs
@@ -19,7 +18,7 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     execute_notebook(NOTEBOOK, out, params, env=notebook_env, progress_bar=False)
 
     results = tmp_path / "results"
-    record = json.loads((results / "02_reward_model_robustness.json").read_text())
+    record = read_record(results / "02_reward_model_robustness.json")
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel
     table = pd.read_csv(results / "02_reward_model_robustness.comparisons.csv")
     assert tuple(table.columns) == stats.COLUMNS

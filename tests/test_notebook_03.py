@@ -2,12 +2,11 @@
 figures are saved, the results file holds sane per-domain numbers, the comparisons CSV holds one paired row
 per setting and endpoint, and the printed conclusion states the primary comparison."""
 
-import json
-
 import pandas as pd
 import pytest
 
 from drostudy.analysis import stats
+from drostudy.analysis.records import read_record
 from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
 NOTEBOOK = notebooks_dir() / "03_dpo_robustness.ipynb"
@@ -27,7 +26,7 @@ def test_notebook_03_smoke(tmp_path, notebook_env):
     }
     execute_notebook(NOTEBOOK, out, params, env=notebook_env, progress_bar=False)
 
-    record = json.loads((tmp_path / "results" / "03_dpo_robustness.json").read_text())
+    record = read_record(tmp_path / "results" / "03_dpo_robustness.json")
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel
     runs = record["runs"]
     seeds = record["parameters"]["SEEDS"]

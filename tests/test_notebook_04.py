@@ -2,11 +2,10 @@
 methods on tiny random models; it writes the comparisons CSV (both stages), its figures, its parameters and
 a conclusion computed from the numbers."""
 
-import json
-
 import pandas as pd
 import pytest
 
+from drostudy.analysis.records import read_record
 from drostudy.analysis.stats import COLUMNS, VERDICTS
 from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
 
@@ -19,7 +18,7 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
     params = {"SMOKE": True, "RADIUS": 0.4, "TRAIN_DOMAINS": "math", "EVAL_DOMAINS": "safety"}
     execute_notebook(NOTEBOOK, out, params, env=notebook_env, progress_bar=False)
 
-    record = json.loads((tmp_path / "results" / "04_rl_robustness.json").read_text())
+    record = read_record(tmp_path / "results" / "04_rl_robustness.json")
     assert record["smoke"] is True
     assert record["parameters"]["RADIUS"] == 0.4 and record["parameters"]["TESTBED_SEEDS"] == 3
     runs = {(r["method"], r["seed"]): r for r in record["runs"]}

@@ -1,7 +1,7 @@
 """Run metrics -> one tidy table -> means and 95% intervals over seeds -> a conclusion written from the numbers.
 
 Inputs are the `metrics.json` of a training run (layout in `drostudy.runs`) and the notebook result
-files `results/NN_slug.json` = {"runs": [metrics, ...], ...}, or, from a notebook that trains nothing (01),
+records `results/NN_slug.json` (+ `NN_slug.runs.json`, see `write_record`) = {"runs": [metrics, ...], ...}, or, from a notebook that trains nothing (01),
 any nested dict of numbers (one row per number, see `scalar_rows`). The tidy table has one row per
 (run, domain, metric) with the columns in `COLUMNS`; `run` identifies the run the row came from.
 """
@@ -9,7 +9,6 @@ any nested dict of numbers (one row per number, see `scalar_rows`). The tidy tab
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from drostudy.analysis.records import read_record, record_files
 from drostudy.io import METRICS_FILE, notebook_paths
 
 RUN_KEYS = ("stage", "method", "divergence", "radius", "seed", "train_domains", "eval_domains")
@@ -88,7 +88,7 @@ def _expand(paths_or_globs) -> list[Path]:
 
 
 def _rows_of_file(path: Path) -> list[dict]:
-    data = json.loads(path.read_text())
+    data = read_record(path)
     if "per_domain" in data:  # a training run's own metrics.json
         return [{**row, "source": str(path)} for row in tidy(data, run_dir=str(path.parent))]
     if "runs" not in data:  # a notebook that records scalars only (01): its numbers, one row each
@@ -128,7 +128,7 @@ def collect(paths_or_globs: str | os.PathLike | Iterable) -> pd.DataFrame:
     frames, rows = [], []
     for path in _expand(paths_or_globs):
         if path.is_dir():
-            inner = [path / METRICS_FILE, *sorted((path / "results").glob("*.json"))]
+            inner = [path / METRICS_FILE, *record_files(path / "results")]
             rows.extend(r for p in inner if p.exists() for r in _rows_of_file(p))
         elif path.suffix == ".parquet":
             frames.append(pd.read_parquet(path).assign(source=str(path)))
@@ -156,7 +156,7 @@ def find_inputs(results: str | os.PathLike, numbers=("02", "03", "04")) -> tuple
     found, missing = [], []
     makers = {p.name[:2]: p for p in notebook_paths()}
     for number in numbers:
-        files = sorted(Path(results).glob(f"{number}_*.json"))
+        files = record_files(results, f"{number}_*.json")
         found += files
         maker = f"notebooks/{makers[number].name}" if number in makers else f"notebooks/{number}_*.ipynb"
         if not files:
