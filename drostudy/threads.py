@@ -15,6 +15,17 @@ import os
 from collections.abc import Mapping
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Numerics that depend on neither the thread count nor the CPU's vector width, for the study's processes on
+# x86: MKL's strict conditional numerical reproducibility on its AVX2 code path, ATen's and oneDNN's kernels
+# held to AVX2 as well. Without them a DPO run at 1 and at 2 threads differs from the 7th digit on (the
+# order of a matrix product's partial sums follows the threads); with them the two are bitwise equal
+# (tests/test_determinism.py). They cost about a third more time on the DPO fast path
+# (benchmarks/bench_numerics.py). Read when a process starts, so they are set for the processes it starts.
+REPRODUCIBLE_NUMERICS = {
+    "MKL_CBWR": "AVX2,STRICT",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
 
 
 def available_cores() -> int:
@@ -42,6 +53,17 @@ def worker_thread_env(workers: int, environ: Mapping[str, str] | None = None) ->
     if workers == 1 or any(name in environ for name in THREAD_VARIABLES):
         return {}
     return dict.fromkeys(THREAD_VARIABLES, str(share))
+
+
+def numerics_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """REPRODUCIBLE_NUMERICS for a process started on this machine (x86 only: elsewhere they mean nothing),
+    without the variables `environ` (default: os.environ) already sets: the user's choice wins."""
+    import platform
+
+    environ = os.environ if environ is None else environ
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    return {k: v for k, v in REPRODUCIBLE_NUMERICS.items() if k not in environ}
 
 
 def describe_threads(workers: int, environ: Mapping[str, str] | None = None) -> str:

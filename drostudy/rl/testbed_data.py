@@ -42,6 +42,7 @@ from drostudy.data.responses import chosen_response
 from drostudy.data.sources import read_domain
 from drostudy.io import cache_dir
 from drostudy.rl.testbed import Bandit
+from drostudy.threads import torch_threads
 
 REFERENCES = ("smollm2", "uniform")
 EVASIONS = ("refusal", "truncated", "off_topic")  # kinds a harmful request can also receive
@@ -263,19 +264,27 @@ def load_bandits(
     }
     pairs = load_suite()["train"].to_pandas()
     pairs = pairs[pairs.domain.isin(config.train_domains)]
-    w = fit_reward_head(
-        reward_features(pairs.prompt.tolist(), pairs.chosen.tolist()),
-        reward_features(pairs.prompt.tolist(), pairs.rejected.tolist()),
-        config.reward_reg,
-    )
-    packed = {}
-    for split, table in tables.items():
+    chosen = reward_features(pairs.prompt.tolist(), pairs.chosen.tolist())
+    rejected = reward_features(pairs.prompt.tolist(), pairs.rejected.tolist())
+    features = {}
+    for split, table in tables.items():  # the encoders (cached on disk) run on every core
         psi = reward_features(table.prompt.tolist(), table.response.tolist())
         if config.reference == "smollm2":
             logps = smollm2_logps(table.prompt.tolist(), table.response.tolist())
         else:
             logps = np.zeros(len(table))
-        packed[split] = _pack(table, psi, logps, domains)
+        features[split] = (psi, logps)
+    # the float64 fits below on one thread: the order of their sums, hence every digit, then does not
+    # depend on the thread count (tests/test_determinism.py)
+    with torch_threads(1):
+        return _bandits(
+            config, tables, domains, fit_reward_head(chosen, rejected, config.reward_reg), features
+        )
+
+
+def _bandits(config: DataConfig, tables: dict, domains: tuple[str, ...], w, features: dict):
+    """The train and test Bandits from the reward head `w` and each split's (psi, reference log-probs)."""
+    packed = {split: _pack(tables[split], *features[split], domains) for split in tables}
     mask = packed["train"]["mask"]
     center = packed["train"]["psi"][mask].mean(0)  # (D,)
     _, _, vt = torch.linalg.svd(packed["train"]["psi"][mask] - center, full_matrices=False)
