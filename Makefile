@@ -20,8 +20,11 @@ setup: $(STAMP)
 data: setup
 	$(PY) -m drostudy data build
 
+# Writes results/ (comparisons CSVs, scalar records, PROVENANCE.json) and figures/*.png, which are committed,
+# then regenerates the README's findings section from them.
 study: data
 	$(PY) -m drostudy study --full $(FULL)
+	$(PY) -m drostudy.analysis.findings
 
 test: setup
 	$(PY) scripts/check_notebooks.py

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from drostudy.analysis import stats
 from drostudy.analysis.results import intervals_overlap, mean_pm
 from drostudy.analysis.results import summary as results_summary
 from drostudy.dpo.fast_run import FastDPORunConfig, train_and_evaluate
@@ -160,7 +161,8 @@ def paired_conclusion(comparisons: pd.DataFrame, headline: str, target: float) -
     lines = [
         f"Primary: {headline} - ordinary, OOD-mean preference accuracy, paired over {row['n_seeds']} seeds: "
         f"{row['mean_diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] (half-width {half:.4f}; "
-        f"target <= {target}: {met}); verdict {row['verdict']}, MDE {row['mde']:.4f}."
+        f"target <= {target}: {met}); verdict {row['verdict']}"
+        f"{stats.fragility_note(row['ci_low'], row['ci_high'])}, MDE {row['mde']:.4f}."
     ]
     for verdict in ("better", "worse", "not resolved"):
         part = end[end["verdict"] == verdict]

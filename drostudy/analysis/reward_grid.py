@@ -170,7 +170,8 @@ def conclusion(table: pd.DataFrame, primary: tuple[str, str], sev: pd.Series, me
     p = ood[(ood.stage == primary[0]) & (ood.setting == primary[1])].iloc[0]
     lines = [
         f"Primary ({primary[1]} vs ordinary, {primary[0]}, OOD mean, {p.n_seeds} paired seeds): "
-        f"{p.mean_diff:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], MDE {p.mde:.4f}: {p.verdict}."
+        f"{p.mean_diff:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], MDE {p.mde:.4f}: {p.verdict}"
+        f"{stats.fragility_note(p.ci_low, p.ci_high)}."
     ]
     for v in ("better", "worse"):
         hits = ood[ood.verdict == v]

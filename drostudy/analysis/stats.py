@@ -63,6 +63,23 @@ COLUMNS = (
 RESULT_COLUMNS = ("stage", "setting", "seed", "split", "domain", "metric", "value")
 ENDPOINT = ("stage", "split", "domain", "metric")  # one measured quantity; settings are compared on it
 VERDICTS = ("better", "worse", "not resolved")
+# An interval whose end lies this close to 0 gives a verdict that a rerun on other hardware may flip
+# (float reductions differ across CPUs and thread counts): such a verdict is reported as fragile.
+FRAGILE = 0.003
+
+
+def is_fragile(ci_low: float, ci_high: float, margin: float = FRAGILE) -> bool:
+    """Whether an end of the interval [ci_low, ci_high] lies within `margin` of 0."""
+    return min(abs(ci_low), abs(ci_high)) <= margin
+
+
+def fragility_note(ci_low: float, ci_high: float) -> str:
+    """ " (fragile: ...)" for a conclusion sentence when `is_fragile`, else ""."""
+    if not is_fragile(ci_low, ci_high):
+        return ""
+    return f" (fragile: an end of the interval lies within {FRAGILE} of 0; a rerun may move the verdict)"
+
+
 _FILE_NAME = re.compile(r"\d\d_[A-Za-z0-9_-]+\.comparisons\.csv")
 
 

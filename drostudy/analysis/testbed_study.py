@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from drostudy.analysis.results import mean_pm, t_interval
-from drostudy.analysis.stats import RESULT_COLUMNS, add_domain_mean, half_width
+from drostudy.analysis.stats import RESULT_COLUMNS, add_domain_mean, fragility_note, half_width
 from drostudy.rl.testbed import BanditConfig, convergence_table, paired_runs, training_curves
 from drostudy.rl.testbed_data import DataConfig
 from drostudy.runs import run_all
@@ -115,7 +115,8 @@ def primary_row(comparisons: pd.DataFrame, stage: str, setting: str, metric: str
 def _describe(row) -> str:
     return (
         f"{row.mean_diff:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}] over {row.n_seeds} paired seeds "
-        f"({row.verdict}; half-width {half_width(row):.4f}, MDE {row.mde:.4f})"
+        f"({row.verdict}{fragility_note(row.ci_low, row.ci_high)}; half-width {half_width(row):.4f}, "
+        f"MDE {row.mde:.4f})"
     )
 
 

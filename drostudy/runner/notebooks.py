@@ -18,7 +18,6 @@ import ast
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -40,7 +39,7 @@ from drostudy.io import (  # noqa: F401 (notebook_paths, notebooks_dir: this mod
     notebooks_dir,
 )
 from drostudy.progress import BATCH_ENV
-from drostudy.threads import worker_thread_env
+from drostudy.threads import numerics_env, worker_thread_env
 
 KERNEL = "python3"
 COMMANDS = {"rm": "drostudy.reward.run", "dpo": "drostudy.dpo.run", "rl": "drostudy.rl.run"}
@@ -166,13 +165,6 @@ class Task:
     """what else the result depends on (the notebook's code); a change reruns a finished run"""
 
 
-def notebook_fingerprint(path: str | os.PathLike) -> str:
-    """Hash of a notebook's code cells: editing the code makes its finished runs stale; outputs do not."""
-    cells = json.loads(Path(path).read_text())["cells"]
-    code = "\n\x00".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    return hashlib.sha256(code.encode()).hexdigest()[:16]
-
-
 def is_done(task: Task) -> bool:
     """Whether `task.run_dir` holds a finished run with the same parameters and fingerprint."""
     try:
@@ -220,7 +212,8 @@ def run_task(
 ) -> dict:
     """Run one task in a subprocess; write done.json (success, last) or error.txt; return its record.
 
-    env: extra environment variables (over this process's, over BATCH_ENV for a notebook); monitor: called
+    env: extra environment variables (over this process's, over BATCH_ENV for a notebook, over the
+    thread-independent numerics of drostudy.threads.numerics_env); monitor: called
     every POLL_S seconds meanwhile. record: run_id, status (ok / failed), wall_s (the whole subprocess),
     run_s (the notebook's cells or the command's own total), overhead_s = wall_s - run_s.
     """
@@ -235,7 +228,7 @@ def run_task(
             _argv(task),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**batch, **os.environ, **(env or {})},
+            env={**numerics_env(), **batch, **os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
         )
         failure = _wait(proc, timeout, monitor)

@@ -8,6 +8,10 @@ code, and the same results of the notebooks before it (results/MM_*.json, MM < N
 notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
 the exit status is non-zero when any failed.
 
+Provenance: after each notebook it runs, results/PROVENANCE.json records the code it ran (fingerprint), its
+wall time and the machine (drostudy.analysis.provenance); `python -m drostudy.analysis.findings` then states
+the findings and their provenance in the README (`make study` runs both).
+
 Progress on the console: a line per notebook started and ended, and while one runs, a line whenever its
 cells done or its training runs done move (with an estimate of the time its runs still need; at least a
 line a minute), e.g. `[3/5 notebooks] 03_dpo_robustness: cell 5/11, run 3/8, ~4 min left in its runs`.
@@ -21,7 +25,9 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from drostudy.analysis.provenance import notebook_entry, write_provenance
 from drostudy.analysis.results import results_dir
+from drostudy.codehash import notebook_fingerprint
 from drostudy.config import usage_errors
 from drostudy.progress import PROGRESS_ENV, NotebookProgress
 from drostudy.runner.notebooks import (
@@ -29,7 +35,6 @@ from drostudy.runner.notebooks import (
     LOG,
     Task,
     is_done,
-    notebook_fingerprint,
     notebook_parameters,
     notebook_paths,
     run_task,
@@ -124,6 +129,9 @@ def cli_main(args: argparse.Namespace) -> int:
             flush=True,
         )
         records.append(record)
+        # after every notebook, so that an interrupted study still says what made the results it left
+        entry = notebook_entry(path, record["status"], record["wall_s"], task.params)
+        write_provenance(results_dir(), {path.stem: entry}, Path(__file__).resolve().parents[2])
     print_summary(records, out_dir)
     return int(any(r["status"] == "failed" for r in records))
 
