@@ -1,5 +1,6 @@
-"""Every `python -m drostudy` example of `sweep --help` and of the README runs as written (at SMOKE size);
-the table of a notebook sweep holds the notebook's numbers; figures/README.md points to the cell."""
+"""Every `python -m drostudy` example of `sweep --help`, the README and its docs pages runs as written (at
+SMOKE size); the table of a notebook sweep holds the notebook's numbers; figures/README.md points to the
+cell."""
 
 import json
 import re
@@ -44,8 +45,13 @@ def commands(text: str) -> list[str]:
     return [line for line in lines if line.startswith("python -m drostudy ")]
 
 
+# The pages whose ```bash blocks hold `python -m drostudy` examples: the README and the docs it links.
+EXAMPLE_PAGES = ["README.md", "docs/study.md", "docs/dropin.md"]
+
+
 def readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    pages = [(REPO / page).read_text() for page in EXAMPLE_PAGES]
+    blocks = [b for text in pages for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
     return [c for block in blocks for c in commands(block)]
 
 
@@ -72,7 +78,7 @@ def small(argv: list[str], tmp_path: Path) -> list[str]:
 
 def test_examples_are_found():
     assert len(commands(sweep.__doc__)) >= 4 and "--grid default" in commands(sweep.__doc__)[0]
-    assert any("sweep" in c for c in readme_commands()), "the README shows no sweep"
+    assert any("sweep" in c for c in readme_commands()), "the README and docs/study.md show no sweep"
 
 
 @pytest.mark.slow
