@@ -29,10 +29,28 @@ import pandas as pd
 from drostudy.analysis.stats import COLUMNS, _check_results, holm, paired_comparison, verdict
 
 CURVE_COLUMNS = ("stage", "seed", "setting", "knob", "x", "x_fit", "y", "curve")
-POINT_COLUMNS = ("stage", "setting", "seed", "x", "y", "knob_matched", "y_matched", "diff", "bracketed",
-                 "curve")  # fmt: skip
-DIAGNOSTIC_COLUMNS = ("stage", "setting", "baseline", "n_seeds", "seeds_bracketed", "seeds_left_out",
-                      "left_out", "seeds_isotonic")  # fmt: skip
+POINT_COLUMNS = (
+    "stage",
+    "setting",
+    "seed",
+    "x",
+    "y",
+    "knob_matched",
+    "y_matched",
+    "diff",
+    "bracketed",
+    "curve",
+)
+DIAGNOSTIC_COLUMNS = (
+    "stage",
+    "setting",
+    "baseline",
+    "n_seeds",
+    "seeds_bracketed",
+    "seeds_left_out",
+    "left_out",
+    "seeds_isotonic",
+)
 
 
 def isotonic(y: Iterable[float], increasing: bool = True) -> np.ndarray:
@@ -48,9 +66,14 @@ def isotonic(y: Iterable[float], increasing: bool = True) -> np.ndarray:
     return fit * (1.0 if increasing else -1.0)
 
 
-def knob_curve(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str = "ordinary",
-               match_on: tuple[str, str] = ("accuracy", "id"), outcome: tuple[str, str] = ("accuracy", "ood"),
-               domain: str = "mean") -> pd.DataFrame:  # fmt: skip
+def knob_curve(
+    results: pd.DataFrame,
+    knobs: Mapping[str, float],
+    baseline: str = "ordinary",
+    match_on: tuple[str, str] = ("accuracy", "id"),
+    outcome: tuple[str, str] = ("accuracy", "ood"),
+    domain: str = "mean",
+) -> pd.DataFrame:
     """Ordinary training's curve per (stage, seed), sorted by knob: CURVE_COLUMNS.
 
     knobs: setting -> knob value for every setting named `baseline` or starting with `baseline + " "`.
@@ -67,8 +90,10 @@ def knob_curve(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str 
                 column = table[setting] if setting in table.columns else pd.Series(dtype=float)
                 if column.empty or column.isna().any():
                     missing = sorted(column.index[column.isna()]) if len(column) else "all"
-                    raise ValueError(f"results: {name} of {setting!r} (stage {stage!r}) has no run for "
-                                     f"seeds {missing}; every knob setting needs every seed")  # fmt: skip
+                    raise ValueError(
+                        f"results: {name} of {setting!r} (stage {stage!r}) has no run for "
+                        f"seeds {missing}; every knob setting needs every seed"
+                    )
         order = sorted(knobs, key=knobs.get)
         for seed in x.index:
             xs, ys = x.loc[seed, order].to_numpy(float), y.loc[seed, order].to_numpy(float)
@@ -84,10 +109,15 @@ def knob_curve(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str 
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
-def matched_points(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str = "ordinary",
-                   match_on: tuple[str, str] = ("accuracy", "id"),
-                   outcome: tuple[str, str] = ("accuracy", "ood"), domain: str = "mean",
-                   tol: float = 1e-12) -> pd.DataFrame:  # fmt: skip
+def matched_points(
+    results: pd.DataFrame,
+    knobs: Mapping[str, float],
+    baseline: str = "ordinary",
+    match_on: tuple[str, str] = ("accuracy", "id"),
+    outcome: tuple[str, str] = ("accuracy", "ood"),
+    domain: str = "mean",
+    tol: float = 1e-12,
+) -> pd.DataFrame:
     """Every robust run matched on its seed's knob curve: POINT_COLUMNS.
 
     x, y: the robust run's match_on and outcome values; knob_matched: k* with x(k*) = x (NaN when not
@@ -103,13 +133,18 @@ def matched_points(results: pd.DataFrame, knobs: Mapping[str, float], baseline: 
         stage_curves = {s: c for s, c in curves[curves.stage == stage].groupby("seed")}
         for setting in sorted(set(block.setting)):
             if setting not in x.columns or setting not in y.columns:
-                raise ValueError(f"results: {setting!r} (stage {stage!r}) lacks {match_on} or {outcome} "
-                                 f"rows on domain {domain!r}")  # fmt: skip
+                raise ValueError(
+                    f"results: {setting!r} (stage {stage!r}) lacks {match_on} or {outcome} "
+                    f"rows on domain {domain!r}"
+                )
             seeds = x[setting].dropna().index.intersection(y[setting].dropna().index)
             unpaired = sorted(set(seeds) - set(stage_curves))
             if unpaired:
-                warnings.warn(f"{setting!r} (stage {stage!r}): dropping seeds {unpaired}, which have no "
-                              f"{baseline} knob curve", stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"{setting!r} (stage {stage!r}): dropping seeds {unpaired}, which have no "
+                    f"{baseline} knob curve",
+                    stacklevel=2,
+                )
             for seed in sorted(set(seeds) & set(stage_curves)):
                 c = stage_curves[seed]
                 xr, yr = float(x.loc[seed, setting]), float(y.loc[seed, setting])
@@ -121,11 +156,18 @@ def matched_points(results: pd.DataFrame, knobs: Mapping[str, float], baseline: 
     return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
 
 
-def matched_comparisons(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str = "ordinary",
-                        knob_name: str = "knob", match_on: tuple[str, str] = ("accuracy", "id"),
-                        outcome: tuple[str, str] = ("accuracy", "ood"), domain: str = "mean",
-                        lower_is_better: Iterable[str] = (), alpha: float = 0.05,
-                        power: float = 0.8) -> pd.DataFrame:  # fmt: skip
+def matched_comparisons(
+    results: pd.DataFrame,
+    knobs: Mapping[str, float],
+    baseline: str = "ordinary",
+    knob_name: str = "knob",
+    match_on: tuple[str, str] = ("accuracy", "id"),
+    outcome: tuple[str, str] = ("accuracy", "ood"),
+    domain: str = "mean",
+    lower_is_better: Iterable[str] = (),
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> pd.DataFrame:
     """Each robust setting against ordinary matched on `match_on`, over its bracketed seeds: COLUMNS.
 
     baseline reads e.g. "ordinary matched on id accuracy (beta)"; split, metric: the outcome's; n_seeds:
@@ -139,16 +181,30 @@ def matched_comparisons(results: pd.DataFrame, knobs: Mapping[str, float], basel
     rows, tests = [], []
     for (stage, setting), block in points.groupby(["stage", "setting"], sort=True):
         used = block[block.bracketed].set_index("seed")
-        row = dict(stage=stage, setting=setting, baseline=name, split=outcome[1], domain=domain,
-                   metric=outcome[0], n_seeds=len(used), mean_diff=math.nan, ci_low=math.nan,
-                   ci_high=math.nan, mde=math.nan, verdict="not resolved")  # fmt: skip
+        row = dict(
+            stage=stage,
+            setting=setting,
+            baseline=name,
+            split=outcome[1],
+            domain=domain,
+            metric=outcome[0],
+            n_seeds=len(used),
+            mean_diff=math.nan,
+            ci_low=math.nan,
+            ci_high=math.nan,
+            mde=math.nan,
+            verdict="not resolved",
+        )
         if len(used) >= 2:
             c = paired_comparison(used.y, used.y_matched, 0.95, alpha, power)
             row |= dict(mean_diff=c.mean_diff, ci_low=c.ci_low, ci_high=c.ci_high, mde=c.mde)
             tests.append((len(rows), stage, c.p_value))
         else:
-            warnings.warn(f"{setting!r} (stage {stage!r}): {len(used)} bracketed seeds, fewer than 2; "
-                          "no comparison", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{setting!r} (stage {stage!r}): {len(used)} bracketed seeds, fewer than 2; "
+                "no comparison",
+                stacklevel=2,
+            )
         rows.append(row)
     for stage in {t[1] for t in tests}:
         family = [t for t in tests if t[1] == stage]
@@ -158,10 +214,15 @@ def matched_comparisons(results: pd.DataFrame, knobs: Mapping[str, float], basel
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def matched_diagnostics(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str = "ordinary",
-                        knob_name: str = "knob", match_on: tuple[str, str] = ("accuracy", "id"),
-                        outcome: tuple[str, str] = ("accuracy", "ood"),
-                        domain: str = "mean") -> pd.DataFrame:  # fmt: skip
+def matched_diagnostics(
+    results: pd.DataFrame,
+    knobs: Mapping[str, float],
+    baseline: str = "ordinary",
+    knob_name: str = "knob",
+    match_on: tuple[str, str] = ("accuracy", "id"),
+    outcome: tuple[str, str] = ("accuracy", "ood"),
+    domain: str = "mean",
+) -> pd.DataFrame:
     """Per robust setting: DIAGNOSTIC_COLUMNS.
 
     n_seeds: robust seeds with an ordinary curve; seeds_bracketed: those used by `matched_comparisons`;
@@ -173,8 +234,18 @@ def matched_diagnostics(results: pd.DataFrame, knobs: Mapping[str, float], basel
     rows = []
     for (stage, setting), b in points.groupby(["stage", "setting"], sort=True):
         out = sorted(b.seed[~b.bracketed].tolist())
-        rows.append((stage, setting, name, len(b), int(b.bracketed.sum()), len(out), str(out),
-                     int((b.curve != "monotone").sum())))  # fmt: skip
+        rows.append(
+            (
+                stage,
+                setting,
+                name,
+                len(b),
+                int(b.bracketed.sum()),
+                len(out),
+                str(out),
+                int((b.curve != "monotone").sum()),
+            )
+        )
     return pd.DataFrame(rows, columns=list(DIAGNOSTIC_COLUMNS))
 
 
