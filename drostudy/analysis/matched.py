@@ -206,7 +206,7 @@ def matched_comparisons(
                 stacklevel=2,
             )
         rows.append(row)
-    for stage in {t[1] for t in tests}:
+    for stage in sorted({t[1] for t in tests}):
         family = [t for t in tests if t[1] == stage]
         for (i, _, _), p in zip(family, holm([t[2] for t in family]), strict=True):
             higher = outcome[0] not in set(lower_is_better)

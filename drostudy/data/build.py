@@ -88,7 +88,9 @@ def _pair_id(item: Item, kind: str) -> str:
 def fill_split(items: list[Item], n_pairs: int, mix: dict[str, float], k: int, rng) -> list[dict]:
     """Up to `n_pairs` pairs from `items`, kinds in the proportions of `mix`, <= k pairs per item."""
     others: dict[str, list[str]] = {}
-    for src in {it.source for it in items}:
+    # sorted: a set of strings iterates in PYTHONHASHSEED's order, and every chosen_response below draws from
+    # rng, so an unsorted loop gave each process its own suite (5% of rejected responses differed)
+    for src in sorted({it.source for it in items}):
         others[src] = [chosen_response(it, rng) for it in items if it.source != src and not it.harmful]
     uses: Counter = Counter()
     done: set[tuple[int, str]] = set()
