@@ -1,11 +1,13 @@
-"""Step time of the robust RLOO trainer against TRL's plain one, in one process, interleaved.
+"""Step time of the robust RL trainer (RLOO, or GRPO) against TRL's plain one, in one process, interleaved.
 
     python benchmarks/bench_rl_step.py --policy tiny-llama --reward-model tiny-bert --repeats 6
+    python benchmarks/bench_rl_step.py --trainer grpo --policy tiny-llama --reward-model tiny-bert
     python benchmarks/bench_rl_step.py --policy smollm2-135m-instruct --reward-model DIR --repeats 4
 
 Both trainers get the same policy weights, the same generation batch and the same random state before each
 step, so they sample the same completions; one step is `training_step` (generation, reward and reference
-scoring, the worst-case weights for the robust one, the clipped loss and its backward). The order alternates
+scoring, the worst-case weights for the robust one, the clipped loss and its backward; GRPO with
+steps_per_generation = 1, its weights applied after the group normalisation). The order alternates
 each repeat so drift in machine load hits both alike. Reports medians of wall and process CPU time (the
 CPU time is the fairer one on a shared machine), their robust/plain ratio, and the cost of the weighting
 alone (values + worst-case weights on a batch of that size).
@@ -21,27 +23,35 @@ import time
 
 import torch
 from datasets import Dataset
-from trl import RLOOTrainer
+from trl import GRPOTrainer, RLOOTrainer
 
 from drostudy.data import load_suite
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
 from drostudy.rl import run as rl
 from drostudy.rl.eval import prompt_rows
+from drostudy.rl.grpo import RobustGRPOTrainer
+from drostudy.rl.grpo_run import GRPORunConfig
 from drostudy.rl.trainer import RobustRLOOTrainer, advantage_scale, prompt_values
 from drostudy.runs import lora_config
 
+# --trainer: (run config, TRL's trainer, drostudy's robust one)
+TRAINERS = {
+    "rloo": (rl.RLConfig, RLOOTrainer, RobustRLOOTrainer),
+    "grpo": (GRPORunConfig, GRPOTrainer, RobustGRPOTrainer),
+}
 
-def make_trainer(cls, config: rl.RLConfig, rows: list[dict], reward, output_dir: str, **kwargs):
+
+def make_trainer(cls, config: rl.RLConfig, rows: list[dict], reward, output_dir: str, **overrides):
+    """`cls` on a fresh LoRA policy; `overrides` (divergence, radius) go into its TRL config."""
     policy, tokenizer = load_policy(config.model)
     return cls(
         model=policy,
         reward_funcs=reward,
-        args=rl.trl_config(config, output_dir, disable_tqdm=True),
+        args=rl.trl_config(config, output_dir, disable_tqdm=True, **overrides),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(config, policy.config.num_hidden_layers),
-        **kwargs,
     )
 
 
@@ -71,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--trainer", choices=sorted(TRAINERS), default="rloo")
     parser.add_argument("--policy", default="tiny-llama")
     parser.add_argument("--reward-model", default="tiny-bert")
     parser.add_argument("--repeats", type=int, default=6)
@@ -80,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--radius", type=float, default=0.2, help="tv radius of the robust trainer")
     parser.add_argument("--out", default="", help="optional JSON file for the result")
     args = parser.parse_args(argv)
-    config = rl.RLConfig(
+    config_cls, plain_cls, robust_cls = TRAINERS[args.trainer]
+    config = config_cls(
         reward_model=args.reward_model,
         model=args.policy,
         prompts_per_step=args.prompts_per_step,
@@ -95,8 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     reward = rl.load_reward(config)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
-            "plain": make_trainer(RLOOTrainer, config, rows, reward, tmp),
-            "robust": make_trainer(RobustRLOOTrainer, config, rows, reward, tmp, radius=args.radius),
+            "plain": make_trainer(plain_cls, config, rows, reward, tmp, divergence=None, radius=0.0),
+            "robust": make_trainer(
+                robust_cls, config, rows, reward, tmp, divergence="tv", radius=args.radius
+            ),
         }
         reward.model.to(trainers["plain"].accelerator.device)
         for trainer in trainers.values():
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
                     times[name]["cpu"].append(cpu)
     medians = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
     result = {
+        "trainer": args.trainer,
         "policy": config.model,
         "batch": f"{config.prompts_per_step} prompts x {config.num_generations} completions x "
         f"{config.max_completion_length} tokens",
