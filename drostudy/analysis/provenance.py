@@ -71,10 +71,7 @@ def machine() -> dict:
 
 
 def notebook_entry(path: Path, status: str, wall_s: float | None, params: dict) -> dict:
-    """What PROVENANCE.json keeps of one notebook run: its code, parameters, status, wall time, date and
-    the thread variables it ran with (a resumed study may run its notebooks under different ones)."""
-    from drostudy.threads import THREAD_VARIABLES
-
+    """What PROVENANCE.json keeps of one notebook run: its code, parameters, status, wall time and date."""
     return {
         "fingerprint": notebook_fingerprint(path),
         "modules": code_fingerprint(notebook_roots(path))["modules"],
@@ -82,7 +79,6 @@ def notebook_entry(path: Path, status: str, wall_s: float | None, params: dict) 
         "status": status,
         "wall_s": None if wall_s is None else round(wall_s, 1),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "thread_variables": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
     }
 
 
