@@ -128,7 +128,8 @@ def provenance_lines(provenance: dict, stale: dict[str, list[str]]) -> list[str]
         f"Provenance (`results/PROVENANCE.json`): `make study` at {'/'.join(sizes)} size"
         f"{' (SMOKE)' if smoke else ''}, code of commit `{commit}`, on {box.get('cpu', '?')} "
         f"({box.get('cores', '?')} cores, torch {box.get('torch', '?')}), last notebook run "
-        f"{max(e.get('date', '') for e in notebooks.values())[:10]}; wall time per notebook: {times}."
+        f"{max(e.get('date', '') for e in notebooks.values())[:10]}; wall time of each notebook's latest run "
+        f"(a resumed one reuses its finished training runs and takes less): {times}."
     ]
     if stale:
         named = "; ".join(f"{stem} ({', '.join(why)})" for stem, why in sorted(stale.items()))
