@@ -293,7 +293,7 @@ def cli_main(args: argparse.Namespace) -> int:
         fingerprint = (
             notebook_fingerprint(target)
             if kind == "notebook"
-            else code_fingerprint([COMMANDS[kind]])["fingerprint"]
+            else code_fingerprint([COMMANDS[target]])["fingerprint"]  # target: rm, dpo or rl
         )
         tasks = [
             Task(kind, target, c, sweep_dir / run_id(_without(c, fixed)), fingerprint) for c in combos
