@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 from datasets import Dataset
+from toy_pairs import chat_pairs, lora_grads
 from transformers import LlamaForCausalLM
 
 from drostudy import evaluate
@@ -24,15 +25,7 @@ BETA = 0.5
 
 def _rows(n: int = 8) -> list[dict]:
     """Pairs of different lengths (so the batch has padding) in two groups."""
-    return [
-        {
-            "prompt": [{"role": "user", "content": f"What is {i} plus {i}?" + " Think." * (i % 3)}],
-            "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
-            "rejected": [{"role": "assistant", "content": "No idea, sorry." * (1 + i % 2)}],
-            GROUP_KEY: i % 2,
-        }
-        for i in range(n)
-    ]
+    return chat_pairs(n, GROUP_KEY)
 
 
 def _config(**kw) -> DPORunConfig:
@@ -83,12 +76,6 @@ def _use(trainer, config: DPORunConfig) -> None:
     trainer.label_smoothing = trainer.args.label_smoothing
 
 
-def _lora_grads(model) -> dict[str, torch.Tensor]:
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad(set_to_none=True)
-    return grads
-
-
 def test_encoding_matches_trls_tokenised_dataset(setup):
     trainer, _, pairs, kept, _ = setup
     assert kept == list(range(8))
@@ -120,12 +107,12 @@ def test_loss_and_lora_gradients_equal_the_trainers(setup, settings):
     trainer.model.train()
     expected_loss = trainer.compute_loss(trainer.model, dict(batch))
     expected_loss.backward()
-    expected = _lora_grads(trainer.model)
+    expected = lora_grads(trainer.model)
     logps = fast.pair_logps(trainer.model, cache, pairs)
     ref = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
     out, _ = fast.objective(config, logps, ref)
     out.loss.backward()
-    got = _lora_grads(trainer.model)
+    got = lora_grads(trainer.model)
     assert float(out.loss.detach()) == pytest.approx(float(expected_loss.detach()), rel=1e-5)
     assert got.keys() == expected.keys() and len(got) == 7 * 2 * LORA_LAYERS  # A and B of 7 projections
     scale = max(float(g.abs().max()) for g in expected.values())

@@ -20,6 +20,7 @@ import time
 
 import pytest
 import torch
+from toy_pairs import chat_pairs, lora_grads, text_pairs
 
 from drostudy import losses as L
 from drostudy.weights import (
@@ -202,17 +203,7 @@ def _trl():
 def _pairs(n: int = 8):
     from datasets import Dataset
 
-    return Dataset.from_list(
-        [
-            {
-                "prompt": f"What is {i} plus {i}?" + " Think." * (i % 3),
-                "chosen": f" It is {2 * i}.",
-                "rejected": " No idea." * (1 + i % 2),
-                "domain": ["math", "code"][i % 2],
-            }
-            for i in range(n)
-        ]
-    )
+    return Dataset.from_list(text_pairs(n))
 
 
 def _args(config_cls, out, bf16: bool, **kw):
@@ -354,18 +345,6 @@ def test_rloo_dropin_trains_on_device_and_radius_zero_is_trl(policy_path, tmp_pa
 FAST_LAYERS, FAST_LORA_LAYERS = 4, 2
 
 
-def _fast_rows(n: int = 8) -> list[dict]:
-    return [
-        {
-            "prompt": [{"role": "user", "content": f"What is {i} plus {i}?" + " Think." * (i % 3)}],
-            "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
-            "rejected": [{"role": "assistant", "content": "No idea, sorry." * (1 + i % 2)}],
-            "group": i % 2,
-        }
-        for i in range(n)
-    ]
-
-
 def _fast_config(**kw):
     from drostudy.dpo.run import DPORunConfig
 
@@ -396,7 +375,7 @@ def fast_setup(tmp_path_factory):
     trainer = RobustDPOTrainer(
         model=LlamaForCausalLM(llama),
         args=trl_config(config, str(tmp_path_factory.mktemp("dpo_fast")), use_cpu=ON_CPU),
-        train_dataset=Dataset.from_list(_fast_rows()),
+        train_dataset=Dataset.from_list(chat_pairs()),
         processing_class=tok,
         peft_config=lora_config(config, FAST_LAYERS),
     )
@@ -407,15 +386,9 @@ def fast_setup(tmp_path_factory):
             param.data = 0.3 * torch.randn(param.shape, generator=generator).to(param.device)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
     batch = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    pairs, _ = fast.encode_pairs(tok, _fast_rows(), config.max_length)
+    pairs, _ = fast.encode_pairs(tok, chat_pairs(), config.max_length)
     cache = fast.TrunkCache(trainer.model, FAST_LAYERS - FAST_LORA_LAYERS)
     return trainer, batch, pairs, cache
-
-
-def _lora_grads(model) -> dict[str, torch.Tensor]:
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad(set_to_none=True)
-    return grads
 
 
 @pytest.mark.parametrize(
@@ -442,12 +415,12 @@ def test_dpo_fast_path_equals_the_trainer_on_device(fast_setup, settings):
     trainer.model.train()
     expected_loss = trainer.compute_loss(trainer.model, dict(batch))
     expected_loss.backward()
-    expected = _lora_grads(trainer.model)
+    expected = lora_grads(trainer.model)
     logps = fast.pair_logps(trainer.model, cache, pairs)
     assert logps[0].device.type == DEVICE.type
     out, _ = fast.objective(config, logps, (batch["ref_chosen_logps"], batch["ref_rejected_logps"]))
     out.loss.backward()
-    got = _lora_grads(trainer.model)
+    got = lora_grads(trainer.model)
     assert float(out.loss.detach()) == pytest.approx(float(expected_loss.detach()), rel=1e-4)
     assert got.keys() == expected.keys() and len(got) == 7 * 2 * FAST_LORA_LAYERS
     scale = max(float(g.abs().max()) for g in expected.values())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from toy_pairs import text_pairs
 from trl import DPOConfig, DPOTrainer, RewardTrainer
 
 from drostudy import (
@@ -27,17 +28,7 @@ CPU = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", disab
 
 
 def pairs(n: int = 8) -> Dataset:
-    return Dataset.from_list(
-        [
-            {
-                "prompt": f"What is {i} plus {i}?" + " Think." * (i % 3),
-                "chosen": f" It is {2 * i}.",
-                "rejected": " No idea." * (1 + i % 2),
-                "domain": ["math", "code"][i % 2],
-            }
-            for i in range(n)
-        ]
-    )
+    return Dataset.from_list(text_pairs(n))
 
 
 @pytest.fixture(scope="module")
