@@ -4,8 +4,13 @@ One name per concept across RMConfig (drostudy.reward.run), DPORunConfig (drostu
 (drostudy.rl.run): `model` is what the stage trains (a reward model, or a policy), `learning_rate` its
 optimiser's rate, `n_eval` the held-out pairs or prompts per domain, `divergence`/`radius` the ball, and
 `method` (a property) the label of the run: `ordinary` when the ball is a point (`ball_is_point`), else
-the objective's name. The one-line docstring under each field is its --help text. Renamed flags (RENAMED)
-still parse, with a deprecation warning.
+the objective's name; `setting_label` the name of a setting in every results table. The one-line docstring
+under each field is its --help text. The whole vocabulary is the table in the README ("One vocabulary").
+
+Renamed flags still parse for one release, with a FutureWarning: RENAMED holds the renames every config
+shares; a config adds its own in a `RENAMED_FIELDS` class attribute (old -> new), and converts an old value
+whose unit changed in a `from_renamed(old, value, values)` classmethod (e.g. the reward model's epochs ->
+steps).
 """
 
 from __future__ import annotations
@@ -20,18 +25,33 @@ import typing
 import warnings
 from typing import Any
 
-# old field / flag name -> its name now; the old flag still parses, with a FutureWarning
+from drostudy.weights import ball_is_point
+
+# old field / flag name -> its name now, in every config; the old flag still parses, with a FutureWarning
 RENAMED = {"lr": "learning_rate", "n_test": "n_eval", "policy": "model"}
 
 
-def ball_is_point(divergence: str, radius: float) -> bool:
-    """Whether the ball is a single point (radius 0, or cvar alpha 1): the robust loss is the ordinary one."""
-    return radius == (1.0 if divergence == "cvar" else 0.0)
+def renamed_fields(cls: type) -> dict[str, str]:
+    """old flag name -> field of `cls`: the shared RENAMED and the class's own RENAMED_FIELDS."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    pairs = {**RENAMED, **getattr(cls, "RENAMED_FIELDS", {})}
+    return {old: new for old, new in pairs.items() if new in names and old not in names}
 
 
 def method_label(divergence: str, radius: float, robust: str = "robust") -> str:
     """The `method` of a run: `ordinary` when the ball is a point, else `robust` (the objective's name)."""
     return "ordinary" if ball_is_point(divergence, radius) else robust
+
+
+def setting_label(method: str, divergence: str = "", radius: float = 0.0, **knobs: float) -> str:
+    """A setting's name in every results table: `ordinary`, `tv 0.5` (the example-level ball),
+    `<method> tv 0.5` for another method over a ball (`group tv 0.5`, `doro tv 0.5 eps 0.1`), or the
+    method's own name (`dr_dpo`, `wdpo`); keyword knobs are appended as `name value`."""
+    if method == "ordinary":
+        return "ordinary"
+    ball = f"{divergence} {radius:g}" if divergence else ""
+    head = ball if method == "robust" else " ".join(x for x in (method, ball) if x)
+    return " ".join([head, *(f"{k} {v:g}" for k, v in knobs.items())])
 
 
 class UsageError(ValueError):
@@ -106,28 +126,41 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default=default,
             help=f"{docs.get(f.name, '')} (default: {shown})",
         )
-    names = {f.name for f in dataclasses.fields(cls)}
-    for old, new in RENAMED.items():
-        if new in names and old not in names:
-            parser.add_argument(
-                "--" + old.replace("_", "-"),
-                dest=new,
-                type=_parser_for(hints[new]),
-                action=_Renamed,
-                help=argparse.SUPPRESS,
-            )
+    for old, new in renamed_fields(cls).items():
+        parser.add_argument(
+            "--" + old.replace("_", "-"),
+            dest=RENAMED_DEST + old,
+            type=_parser_for(hints[new]),
+            action=_Renamed,
+            new=new,
+            help=argparse.SUPPRESS,
+        )
+
+
+RENAMED_DEST = "renamed:"  # namespace attribute of an old flag's value, converted by dataclass_from_args
 
 
 class _Renamed(argparse.Action):
-    """A renamed flag: stores into the new field and warns once per use."""
+    """A renamed flag: keeps its value aside (for `from_renamed`) and warns once per use."""
+
+    def __init__(self, *args, new: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new = new
 
     def __call__(self, parser, namespace, values, option_string=None):
-        new = "--" + self.dest.replace("_", "-")
-        warnings.warn(f"{option_string} is deprecated; use {new}", FutureWarning, stacklevel=2)
+        flag = "--" + self.new.replace("_", "-")
+        warnings.warn(f"{option_string} is deprecated; use {flag}", FutureWarning, stacklevel=2)
         setattr(namespace, self.dest, values)
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):
-    """Build `cls` from parsed arguments; its __post_init__ validates the values (a UsageError if bad)."""
+    """Build `cls` from parsed arguments; its __post_init__ validates the values (a UsageError if bad).
+    An old flag's value goes to its new field, through `cls.from_renamed` when the class has one."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     with usage_errors():
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+        for old, new in renamed_fields(cls).items():
+            value = getattr(args, RENAMED_DEST + old, None)
+            if value is not None:
+                convert = getattr(cls, "from_renamed", None)
+                values[new] = convert(old, value, values) if convert else value
+        return cls(**values)

@@ -49,6 +49,15 @@ PENALTIES = tuple(sorted(_solvers.PENALISED_SOLVERS))
 SOLVER_THREADS: int | None = 1
 
 
+# what a ball is centred over: each example (a pair or a prompt) or each group (a domain) of the batch
+LEVELS = ("example", "group")
+
+
+def ball_is_point(divergence: str, radius: float) -> bool:
+    """Whether the ball is a single point (radius 0; for cvar, alpha 1): the robust loss is the ordinary one."""
+    return radius == (1.0 if divergence == "cvar" else 0.0)
+
+
 def validate_radius(divergence: str, radius: float) -> float:
     """Check `radius` for `divergence` (raise ValueError naming the allowed range); return it as a float."""
     if divergence not in _solvers.SOLVERS:
@@ -87,7 +96,7 @@ def worst_case_weights(
     _check_losses(losses, finite=not fast)  # the fast path finds NaN/inf from its sorted ends
     if prior is not None:
         _check_prior(prior, losses)
-    if radius == (1.0 if divergence == "cvar" else 0.0):
+    if ball_is_point(divergence, radius):
         if fast:
             _check_finite(losses)
         return _nominal(losses, prior)
@@ -147,7 +156,7 @@ def doro_weights(
         work, prior64 = _work(losses, prior)
         # unit masses for the uniform prior: its level masses are then exact integer counts
         clean = _solvers.trim_top(work, torch.ones_like(work) if prior is None else prior64, fraction)
-        if radius == (1.0 if divergence == "cvar" else 0.0):
+        if ball_is_point(divergence, radius):
             q = clean
         else:
             keep = clean > 0  # (n,) the support of p'_eps
@@ -215,7 +224,7 @@ def group_worst_case_weights(losses: Tensor, groups: Tensor, divergence: str, ra
     if not isinstance(groups, Tensor) or groups.shape != losses.shape or groups.is_floating_point():
         got = tuple(groups.shape) if isinstance(groups, Tensor) else type(groups).__name__
         raise ValueError(f"groups must be an integer tensor of shape {tuple(losses.shape)}; got {got}")
-    if radius == (1.0 if divergence == "cvar" else 0.0):
+    if ball_is_point(divergence, radius):
         return _nominal(losses, None)
     with torch_threads(SOLVER_THREADS):
         work, _ = _work(losses, None)
