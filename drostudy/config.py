@@ -54,6 +54,31 @@ def setting_label(method: str, divergence: str = "", radius: float = 0.0, **knob
     return " ".join([head, *(f"{k} {v:g}" for k, v in knobs.items())])
 
 
+MODES = ("smoke", "default", "full")
+
+
+def mode(smoke: bool, full: bool = False) -> str:
+    """A notebook's mode from its SMOKE and FULL parameters: smoke (CI), default (the CPU study) or full (GPU)."""
+    if smoke and full:
+        raise ValueError("SMOKE and FULL are exclusive: set at most one of them")
+    return "smoke" if smoke else "full" if full else "default"
+
+
+def pick_sizes(presets: dict, smoke: bool, full: bool = False, **overrides):
+    """The one SMOKE/FULL mechanism of the notebooks: the frozen sizes dataclass of the mode in `presets`
+    (keys among MODES), with every override that is not None (a notebook parameter left at None keeps the
+    mode's value)."""
+    name = mode(smoke, full)
+    if name not in presets:
+        raise ValueError(f"this notebook has no {name!r} sizes; expected one of {list(presets)}")
+    sizes = presets[name]
+    fields = {f.name for f in dataclasses.fields(sizes)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown size overrides {unknown}; expected some of {sorted(fields)}")
+    return dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+
+
 class UsageError(ValueError):
     """A bad value on the command line: `python -m drostudy` prints it as one `drostudy CMD: error:` line
     and exits with status 2, as argparse does for the values it checks itself."""
