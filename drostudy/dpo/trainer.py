@@ -10,10 +10,10 @@ mean by the objective of drostudy.dropin.configs (worst case in a ball, Dr. DPO,
 DPO) over the optimizer batch (drostudy.dropin.batch). When the config is not robust (radius 0) every
 call goes to TRL untouched.
 
-Composes: every TRL loss type that is a loss per pair, `PER_PAIR_LOSSES` (sigmoid, hinge, ipo, robust =
-rDPO, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop, sigmoid_norm), several of them
-with `loss_weights` (the weighted sum per pair is the loss that gets reweighted), and `use_weighting` (WPO's
-per-pair factor). Refused: aot / aot_unpaired (they sort the batch, so a pair's loss depends on the others),
+Composes: every TRL loss type that is a loss per pair (`PER_PAIR_LOSSES` of drostudy.dpo.pair_losses:
+sigmoid, hinge, ipo, robust = rDPO, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop,
+sigmoid_norm), several of them with `loss_weights` (the weighted sum per pair is the loss that gets
+reweighted), and `use_weighting` (WPO's per-pair factor). Refused: aot / aot_unpaired (they sort the batch, so a pair's loss depends on the others),
 sft (one token mean over the batch, no per-pair loss), f_divergence_type other than reverse_kl and ld_alpha.
 """
 
@@ -28,101 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from drostudy import losses as dro_losses
+from drostudy.dpo.pair_losses import PER_PAIR_LOSSES, Pairs, check_trl_options
 from drostudy.dropin.batch import OptimizerBatchMixin
 from drostudy.dropin.configs import RobustDPOConfig, check_config
 from drostudy.dropin.save import GroupColumn, RobustSaveMixin
 from drostudy.io import atomic_write_json
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-
-
-@dataclass
-class _Pairs:
-    """What a per-pair loss reads: log-ratios and scores (n,), completion masks (n, T), beta, TRL's args."""
-
-    chosen: torch.Tensor  # log pi(y_w|x) - log pi_ref(y_w|x)
-    rejected: torch.Tensor
-    chosen_len: torch.Tensor  # completion tokens
-    rejected_len: torch.Tensor
-    beta: float
-    args: RobustDPOConfig
-
-    @property
-    def delta(self):
-        return self.chosen - self.rejected
-
-
-def _ipo(p: _Pairs):
-    return (p.chosen / p.chosen_len - p.rejected / p.rejected_len - 1 / (2 * p.beta)) ** 2
-
-
-def _exo(p: _Pairs):
-    z, eps = p.beta * p.delta, torch.tensor(p.args.label_smoothing, device=p.delta.device)
-    return torch.sigmoid(z) * (F.logsigmoid(z) - torch.log1p(-eps)) + torch.sigmoid(-z) * (
-        F.logsigmoid(-z) - torch.log(eps)
-    )
-
-
-def _rdpo(p: _Pairs):
-    eps, z = p.args.label_smoothing, p.beta * p.delta
-    return (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
-
-
-def _discopop(p: _Pairs):
-    z = p.beta * p.delta
-    mix = torch.sigmoid(z / p.args.discopop_tau)
-    return -F.logsigmoid(z) * (1 - mix) + torch.exp(-z) * mix
-
-
-# The per-pair losses of TRL 1.16's DPOTrainer._compute_loss (reverse KL scores), one per loss_type.
-PER_PAIR_LOSSES = {
-    "sigmoid": lambda p: -F.logsigmoid(p.beta * p.delta),
-    "hinge": lambda p: torch.relu(1 - p.beta * p.delta),
-    "ipo": _ipo,
-    "exo_pair": _exo,
-    "nca_pair": lambda p: (
-        -F.logsigmoid(p.beta * p.chosen)
-        - 0.5 * F.logsigmoid(-p.beta * p.chosen)
-        - 0.5 * F.logsigmoid(-p.beta * p.rejected)
-    ),
-    "robust": _rdpo,
-    "bco_pair": lambda p: -F.logsigmoid(p.beta * p.chosen) - F.logsigmoid(-p.beta * p.rejected),
-    "sppo_hard": lambda p: (p.chosen - 0.5 / p.beta) ** 2 + (p.rejected + 0.5 / p.beta) ** 2,
-    "apo_zero": lambda p: 1 - torch.sigmoid(p.beta * p.chosen) + torch.sigmoid(p.beta * p.rejected),
-    "apo_down": lambda p: torch.sigmoid(p.beta * p.chosen) + 1 - torch.sigmoid(p.beta * p.delta),
-    "discopop": _discopop,
-    "sigmoid_norm": lambda p: (
-        -F.logsigmoid(p.beta * (p.chosen / p.chosen_len - p.rejected / p.rejected_len))
-    ),
-}
-NOT_PER_PAIR = {
-    "aot": "sorts the batch",
-    "aot_unpaired": "sorts the batch",
-    "sft": "is a batch token mean",
-}
-
-
-def check_trl_options(args: RobustDPOConfig) -> None:
-    """Refuse, at construction, the TRL options a robust objective cannot honour (module docstring)."""
-    if not args.uses_dro():
-        return
-    for loss_type in args.loss_type:
-        if loss_type not in PER_PAIR_LOSSES:
-            why = NOT_PER_PAIR.get(loss_type, "is unknown")
-            raise ValueError(
-                f"loss_type {loss_type!r} {why}: a robust objective reweights per-pair losses; "
-                f"use loss_type among {sorted(PER_PAIR_LOSSES)}"
-            )
-    if args.f_divergence_type != "reverse_kl" or args.ld_alpha is not None:
-        raise ValueError(
-            "a robust objective supports f_divergence_type='reverse_kl' and ld_alpha=None only; got "
-            f"f_divergence_type={args.f_divergence_type!r}, ld_alpha={args.ld_alpha!r}"
-        )
 
 
 @dataclass
@@ -280,7 +196,7 @@ class RobustDPOTrainer(RobustSaveMixin, OptimizerBatchMixin, DPOTrainer):
         ref = torch.cat([inputs[REF_COLUMNS[0]], inputs[REF_COLUMNS[1]]]).to(logps)
         lengths = inputs["completion_mask"].sum(dim=1).clamp(min=1.0)
         ratios = (logps - ref).chunk(2)  # batch rows are [chosen; rejected]
-        pairs = _Pairs(*ratios, *lengths.chunk(2), self.beta, self.args)
+        pairs = Pairs(*ratios, *lengths.chunk(2), self.beta, self.args)
         factor = 1.0
         if self.use_weighting:  # WPO (Eq. 2): a detached factor per pair, as in TRL
             with torch.no_grad():
