@@ -16,6 +16,7 @@ MAX_LINES = 350
 LAYERS = (
     ("drostudy.threads",),  # stdlib only: the one place that sets thread counts
     (
+        "drostudy._cpu_solvers",
         "drostudy._solvers",
         "drostudy.weights",
         "drostudy.distributed",
