@@ -67,7 +67,7 @@ def time_step(trainer, batch: list[dict], seed: int) -> tuple[float, float]:
 
 def weighting_seconds(config: rl.RLConfig, repeats: int = 200) -> float:
     """Median time of the robust part alone: per-prompt values and worst-case weights of one batch."""
-    n = config.prompts_per_step * config.num_generations
+    n = config.batch_size * config.num_generations
     rewards, kl = torch.randn(n), torch.randn(n)
     times = []
     for _ in range(repeats):
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--policy", default="tiny-llama")
     parser.add_argument("--reward-model", default="tiny-bert")
     parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--prompts-per-step", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, help="prompts per step")
     parser.add_argument("--num-generations", type=int, default=4)
     parser.add_argument("--max-completion-length", type=int, default=16)
     parser.add_argument("--radius", type=float, default=0.2, help="tv radius of the robust trainer")
@@ -95,14 +95,14 @@ def main(argv: list[str] | None = None) -> dict:
     config = config_cls(
         reward_model=args.reward_model,
         model=args.policy,
-        prompts_per_step=args.prompts_per_step,
+        batch_size=args.batch_size,
         num_generations=args.num_generations,
         max_completion_length=args.max_completion_length,
     )
     tokenizer = load_policy(config.model)[1]
-    args_ = (tokenizer, config.max_prompt_tokens, config.system_prompt)
+    args_ = (tokenizer, config.max_length, config.system_prompt)
     rows = prompt_rows(
-        load_suite()["train"], "math", config.prompts_per_step * args.repeats, *args_, seed=0
+        load_suite()["train"], "math", config.batch_size * args.repeats, *args_, seed=0
     )
     reward = rl.load_reward(config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
             trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which we bypass
         times = {name: {"wall": [], "cpu": []} for name in trainers}
         for r in range(args.repeats + 1):  # repeat 0 warms up (first-call allocations) and is dropped
-            prompts = rows[(r % args.repeats) * config.prompts_per_step :][: config.prompts_per_step]
+            prompts = rows[(r % args.repeats) * config.batch_size :][: config.batch_size]
             batch = [row for row in prompts for _ in range(config.num_generations)]
             order = list(trainers) if r % 2 == 0 else list(trainers)[::-1]
             for name in order:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "trainer": args.trainer,
         "policy": config.model,
-        "batch": f"{config.prompts_per_step} prompts x {config.num_generations} completions x "
+        "batch": f"{config.batch_size} prompts x {config.num_generations} completions x "
         f"{config.max_completion_length} tokens",
         "repeats": args.repeats,
         "median_s": medians,

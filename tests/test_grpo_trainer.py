@@ -200,9 +200,9 @@ def test_rl_command_takes_trainer_grpo(tmp_path):
     out = tmp_path / "run"
     argv = ["rl", "--trainer", "grpo", "--model", "tiny-llama", "--reward-model", "tiny-bert",
             "--divergence", "tv", "--radius", "0.3", "--train-domains", "math", "--eval-domains", "safety",
-            "--steps", "1", "--n-train", "2", "--prompts-per-step", "2", "--num-generations", "2",
+            "--steps", "1", "--n-train", "2", "--batch-size", "2", "--num-generations", "2",
             "--max-completion-length", "3", "--n-eval", "2", "--max-new-tokens", "3", "--lora-layers", "1",
-            "--max-prompt-tokens", "120", "--trl-args", "loss_type=grpo", "--out", str(out)]  # fmt: skip
+            "--max-length", "120", "--trl-args", "loss_type=grpo", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["trainer"] == "grpo" and metrics["method"] == "robust"

@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 from trl import RLOOTrainer
 
+from drostudy.config import dataclass_from_args
 from drostudy.models import load_policy, load_reward_model
 from drostudy.rl import run as rl
 from drostudy.rl.reward import LearnedReward
@@ -66,7 +67,7 @@ def toy_prompts() -> Dataset:
 
 def make_trainer(cls, tmp_path, steps=2, radius=0.0, **kwargs):
     config = rl.RLConfig(reward_model="tiny-bert", model="tiny-llama", lora_layers=1, lora_rank=2,
-                         prompts_per_step=4, num_generations=G, max_completion_length=4, steps=steps)  # fmt: skip
+                         batch_size=4, num_generations=G, max_completion_length=4, steps=steps)  # fmt: skip
     policy, tok = load_policy("tiny-llama")  # the same random weights every call
     return cls(
         model=policy,
@@ -127,7 +128,7 @@ def test_radius_zero_is_the_plain_trainer(tmp_path):
 
 def test_learned_reward_scores_prompt_and_response_pairs():
     model, tok = load_reward_model("tiny-bert")
-    reward = LearnedReward(model, tok, max_length=32)
+    reward = LearnedReward(model, tok, truncate_length=32)
     logged = {}
     prompts = [[{"role": "user", "content": "What is 2 + 2?"}]] * 2
     completions = [[{"role": "assistant", "content": "4"}], [{"role": "assistant", "content": "five"}]]
@@ -154,13 +155,45 @@ def test_bad_config_raises(field, value, match):
         rl.RLConfig(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "old, new, value",
+    [
+        ("--prompts-per-step", "batch_size", 3),
+        ("--max-prompt-tokens", "max_length", 80),
+        ("--reward-max-length", "reward_truncate_length", 64),
+    ],
+)
+def test_renamed_flags_still_parse_with_a_warning(old, new, value):
+    parser = argparse.ArgumentParser()
+    rl.add_cli_arguments(parser)
+    flag = "--" + new.replace("_", "-")
+    with pytest.warns(FutureWarning, match=f"{old} is deprecated; use {flag}"):
+        args = parser.parse_args(["--reward-model", "tiny-bert", old, str(value), "--out", "x"])
+    assert getattr(dataclass_from_args(rl.RLConfig, args), new) == value
+
+
+def test_n_eval_zero_means_every_held_out_prompt():
+    from drostudy.data import load_suite
+    from drostudy.rl.eval import prompt_rows
+
+    assert rl.RLConfig(reward_model="tiny-bert", n_eval=0).n_eval == 0
+    with pytest.raises(ValueError, match="n_eval"):
+        rl.RLConfig(reward_model="tiny-bert", n_eval=-1)
+    test = load_suite()["test"]
+    _, tok = load_policy("tiny-llama")
+    every = prompt_rows(test, "safety", 0, tok, 10_000, "", seed=0)
+    distinct = {row["prompt"] for row in test if row["domain"] == "safety"}
+    assert len(every) == len(distinct) > 3
+    assert len(prompt_rows(test, "safety", 3, tok, 10_000, "", seed=0)) == 3
+
+
 def test_cli_writes_metrics_and_resumes(tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     rl.add_cli_arguments(parser)
     argv = ["--model", "tiny-llama", "--reward-model", "tiny-bert", "--divergence", "tv", "--radius", "0.3",
             "--train-domains", "math", "--eval-domains", "safety", "--steps", "1", "--n-train", "2",
-            "--prompts-per-step", "2", "--num-generations", "2", "--max-completion-length", "3",
-            "--n-eval", "2", "--max-new-tokens", "3", "--lora-layers", "1", "--max-prompt-tokens", "120",
+            "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "3",
+            "--n-eval", "2", "--max-new-tokens", "3", "--lora-layers", "1", "--max-length", "120",
             "--out", str(tmp_path / "run")]  # fmt: skip
     args = parser.parse_args(argv)
     assert rl.cli_main(args) == 0

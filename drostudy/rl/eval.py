@@ -13,12 +13,11 @@ from drostudy import evaluate
 from drostudy.rl.reward import LearnedReward, message_text
 
 
-def prompt_rows(
-    ds, domain: str, n: int, tokenizer, max_prompt_tokens: int, system_prompt: str, seed: int
-):
-    """Up to `n` distinct prompts of `domain` in suite split `ds` as {prompt, answer, domain} chat rows.
+def prompt_rows(ds, domain: str, n: int, tokenizer, max_length: int, system_prompt: str, seed: int):
+    """Up to `n` distinct prompts of `domain` in suite split `ds` as {prompt, answer, domain} chat rows
+    (n = 0: every one).
 
-    Prompts longer than `max_prompt_tokens` (chat template included) are left out, not truncated. The
+    Prompts longer than `max_length` tokens (chat template included) are left out, never truncated. The
     answer is the reference answer inside the chosen response (None for a harmful request: refusing is
     correct there); `seed` fixes which prompts are drawn.
     """
@@ -32,7 +31,7 @@ def prompt_rows(
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages = [*system, {"role": "user", "content": row["prompt"]}]
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if len(ids["input_ids"] if hasattr(ids, "keys") else ids) > max_prompt_tokens:
+        if len(ids["input_ids"] if hasattr(ids, "keys") else ids) > max_length:
             continue
         answer = evaluate.reference_answer(row["chosen"]) if row["kind"] != "unsafe_compliance" else None
         rows.append({"prompt": messages, "answer": answer, "domain": domain})
@@ -41,8 +40,9 @@ def prompt_rows(
     return rows
 
 
-def evaluate_rl_policy(model, tokenizer, reward: LearnedReward, rows_by_domain: dict, max_new_tokens: int,
-                       reference=None) -> dict[str, dict[str, float]]:  # fmt: skip
+def evaluate_rl_policy(
+    model, tokenizer, reward: LearnedReward, rows_by_domain: dict, max_new_tokens: int, reference=None
+) -> dict[str, dict[str, float]]:
     """{domain: {learned_reward, correct, kl, n}} for greedy answers (see the module docstring).
 
     reference: a separate reference model, or None for a PEFT policy (adapters disabled). Pass the policy

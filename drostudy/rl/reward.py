@@ -31,21 +31,22 @@ class LearnedReward:
     """r(x, y) of a sequence classifier with one output, callable as a TRL reward function.
 
     model, tokenizer: from drostudy.models.load_reward_model (any folder saved with save_pretrained);
-    max_length: tokens per (prompt, response) text, as in the reward-model stage.
+    truncate_length: tokens of each (prompt, response) text the model reads, the prompt cut from the left,
+    as in the reward-model stage.
     """
 
     __name__ = "learned_reward"  # TRL names the reward's metrics after it: rewards/learned_reward/mean
 
-    def __init__(self, model, tokenizer, max_length: int = 128, batch_size: int = 64):
+    def __init__(self, model, tokenizer, truncate_length: int = 128, batch_size: int = 64):
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.max_length, self.batch_size = max_length, batch_size
+        self.truncate_length, self.batch_size = truncate_length, batch_size
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Rewards of aligned (prompt text, response text) pairs: n strings each -> n floats."""
         from drostudy.reward.data import encode_pair_texts
 
-        ids = encode_pair_texts(self.tokenizer, list(prompts), list(responses), self.max_length)
+        ids = encode_pair_texts(self.tokenizer, list(prompts), list(responses), self.truncate_length)
         device, out = next(self.model.parameters()).device, []
         for start in range(0, len(ids), self.batch_size):
             rows = ids[start : start + self.batch_size]

@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -53,13 +54,14 @@ class RLConfig(PolicyRunFields):
     """ball size rho (cvar: tail fraction alpha, 1 = ordinary); 0 = plain RLOO"""
     reward_model: str = ""
     """reward model: a folder saved with save_pretrained (train_reward_for_rl), or a name (tiny-bert: tests)"""
-    reward_max_length: int = 128
-    """tokens per (prompt, response) text fed to the reward model, as in its training"""
+    reward_truncate_length: int = 128
+    """tokens of each (prompt, response) text the reward model reads (its truncate_length; the prompt is
+    cut from the left), as in its training"""
     n_train: int = 64
     """distinct training prompts, split evenly over the train domains"""
     steps: int = 16
     """optimiser steps (one generation batch each)"""
-    prompts_per_step: int = 4
+    batch_size: int = 4
     """prompts per generation batch: the worst case is taken over this many prompts (times processes)"""
     num_generations: int = 4
     """sampled completions per prompt (G); RLOO's baseline for one is the mean of the other G - 1"""
@@ -71,14 +73,22 @@ class RLConfig(PolicyRunFields):
     """KL coefficient: the reward is r - beta * KL(pi || pi_ref) summed over the completion's tokens"""
     learning_rate: float = 1e-3
     """AdamW learning rate of the LoRA weights (linear decay; as in the DPO stage)"""
-    max_prompt_tokens: int = 96
-    """prompts longer than this (chat template included) are left out, not truncated (CPU cost ~ length)"""
+    max_length: int = 96
+    """prompts longer than this in tokens (chat template included) are left out, never truncated (CPU
+    cost ~ length)"""
     n_eval: int = 16
-    """held-out prompts per domain for greedy answers"""
+    """held-out prompts per domain for greedy answers (0 = every held-out prompt)"""
     seed: int = 0
     """seed of the training prompts, LoRA initialisation and sampling (the evaluation prompts do not change)"""
     trl_args: tuple[str, ...] = ()
     """TRL training fields KEY=VALUE,... for RobustRLOOConfig (e.g. gradient_accumulation_steps=4)"""
+
+    # old flag -> field (drostudy.config.RENAMED_FIELDS): they still parse, with a FutureWarning
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {
+        "prompts_per_step": "batch_size",
+        "max_prompt_tokens": "max_length",
+        "reward_max_length": "reward_truncate_length",
+    }
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,11 +101,13 @@ class RLConfig(PolicyRunFields):
             raise ValueError(
                 "reward_model must name a saved reward-model folder or one of drostudy.models'"
             )
-        counts = ("reward_max_length", "n_train", "steps", "prompts_per_step")
-        for name in (*counts, "max_completion_length", "max_prompt_tokens", "n_eval"):
+        counts = ("reward_truncate_length", "n_train", "steps", "batch_size")
+        for name in (*counts, "max_completion_length", "max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int) or self.n_eval < 0:
+            raise ValueError(f"n_eval must be an integer >= 0 (0: every prompt); got {self.n_eval!r}")
         if isinstance(self.num_generations, bool) or not isinstance(self.num_generations, int):
             raise ValueError(f"num_generations must be an integer >= 2; got {self.num_generations!r}")
         if self.num_generations < 2:
@@ -128,7 +140,7 @@ def build_data(config: RLConfig, tokenizer):
 
     suite = load_suite()
     per_domain = -(-config.n_train // len(config.train_domains))  # ceil
-    args = (tokenizer, config.max_prompt_tokens, config.system_prompt)
+    args = (tokenizer, config.max_length, config.system_prompt)
     train = []
     for domain in config.train_domains:
         train += prompt_rows(suite["train"], domain, per_domain, *args, seed=config.seed)
@@ -147,7 +159,7 @@ def trl_config(config: RLConfig, output_dir: str, **overrides):
         trl_run_fields(config, output_dir)
         | dict(
             max_steps=config.steps,
-            per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+            per_device_train_batch_size=config.batch_size * config.num_generations,
             num_generations=config.num_generations,
             max_completion_length=config.max_completion_length,
             temperature=config.temperature,
@@ -168,7 +180,7 @@ def load_reward(config: RLConfig) -> LearnedReward:
     from drostudy.models import load_reward_model
 
     model, tokenizer = load_reward_model(config.reward_model)
-    return LearnedReward(model, tokenizer, config.reward_max_length)
+    return LearnedReward(model, tokenizer, config.reward_truncate_length)
 
 
 def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, train, output_dir: str):
@@ -189,8 +201,8 @@ def build_trainer(config: RLConfig, policy, tokenizer, reward: LearnedReward, tr
 def reference_metrics(policy, tokenizer, reward: LearnedReward, test: dict, config: RLConfig) -> dict:
     """Per-domain learned reward and correctness of the reference policy, cached (the same in every run)."""
     prompts = {d: [r["prompt"] for r in rows] for d, rows in test.items()}
-    key = [config.model, _reward_identity(config.reward_model), config.reward_max_length, config.max_new_tokens,
-           prompts]  # fmt: skip
+    identity = _reward_identity(config.reward_model)
+    key = [config.model, identity, config.reward_truncate_length, config.max_new_tokens, prompts]
     path = (
         cache_dir()
         / "rl_reference"
@@ -221,7 +233,7 @@ def _reward_identity(name: str) -> str:
 
 
 def train_rl(config: RLConfig, save_dir: str | None = None) -> dict:
-    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout).
+    """Train with `config`, evaluate every domain; returns the metrics dict (the module docstring's layout).
     save_dir: where to save the trained adapter and tokenizer (None: not saved)."""
     from drostudy.models import load_policy
 

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from drostudy.weights import validate_radius, worst_case_weights
+from drostudy.weights import ball_is_point, validate_radius, worst_case_weights
 
 
 class Bandit(NamedTuple):
@@ -172,7 +172,7 @@ def _advantages(theta: Tensor, batch: Bandit, config: BanditConfig, generator) -
         advantages = total - baseline
         # As drostudy.rl.trainer.advantage_scale (not imported: that module loads TRL, which would
         # triple this module's import time): P * w*, w* the worst case of the losses -v over the batch.
-        if config.radius != (1.0 if config.divergence == "cvar" else 0.0):  # else untouched: plain
+        if not ball_is_point(config.divergence, config.radius):  # else untouched: plain
             weights = worst_case_weights(-total.mean(1), config.divergence, config.radius)  # (B,)
             advantages = advantages * (len(weights) * weights)[:, None]
     return ys, old, advantages

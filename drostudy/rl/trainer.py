@@ -32,7 +32,7 @@ from trl import RLOOTrainer
 from drostudy.dropin.configs import RobustRLOOConfig, check_config
 from drostudy.dropin.save import GroupColumn, RobustSaveMixin
 from drostudy.losses import weight_metrics
-from drostudy.weights import worst_case_weights
+from drostudy.weights import ball_is_point, worst_case_weights
 
 
 def prompt_values(
@@ -74,11 +74,6 @@ def completion_scale(scale: Tensor, num_generations: int, local: slice) -> Tenso
     `local` is this process's slice of those P * G rows.
     """
     return scale.repeat_interleave(num_generations)[local]
-
-
-def is_ordinary(divergence: str, radius: float) -> bool:
-    """Whether the ball is a single point (radius 0, or cvar alpha 1): then robust == ordinary."""
-    return radius == (1.0 if divergence == "cvar" else 0.0)
 
 
 class RobustRLOOTrainer(RobustSaveMixin, RLOOTrainer):
@@ -128,7 +123,7 @@ class RobustRLOOTrainer(RobustSaveMixin, RLOOTrainer):
         rank, n_local = self.accelerator.process_index, len(inputs)
         local = slice(rank * n_local, (rank + 1) * n_local)  # TRL's process_slice
         per_completion = completion_scale(scale, group, local).to(out["advantages"].dtype)
-        if not is_ordinary(self.divergence, self.radius):
+        if not ball_is_point(self.divergence, self.radius):
             out["advantages"] = out["advantages"] * per_completion.to(out["advantages"].device)
         self.last_advantage_scale = per_completion
         metrics = weight_metrics(weights)
