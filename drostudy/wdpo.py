@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from drostudy.losses import RobustLoss, _check_per_example, weight_metrics
+from drostudy.losses.robust import RobustLoss, check_per_example, weight_metrics
 
 
 def wdpo_loss(per_example: Tensor, embeddings: Tensor, radius: float = 0.0) -> RobustLoss:
@@ -28,7 +28,7 @@ def wdpo_loss(per_example: Tensor, embeddings: Tensor, radius: float = 0.0) -> R
     differentiable: the fused SDPA attention kernels have no double backward, so run it under
     `torch.nn.attention.sdpa_kernel(SDPBackend.MATH)` (drostudy.dpo.fast does) or eager attention.
     """
-    _check_per_example(per_example)
+    check_per_example(per_example)
     if not radius >= 0 or not math.isfinite(radius):
         raise ValueError(f"radius must be a finite number >= 0; got {radius!r}")
     n = per_example.numel()
