@@ -30,6 +30,7 @@ LAYERS = (
         "drostudy.io",
         "drostudy.progress",
         "drostudy.figure_index",
+        "drostudy.figure_files",
         "drostudy.models",
         "drostudy.evaluate",
         "drostudy.plotting",

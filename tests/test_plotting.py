@@ -8,16 +8,17 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from drostudy import plotting
+from drostudy import figure_files, plotting
 from drostudy.toy import explore
 from drostudy.weights import DIVERGENCES
 
 
 @pytest.fixture
-def fresh_png_state(monkeypatch):
+def fresh_png_state():
     """Each test probes PNG export anew (the probe result is cached per process)."""
-    monkeypatch.setitem(plotting._PNG_STATE, "reason", None)
+    figure_files.png_unavailable_reason.cache_clear()
     yield
+    figure_files.png_unavailable_reason.cache_clear()
 
 
 def test_html_is_offline_and_shares_one_plotly_js(tmp_path, monkeypatch, fresh_png_state):
@@ -45,11 +46,10 @@ def test_html_is_offline_and_shares_one_plotly_js(tmp_path, monkeypatch, fresh_p
 def test_a_stale_plotly_js_is_replaced(tmp_path, monkeypatch, fresh_png_state):
     monkeypatch.setenv("DROSTUDY_NO_PNG", "1")
     (tmp_path / "plotly.min.js").write_text("/* an old plotly */")
-    monkeypatch.setattr(plotting, "_CHECKED_DIRS", set())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plotting.save_figure(go.Figure(), "01_test_stale", tmp_path)
-    assert (tmp_path / "plotly.min.js").read_text() == plotting._plotlyjs_bundle()
+    assert (tmp_path / "plotly.min.js").read_text() == figure_files._plotlyjs_bundle()
 
 
 def test_figures_dir_follows_the_environment(tmp_path, monkeypatch):
@@ -65,10 +65,10 @@ def test_png_export_with_the_system_chromium(tmp_path, monkeypatch, fresh_png_st
     assert paths["png"] == tmp_path / "01_test_png.png"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp.png"))
-    assert png_size(paths["png"]) == (plotting.PNG_WIDTH * 2, plotting.PNG_HEIGHT * 2)  # scale 2
+    assert png_size(paths["png"]) == (figure_files.PNG_WIDTH * 2, figure_files.PNG_HEIGHT * 2)  # scale 2
     tall = go.Figure(go.Bar(x=["a"], y=[1]), layout=dict(height=700))
     assert png_size(plotting.save_figure(tall, "01_test_tall", tmp_path)["png"]) == (
-        plotting.PNG_WIDTH * 2,
+        figure_files.PNG_WIDTH * 2,
         1400,
     )
 
