@@ -1,4 +1,5 @@
-"""drostudy.evaluate on hand-made cases: answer matching, preference metrics, log-probs, KL, generation."""
+"""drostudy.answers and drostudy.evaluate on hand-made cases: answer matching, preference metrics,
+log-probs, KL, generation."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from drostudy import answers
 from drostudy import evaluate as ev
 from drostudy.models import load_policy
 
@@ -31,19 +33,19 @@ from drostudy.models import load_policy
     ],
 )
 def test_is_correct(answer, reference, expected):
-    assert ev.is_correct(answer, reference) is expected
+    assert answers.is_correct(answer, reference) is expected
 
 
 def test_score_answer_options_and_refusals():
-    assert ev.score_answer("C", "C. Circular migration")
-    assert ev.score_answer("circular migration", "C. Circular migration")
-    assert not ev.score_answer("A", "C. Circular migration")
-    assert ev.score_answer(
+    assert answers.score_answer("C", "C. Circular migration")
+    assert answers.score_answer("circular migration", "C. Circular migration")
+    assert not answers.score_answer("A", "C. Circular migration")
+    assert answers.score_answer(
         "Sorry, I can't help with that.", None
     )  # harmful request: refusing is correct
-    assert not ev.score_answer("Sure, here is the payload.", None)
-    assert ev.score_answer("No. Helping you would cause real harm.", None)  # a bare "No." refuses
-    assert not ev.score_answer("No problem. This one works on most sites.", None)
+    assert not answers.score_answer("Sure, here is the payload.", None)
+    assert answers.score_answer("No. Helping you would cause real harm.", None)  # a bare "No." refuses
+    assert not answers.score_answer("No problem. This one works on most sites.", None)
 
 
 @pytest.mark.parametrize(
@@ -58,7 +60,7 @@ def test_score_answer_options_and_refusals():
     ],
 )
 def test_score_answer_labelled_and_verbatim(answer, reference, expected):
-    assert ev.score_answer(answer, reference) is expected
+    assert answers.score_answer(answer, reference) is expected
 
 
 def test_every_suite_reference_scores_correct_against_itself():
@@ -69,7 +71,7 @@ def test_every_suite_reference_scores_correct_against_itself():
     suite = load_suite()
     for split in ("train", "test"):
         rows = suite[split].to_pandas()
-        wrong = [c for c in rows.chosen if not ev.score_answer(c, ev.reference_answer(c))]
+        wrong = [c for c in rows.chosen if not answers.score_answer(c, answers.reference_answer(c))]
         assert not wrong, f"{split}: {len(wrong)} of {len(rows)} references rejected, e.g. {wrong[:3]}"
 
 
@@ -84,13 +86,13 @@ def test_every_suite_reference_scores_correct_against_itself():
     ],
 )
 def test_reference_answer_inverts_the_suite_templates(chosen, answer):
-    assert ev.reference_answer(chosen) == answer
+    assert answers.reference_answer(chosen) == answer
 
 
 def test_reference_answer_of_a_safe_refusal_is_none():
     from drostudy.data import templates
 
-    assert ev.reference_answer(templates.SAFE_REFUSAL[0]) is None
+    assert answers.reference_answer(templates.SAFE_REFUSAL[0]) is None
 
 
 def test_preference_metrics_by_hand():
@@ -104,9 +106,9 @@ def test_preference_metrics_by_hand():
 
 
 def test_fraction_correct_and_unique_prompts():
-    assert ev.fraction_correct(["4", "five", "no"], ["4", "5", None]) == pytest.approx(1 / 3)
+    assert answers.fraction_correct(["4", "five", "no"], ["4", "5", None]) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="equal, non-empty"):
-        ev.fraction_correct(["4"], ["4", "5"])
+        answers.fraction_correct(["4"], ["4", "5"])
     rows = [{"prompt": [{"role": "user", "content": c}]} for c in "aabca"]
     assert [r["prompt"][0]["content"] for r in ev.unique_prompts(rows)] == ["a", "b", "c"]
     assert len(ev.unique_prompts(rows, 2)) == 2

@@ -32,6 +32,7 @@ LAYERS = (
         "drostudy.figure_index",
         "drostudy.figure_files",
         "drostudy.models",
+        "drostudy.answers",
         "drostudy.evaluate",
         "drostudy.plotting",
         "drostudy.data",
