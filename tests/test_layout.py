@@ -31,6 +31,7 @@ LAYERS = (
         "drostudy.progress",
         "drostudy.figure_index",
         "drostudy.figure_files",
+        "drostudy.packaged",
         "drostudy.models",
         "drostudy.answers",
         "drostudy.evaluate",

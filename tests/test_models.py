@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from drostudy import models
+from drostudy import models, packaged
 from drostudy.io import cache_dir
 
 
@@ -107,15 +107,15 @@ def test_build_once_is_atomic_and_builds_once(tmp_path):
         raise KeyboardInterrupt  # interrupted half-way
 
     with pytest.raises(KeyboardInterrupt):
-        models.build_once(target, broken)
+        packaged.build_once(target, broken)
     assert not target.exists() and list(tmp_path.iterdir()) == []  # no partial target, no temp left
 
     def good(folder):
         calls.append(folder)
         (folder / "weights.bin").write_text("ok")
 
-    assert models.build_once(target, good) == target
-    assert models.build_once(target, good) == target
+    assert packaged.build_once(target, good) == target
+    assert packaged.build_once(target, good) == target
     assert len(calls) == 1 and (target / "weights.bin").read_text() == "ok"
     assert [p.name for p in tmp_path.iterdir()] == ["thing"]
 
@@ -124,7 +124,7 @@ def test_build_once_replaces_an_incomplete_folder(tmp_path):
     target = tmp_path / "thing"
     target.mkdir()
     (target / "stale.bin").write_text("from an older interrupted run")
-    models.build_once(target, lambda folder: (folder / "new.bin").write_text("ok"))
+    packaged.build_once(target, lambda folder: (folder / "new.bin").write_text("ok"))
     assert sorted(p.name for p in target.iterdir()) == ["drostudy-done.json", "new.bin"]
 
 
@@ -137,9 +137,11 @@ def test_smollm2_policy_converts_once_then_loads_fast_and_answers():
     assert model.dtype == torch.float32 and model.config.num_hidden_layers == 30
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
     prompt = tok.apply_chat_template(
-        [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, return_tensors="pt",
+        [{"role": "user", "content": "What is 2+2?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
         return_dict=True,
-    )  # fmt: skip
+    )
     out = model.generate(**prompt, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "4" in answer
