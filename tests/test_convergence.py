@@ -7,6 +7,8 @@ import torch
 
 from drostudy.toy import convergence as C
 from drostudy.toy import domain_shift as S
+from drostudy.toy import exact as E
+from drostudy.toy import preferences as P
 from drostudy.weights import robust_value, worst_case_weights
 
 CASES = [("tv", 0.2), ("cvar", 0.3), ("chi2", 0.5), ("kl", 0.3)]
@@ -14,12 +16,12 @@ CASES = [("tv", 0.2), ("cvar", 0.3), ("chi2", 0.5), ("kl", 0.3)]
 
 @pytest.fixture(scope="module")
 def domains():
-    return C.make_domains(seed=0)
+    return P.make_domains(seed=0)
 
 
 @pytest.fixture(scope="module")
 def small(domains):
-    return C.sample_preferences(domains, 256, seed=0)
+    return P.sample_preferences(domains, 256, seed=0)
 
 
 @pytest.mark.parametrize("divergence,radius", CASES + [("tv", 0.0), ("cvar", 1.0), ("tv", 1.0)])
@@ -29,7 +31,7 @@ def test_dual_forms_equal_the_exact_worst_case(divergence, radius, uniform):
     rng = np.random.default_rng(1)
     losses = rng.lognormal(size=40)
     prior = np.full(40, 1 / 40) if uniform else rng.dirichlet(np.ones(40))
-    expression, constraints = C._robust_dual(cp.Constant(losses), divergence, radius, prior)
+    expression, constraints = E.robust_dual(cp.Constant(losses), divergence, radius, prior)
     problem = cp.Problem(cp.Minimize(expression), constraints)
     problem.solve(solver=cp.CLARABEL)
     weights = worst_case_weights(
@@ -39,11 +41,11 @@ def test_dual_forms_equal_the_exact_worst_case(divergence, radius, uniform):
     assert problem.value == pytest.approx(exact, rel=1e-6, abs=1e-7)
 
 
-@pytest.mark.parametrize("level", ["example", "domain"])
+@pytest.mark.parametrize("level", ["example", "group"])
 @pytest.mark.parametrize("divergence,radius", CASES)
 def test_cvxpy_optimum_matches_full_batch_subgradient_descent(small, divergence, radius, level):
     """Brute force: full-batch gradient steps with the exact weights reach the solver's value, not below."""
-    theta_star, optimum = C.solve_full_robust(small, divergence, radius, level=level)
+    theta_star, optimum = E.solve_full_robust(small, divergence, radius, level=level)
     history = C.minibatch_robust_gd(
         small, divergence, radius, batch_size=len(small.z), steps=1500, lr=0.5, level=level
     )
@@ -55,12 +57,12 @@ def test_cvxpy_optimum_matches_full_batch_subgradient_descent(small, divergence,
     for direction in rng.standard_normal((5, len(theta_star))):
         moved = theta_star + 1e-2 * direction / np.linalg.norm(direction)
         assert (
-            C.robust_objective(moved, small, divergence, radius, C.DEFAULT_L2, level) >= optimum - 1e-7
+            P.robust_objective(moved, small, divergence, radius, P.DEFAULT_L2, level) >= optimum - 1e-7
         )
 
 
 def test_minibatch_gap_shrinks_with_iterations_and_batch_size(domains):
-    data = C.sample_preferences(domains, 1024, seed=0)
+    data = P.sample_preferences(domains, 1024, seed=0)
     table, optimum = C.gap_curves(data, "tv", 0.2, batch_sizes=(16, 512), steps=800, lr=0.5)
     assert (table["gap"] >= -1e-6).all()  # F* is the minimum of F
     start, end = table[table.step == table.step.min()], table[table.step == table.step.max()]
@@ -74,7 +76,7 @@ def test_minibatch_gap_shrinks_with_iterations_and_batch_size(domains):
 
 
 def test_domain_shift_lies_in_the_ball_and_group_robust_beats_ordinary(domains):
-    data = C.sample_preferences(domains, 768, seed=0)
+    data = P.sample_preferences(domains, 768, seed=0)
     result = S.domain_shift_check(data, domains, "chi2", 0.2)
     nominal, shifted = np.array(result["nominal_mix"]), np.array(result["shifted_mix"])
     assert S.in_ball(shifted, nominal, "chi2", 0.2)
@@ -95,7 +97,7 @@ def test_domain_shift_lies_in_the_ball_and_group_robust_beats_ordinary(domains):
 @pytest.mark.parametrize("divergence", ["tv", "kl", "chi2", "cvar"])
 def test_mix_divergence_matches_pairwise_divergence(domains, divergence):
     """A domain-mix shift spread within domains has the pair-level divergence mix_divergence reports."""
-    data = C.sample_preferences(domains, 300, seed=2)
+    data = P.sample_preferences(domains, 300, seed=2)
     nominal, shifted = data.mix, np.array([0.2, 0.3, 0.5])
     index = data.domain.numpy()
     q = shifted[index] / np.bincount(index)[index]
@@ -109,8 +111,8 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown divergence 'hellinger'"):
         S.mix_divergence(np.ones(2) / 2, np.ones(2) / 2, "hellinger")
     with pytest.raises(ValueError, match="unknown level 'token'"):
-        C.robust_objective(
-            np.zeros(5), C.sample_preferences(C.make_domains(), 30), "tv", 0.1, 0.0, "token"
+        P.robust_objective(
+            np.zeros(5), P.sample_preferences(P.make_domains(), 30), "tv", 0.1, 0.0, "token"
         )
     with pytest.raises(ValueError, match="mix must be"):
-        C.sample_preferences(C.make_domains(), 30, mix=(0.5, 0.5))
+        P.sample_preferences(P.make_domains(), 30, mix=(0.5, 0.5))

@@ -1,6 +1,6 @@
 """Does a robust model hold up when the domain mix shifts inside the ball? Exact optima, fresh data.
 
-On the synthetic Bradley-Terry domains of drostudy.toy.convergence: the ordinary (ERM) model, Mandal et al.'s
+On the synthetic Bradley-Terry domains of drostudy.toy.preferences: the ordinary (ERM) model, Mandal et al.'s
 robust model (ball over pairs) and a group-robust one (ball over the domain mix) are solved exactly, then
 scored per domain on fresh data and under the in-ball shift of the domain mix that hurts the ordinary model
 most. `mix_divergence` / `in_ball` say how far a mix is from the training mix in each divergence.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from drostudy.toy.convergence import (
+from drostudy.toy.exact import solve_full_robust
+from drostudy.toy.preferences import (
     DEFAULT_L2,
     Domains,
     PreferenceData,
     pair_losses,
     sample_preferences,
-    solve_full_robust,
 )
 from drostudy.weights import DIVERGENCES, worst_case_weights
 
@@ -79,7 +79,7 @@ def domain_shift_check(
     thetas = {
         "ordinary": solve_full_robust(data, "tv", 0.0, l2)[0],
         "robust": solve_full_robust(data, divergence, radius, l2, "example")[0],
-        "group_robust": solve_full_robust(data, divergence, radius, l2, "domain")[0],
+        "group_robust": solve_full_robust(data, divergence, radius, l2, "group")[0],
     }
     per_domain = {name: domain_losses(theta, domains, seed=seed) for name, theta in thetas.items()}
     nominal = data.mix
