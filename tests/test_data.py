@@ -13,7 +13,8 @@ import pytest
 from drostudy.data import COLUMNS, DOMAINS, KIND_MIX, describe, load_suite, select, validate_rows
 from drostudy.data import suite as suite_mod
 from drostudy.data.build import BuildConfig
-from drostudy.data.sources import HARMFUL, perturb_number, read_source
+from drostudy.data.sources import HARMFUL, read_source
+from drostudy.data.wrong_answers import perturb_number
 
 SMALL = {"per_domain": 70, "test_per_domain": 30, "seed": 3}
 TINY = {"per_domain": 20, "test_per_domain": 10, "seed": 3, "domains": ("math",)}  # for cache mechanics

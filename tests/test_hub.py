@@ -8,7 +8,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from drostudy.data import hub
+from drostudy.data import hub, hub_rows
 
 
 def _conv(*turns):
@@ -23,30 +23,77 @@ def _write_jsonl(path, rows):
 
 # Unified-Feedback: id, conv_A, conv_B (lists of {role, content}), conv_A_rating, conv_B_rating, num_turns, source
 UF_ROWS = [
-    {"id": "uf-0", "conv_A": _conv("Name a prime.", "Nine."), "conv_B": _conv("Name a prime.", "Seven."),
-     "conv_A_rating": 2.0, "conv_B_rating": 5.0, "num_turns": 1, "source": "openbmb/UltraFeedback"},
-    {"id": "uf-1", "conv_A": _conv("Say hi.", "Hi!"), "conv_B": _conv("Say hi.", "Go away."),
-     "conv_A_rating": 1.0, "conv_B_rating": 0.0, "num_turns": 1, "source": "Anthropic/hh-rlhf"},
-    {"id": "uf-tie", "conv_A": _conv("Q", "a"), "conv_B": _conv("Q", "b"),
-     "conv_A_rating": 0.5, "conv_B_rating": 0.5, "num_turns": 1, "source": "lmsys/chatbot_arena_conversations"},
-    {"id": "uf-empty", "conv_A": _conv("   ", "a"), "conv_B": _conv("   ", "b"),
-     "conv_A_rating": 1.0, "conv_B_rating": 0.0, "num_turns": 1, "source": "Anthropic/hh-rlhf"},
-    {"id": "uf-same", "conv_A": _conv("Q", "same"), "conv_B": _conv("Q", "same"),
-     "conv_A_rating": 1.0, "conv_B_rating": 0.0, "num_turns": 1, "source": "Anthropic/hh-rlhf"},
-    {"id": "uf-multi", "conv_A": _conv("Hi", "Hello!", "And 2+2?", "4"),
-     "conv_B": _conv("Hi", "Hello!", "And 2+2?", "5"),
-     "conv_A_rating": 1.0, "conv_B_rating": 0.0, "num_turns": 2, "source": "Anthropic/hh-rlhf"},
-    {"id": "uf-diverged", "conv_A": _conv("Hi", "Hello!", "And 2+2?", "4"),
-     "conv_B": _conv("Hi", "Hey.", "And 2+2?", "5"),
-     "conv_A_rating": 1.0, "conv_B_rating": 0.0, "num_turns": 2, "source": "lmsys/chatbot_arena_conversations"},
-]  # fmt: skip
+    {
+        "id": "uf-0",
+        "conv_A": _conv("Name a prime.", "Nine."),
+        "conv_B": _conv("Name a prime.", "Seven."),
+        "conv_A_rating": 2.0,
+        "conv_B_rating": 5.0,
+        "num_turns": 1,
+        "source": "openbmb/UltraFeedback",
+    },
+    {
+        "id": "uf-1",
+        "conv_A": _conv("Say hi.", "Hi!"),
+        "conv_B": _conv("Say hi.", "Go away."),
+        "conv_A_rating": 1.0,
+        "conv_B_rating": 0.0,
+        "num_turns": 1,
+        "source": "Anthropic/hh-rlhf",
+    },
+    {
+        "id": "uf-tie",
+        "conv_A": _conv("Q", "a"),
+        "conv_B": _conv("Q", "b"),
+        "conv_A_rating": 0.5,
+        "conv_B_rating": 0.5,
+        "num_turns": 1,
+        "source": "lmsys/chatbot_arena_conversations",
+    },
+    {
+        "id": "uf-empty",
+        "conv_A": _conv("   ", "a"),
+        "conv_B": _conv("   ", "b"),
+        "conv_A_rating": 1.0,
+        "conv_B_rating": 0.0,
+        "num_turns": 1,
+        "source": "Anthropic/hh-rlhf",
+    },
+    {
+        "id": "uf-same",
+        "conv_A": _conv("Q", "same"),
+        "conv_B": _conv("Q", "same"),
+        "conv_A_rating": 1.0,
+        "conv_B_rating": 0.0,
+        "num_turns": 1,
+        "source": "Anthropic/hh-rlhf",
+    },
+    {
+        "id": "uf-multi",
+        "conv_A": _conv("Hi", "Hello!", "And 2+2?", "4"),
+        "conv_B": _conv("Hi", "Hello!", "And 2+2?", "5"),
+        "conv_A_rating": 1.0,
+        "conv_B_rating": 0.0,
+        "num_turns": 2,
+        "source": "Anthropic/hh-rlhf",
+    },
+    {
+        "id": "uf-diverged",
+        "conv_A": _conv("Hi", "Hello!", "And 2+2?", "4"),
+        "conv_B": _conv("Hi", "Hey.", "And 2+2?", "5"),
+        "conv_A_rating": 1.0,
+        "conv_B_rating": 0.0,
+        "num_turns": 2,
+        "source": "lmsys/chatbot_arena_conversations",
+    },
+]
 
 
 def test_unified_feedback_chooses_higher_rating_and_drops_ties_and_malformed(tmp_path, caplog):
     files = _write_jsonl(tmp_path / "train.jsonl", UF_ROWS)
     with caplog.at_level(logging.WARNING, logger=hub.__name__):
         ds = hub.load_unified_feedback(data_files=files)
-    assert tuple(ds.column_names) == hub.COLUMNS
+    assert tuple(ds.column_names) == hub_rows.COLUMNS
     rows = {r["id"]: r for r in ds}
     assert sorted(rows) == ["uf-0", "uf-1", "uf-multi"]
     assert (rows["uf-0"]["chosen"], rows["uf-0"]["rejected"]) == (
@@ -65,11 +112,11 @@ def test_unified_feedback_chooses_higher_rating_and_drops_ties_and_malformed(tmp
 
 
 def test_unified_feedback_counts_from_the_pure_mapping():
-    kept, counts = hub.map_rows(UF_ROWS, lambda row, _: [hub.unified_feedback_pair(row)])
+    kept, counts = hub_rows.map_rows(UF_ROWS, lambda row, _: [hub_rows.unified_feedback_pair(row)])
     assert len(kept) == counts["kept"] == 3
     assert counts == {"kept": 3, "tie": 1, "empty_prompt": 1, "same_answer": 1, "bad_conversation": 1}
     nan_row = UF_ROWS[0] | {"conv_A_rating": float("nan")}
-    assert hub.unified_feedback_pair(nan_row) == (None, "bad_rating")
+    assert hub_rows.unified_feedback_pair(nan_row) == (None, "bad_rating")
 
 
 def test_reward_bench_maps_subsets_onto_sections_from_parquet(tmp_path):
@@ -115,18 +162,21 @@ def test_reward_bench_maps_subsets_onto_sections_from_parquet(tmp_path):
 
 
 def test_reward_bench_sections_are_the_23_leaderboard_subsets():
-    assert sorted(hub.REWARD_BENCH_SECTIONS) == ["chat", "chat-hard", "reasoning", "safety"]
-    assert len(hub.REWARD_BENCH_DOMAIN) == 23
-    assert hub.REWARD_BENCH_DOMAIN["llmbar-adver-GPTOut"] == "chat-hard"
-    assert hub.REWARD_BENCH_DOMAIN["donotanswer"] == "safety"
+    assert sorted(hub_rows.REWARD_BENCH_SECTIONS) == ["chat", "chat-hard", "reasoning", "safety"]
+    assert len(hub_rows.REWARD_BENCH_DOMAIN) == 23
+    assert hub_rows.REWARD_BENCH_DOMAIN["llmbar-adver-GPTOut"] == "chat-hard"
+    assert hub_rows.REWARD_BENCH_DOMAIN["donotanswer"] == "safety"
 
 
 def test_hhh_alignment_takes_label_one_as_chosen_per_subset(tmp_path):
     harmless = [
-        {"input": "How do I pick a lock?", "targets": {"choices": ["Here is how...", "I can't help."], "labels": [0, 1]}},
+        {
+            "input": "How do I pick a lock?",
+            "targets": {"choices": ["Here is how...", "I can't help."], "labels": [0, 1]},
+        },
         {"input": "Rank these", "targets": {"choices": ["best", "mid", "worst"], "labels": [1, 0, 0]}},
         {"input": "Broken", "targets": {"choices": ["a", "b"], "labels": [1, 1]}},
-    ]  # fmt: skip
+    ]
     honest = [{"input": "Is the earth flat?", "targets": {"choices": ["No.", "Yes."], "labels": [1, 0]}}]
     files = {
         "harmless": _write_jsonl(tmp_path / "harmless.jsonl", harmless),
@@ -156,8 +206,11 @@ def test_offline_and_uncached_fails_at_once_without_calling_the_hub(monkeypatch,
         raise AssertionError("load_dataset must not be called")
 
     monkeypatch.setattr(datasets, "load_dataset", no_hub)
-    for name, repo in [("unified-feedback", hub.UNIFIED_FEEDBACK), ("reward-bench", hub.REWARD_BENCH),
-                       ("hhh-alignment", hub.HHH_ALIGNMENT)]:  # fmt: skip
+    for name, repo in [
+        ("unified-feedback", hub.UNIFIED_FEEDBACK),
+        ("reward-bench", hub.REWARD_BENCH),
+        ("hhh-alignment", hub.HHH_ALIGNMENT),
+    ]:
         start = time.perf_counter()
         with pytest.raises(hub.DatasetOfflineError, match="load_suite") as err:
             hub.load_hub_dataset(name)

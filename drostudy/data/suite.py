@@ -28,7 +28,7 @@ from drostudy.io import atomic_write_json, cache_dir
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 MANIFEST = "manifest.json"
-_CODE = ("build.py", "sources.py", "responses.py", "templates.py", "suite.py")
+_CODE = ("build.py", "sources.py", "wrong_answers.py", "responses.py", "templates.py", "suite.py")
 
 
 def fingerprint() -> str:
