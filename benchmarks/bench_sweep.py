@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from drostudy.runner.sweep import PRESETS, expand_grid
+from drostudy.runner.grid import expand_grid
+from drostudy.runner.sweep import PRESETS
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Test-wide settings: no hub access (a stray hub call fails at once) and a small, fixed thread count."""
+"""Test-wide settings: no hub access (a stray hub call fails at once), quiet transformers and tokenizers,
+notebook runs kept under tmp_path, and GPU tests skipped without a GPU. Thread counts are left to torch
+(all cores) or to the caller's OMP_NUM_THREADS: drostudy.threads is the one place that sets them."""
 
 import os
 

@@ -9,7 +9,8 @@ import pytest
 from drostudy.analysis import stats
 from drostudy.analysis.results import collect
 from drostudy.io import atomic_write_json
-from drostudy.runner.notebooks import Task, notebooks_dir, printed_text, run_task
+from drostudy.runner.notebooks import notebooks_dir, printed_text
+from drostudy.runner.tasks import Task, run_task
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = notebooks_dir() / "05_ood_analysis.ipynb"

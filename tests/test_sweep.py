@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from drostudy.__main__ import main
-from drostudy.runner.sweep import expand_grid, parse_param, run_id
+from drostudy.runner.grid import expand_grid, parse_param, run_id
 
 BODY = """
 import json, os, pathlib, sys

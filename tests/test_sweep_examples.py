@@ -15,7 +15,7 @@ from drostudy.__main__ import main
 from drostudy.analysis import results
 from drostudy.plotting import save_figure
 from drostudy.runner import sweep
-from drostudy.runner.notebooks import Task
+from drostudy.runner.tasks import Task
 
 REPO = Path(__file__).resolve().parents[1]
 # What a test appends to an example so that it runs in seconds: the notebooks' SMOKE switch and one grid
@@ -167,7 +167,7 @@ def test_figure_readme_outside_a_notebook(tmp_path, monkeypatch):
 
 def test_interrupted_sweep_keeps_its_finished_runs_in_the_table(tmp_path, monkeypatch):
     """The table is rewritten after every run: Ctrl-C during the second run leaves the first one in it."""
-    import drostudy.runner.notebooks as nb
+    import drostudy.runner.tasks as runner_tasks
     from drostudy.io import atomic_write_json
 
     notebook = tmp_path / "99_toy.ipynb"
@@ -185,7 +185,7 @@ def test_interrupted_sweep_keeps_its_finished_runs_in_the_table(tmp_path, monkey
         atomic_write_json(task.run_dir / "done.json", {**record, "params": task.params})
         return record
 
-    monkeypatch.setattr(nb, "run_task", run_task)
+    monkeypatch.setattr(runner_tasks, "run_task", run_task)
     with pytest.raises(KeyboardInterrupt):
         main(["sweep", "--notebook", str(notebook), "--param", "x=1,2", "--runs-dir", str(tmp_path)])
     table = pd.read_parquet(tmp_path / "99_toy" / "results.parquet")

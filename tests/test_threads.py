@@ -1,5 +1,6 @@
 """Threads per process: several workers share the cores, one keeps them all, the user's setting wins."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from drostudy.runner import notebooks
-from drostudy.runner.notebooks import Task, run_tasks
+import drostudy
+from drostudy.runner import tasks as runner_tasks
+from drostudy.runner.tasks import Task, run_tasks
 from drostudy.threads import (
     THREAD_VARIABLES,
     available_cores,
@@ -57,7 +59,7 @@ def test_run_tasks_gives_side_by_side_runs_their_share(monkeypatch, tmp_path):
         seen[task.run_dir.name] = env
         return {"run_id": task.run_dir.name, "status": "ok"}
 
-    monkeypatch.setattr(notebooks, "run_task", fake_run_task)
+    monkeypatch.setattr(runner_tasks, "run_task", fake_run_task)
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     tasks = [Task("command", "rm", {"seed": s}, tmp_path / f"seed={s}") for s in (0, 1)]
@@ -87,12 +89,63 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == previous
 
 
-def test_no_other_thread_limiter_in_the_package():
-    """One place sets torch's threads (drostudy.threads); a second copy would drift from it."""
-    package = Path(notebooks.__file__).parent
-    offenders = [
-        p.name
-        for p in package.rglob("*.py")
-        if "set_num_threads" in p.read_text() and p.name != "threads.py"
+THREAD_SETTERS = ("set_num_threads", "set_num_interop_threads")
+
+
+def docstrings(tree: ast.Module) -> set[int]:
+    """ids of the docstring nodes of a module, its classes and functions."""
+    scopes = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    bodies = [tree, *(n for n in ast.walk(tree) if isinstance(n, scopes))]
+    return {
+        id(body.body[0].value)
+        for body in bodies
+        if body.body
+        and isinstance(body.body[0], ast.Expr)
+        and isinstance(body.body[0].value, ast.Constant)
+    }
+
+
+def thread_setting(source: str) -> list[str]:
+    """Where `source` sets thread counts itself, in line order: a call of torch's set_num_threads (or the
+    interop one), or a thread variable named in code (an environment entry written, or handed to a child
+    process)."""
+    tree = ast.parse(source)
+    skip = docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in THREAD_SETTERS:
+                found.append((node.lineno, f"{name}()"))
+            found += [(node.lineno, f"{k.arg}=") for k in node.keywords if k.arg in THREAD_VARIABLES]
+        elif isinstance(node, ast.Constant) and node.value in THREAD_VARIABLES and id(node) not in skip:
+            found.append((node.lineno, repr(node.value)))
+    return [f"line {line}: {what}" for line, what in sorted(found)]
+
+
+def test_thread_setting_is_found():
+    """The scan below sees each way of setting threads (so an empty result means something)."""
+    source = '''"""Docstrings may name OMP_NUM_THREADS."""
+import os, torch
+torch.set_num_threads(1)
+os.environ["MKL_NUM_THREADS"] = "1"
+env = dict(OMP_NUM_THREADS="1")
+'''
+    assert thread_setting(source) == [
+        "line 3: set_num_threads()",
+        "line 4: 'MKL_NUM_THREADS'",
+        "line 5: OMP_NUM_THREADS=",
     ]
-    assert offenders == []
+
+
+def test_no_other_thread_limiter_in_the_package():
+    """One place sets thread counts (drostudy.threads: torch's threads and the thread variables of the
+    processes it starts); a second copy would drift from it. Scans the whole package."""
+    package = Path(drostudy.__file__).parent
+    offenders = {
+        str(path.relative_to(package.parent)): found
+        for path in sorted(package.rglob("*.py"))
+        if path != package / "threads.py" and (found := thread_setting(path.read_text()))
+    }
+    assert offenders == {}

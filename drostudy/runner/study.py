@@ -29,17 +29,11 @@ from drostudy.analysis.provenance import notebook_entry, write_provenance
 from drostudy.analysis.results import results_dir
 from drostudy.codehash import notebook_fingerprint
 from drostudy.config import usage_errors
+from drostudy.io import notebook_paths
 from drostudy.progress import PROGRESS_ENV, NotebookProgress
-from drostudy.runner.notebooks import (
-    ERROR,
-    LOG,
-    Task,
-    is_done,
-    notebook_parameters,
-    notebook_paths,
-    run_task,
-)
+from drostudy.runner.notebooks import notebook_parameters
 from drostudy.runner.sweep import runs_root
+from drostudy.runner.tasks import ERROR, LOG, Task, is_done, run_task
 from drostudy.threads import describe_threads
 
 PROGRESS = "progress.jsonl"  # the notebook's progress events (drostudy.progress), in its run folder
