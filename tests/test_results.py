@@ -1,4 +1,5 @@
-"""drostudy.analysis.results: tidy rows from the metrics layout, collection from files, t-intervals, the comparison."""
+"""drostudy.analysis.tidy and .results: tidy rows from the metrics layout, collection from files,
+t-intervals, the comparison."""
 
 import json
 import math
@@ -9,17 +10,15 @@ import pytest
 from scipy import stats
 
 from drostudy.analysis.results import (
-    collect,
     compare_to_ordinary,
     conclusion_text,
     id_ood,
     label_colors,
     select_metric,
-    stage_per_sweep,
     summary,
     t_interval,
-    tidy,
 )
+from drostudy.analysis.tidy import collect, stage_per_sweep, tidy
 from drostudy.io import atomic_write_json
 
 
