@@ -16,7 +16,8 @@ from drostudy.analysis.matched import (
     matched_diagnostics,
     matched_points,
 )
-from drostudy.analysis.stats import COLUMNS, paired_comparison
+from drostudy.analysis.paired import paired_comparison
+from drostudy.analysis.stats import COLUMNS
 
 SEEDS = [0, 1, 2, 3, 4]
 SEED_EFFECT = np.array([0.04, -0.05, 0.01, 0.06, -0.03])  # shared by every setting of a seed
@@ -32,8 +33,18 @@ def _curve(k, seed):
 
 
 def _rows(setting, seed, id_value, ood_value):
-    return [dict(stage="dpo", setting=setting, seed=seed, split=split, domain="mean", metric="accuracy",
-                 value=v) for split, v in (("id", id_value), ("ood", ood_value))]  # fmt: skip
+    return [
+        dict(
+            stage="dpo",
+            setting=setting,
+            seed=seed,
+            split=split,
+            domain="mean",
+            metric="accuracy",
+            value=v,
+        )
+        for split, v in (("id", id_value), ("ood", ood_value))
+    ]
 
 
 def _ordinary(curve=_curve, knobs=KNOBS):
@@ -57,8 +68,12 @@ def _frame(*parts):
 
 
 def test_shift_along_the_curve_is_zero_above_better_below_worse():
-    results = _frame(_ordinary(), _robust("along", 0.3, wobble=False), _robust("above", 0.5, 0.02),
-                     _robust("below", 0.1, -0.02))  # fmt: skip
+    results = _frame(
+        _ordinary(),
+        _robust("along", 0.3, wobble=False),
+        _robust("above", 0.5, 0.02),
+        _robust("below", 0.1, -0.02),
+    )
     table = matched_comparisons(results, KNOBS, knob_name="beta")
     assert tuple(table.columns) == COLUMNS
     got = table.set_index("setting")
@@ -68,7 +83,7 @@ def test_shift_along_the_curve_is_zero_above_better_below_worse():
     assert got.loc["below", "mean_diff"] == pytest.approx(-0.02, abs=1e-12)
     assert (got.baseline == NAME).all() and (got.split == "ood").all() and (got.domain == "mean").all()
     assert (got.n_seeds == 5).all()
-    # the interval and MDE are stats.paired_comparison's on the matched differences
+    # the interval and MDE are paired.paired_comparison's on the matched differences
     points = matched_points(results, KNOBS).query("setting == 'above'").set_index("seed")
     c = paired_comparison(points.y, points.y_matched)
     assert (got.loc["above", "ci_low"], got.loc["above", "mde"]) == pytest.approx((c.ci_low, c.mde))
@@ -113,8 +128,11 @@ def test_non_monotone_curve_uses_the_isotonic_fit():
     def curve(k, seed):
         return ids[k] + SEED_EFFECT[SEEDS.index(seed)], 0.5 + k
 
-    robust = [r for i, seed in enumerate(SEEDS) for r in
-              _rows("tv", seed, 0.7925 + SEED_EFFECT[i], 0.62 + WOBBLE[i])]  # fmt: skip
+    robust = [
+        r
+        for i, seed in enumerate(SEEDS)
+        for r in _rows("tv", seed, 0.7925 + SEED_EFFECT[i], 0.62 + WOBBLE[i])
+    ]
     flat = [r for i, seed in enumerate(SEEDS) for r in _rows("kl", seed, 0.785 + SEED_EFFECT[i], 0.8)]
     results = _frame(_ordinary(curve), robust, flat)
     curves = knob_curve(results, KNOBS)

@@ -1,4 +1,4 @@
-"""drostudy.analysis.stats on constructed data: paired effects found or not, Holm and the MDE by hand."""
+"""drostudy.analysis.paired and .stats on constructed data: paired effects found or not, Holm and the MDE by hand."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from drostudy.analysis.paired import holm, minimum_detectable_effect, paired_comparison
 from drostudy.analysis.stats import (
     COLUMNS,
     add_domain_mean,
     comparisons_table,
     half_width,
-    holm,
-    minimum_detectable_effect,
-    paired_comparison,
     paired_comparisons,
     write_comparisons,
 )
@@ -33,8 +31,17 @@ def _runs(effects: dict[str, float], split="ood", domain="mean", metric="accurac
     for setting, effect in {"ordinary": 0.0, **effects}.items():
         wobble = 0.0 if setting == "ordinary" else WOBBLE
         for seed, value in zip(SEEDS, 0.6 + SEED_EFFECT + effect + wobble, strict=True):
-            rows.append(dict(stage=stage, setting=setting, seed=seed, split=split, domain=domain,
-                             metric=metric, value=value))  # fmt: skip
+            rows.append(
+                dict(
+                    stage=stage,
+                    setting=setting,
+                    seed=seed,
+                    split=split,
+                    domain=domain,
+                    metric=metric,
+                    value=value,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -77,10 +84,12 @@ def test_pairing_resolves_what_unpaired_intervals_cannot():
 
 
 def test_p_values_and_holm_match_hand_computation():
-    results = pd.concat([
-        _runs({"a": 0.004, "b": 0.0015, "c": -0.0012}),
-        _runs({"a": 0.001}, domain="safety"),
-    ])  # fmt: skip
+    results = pd.concat(
+        [
+            _runs({"a": 0.004, "b": 0.0015, "c": -0.0012}),
+            _runs({"a": 0.001}, domain="safety"),
+        ]
+    )
     table = paired_comparisons(results).set_index(["domain", "setting"])
     sd = WOBBLE.std(ddof=1)
     raw = {}

@@ -13,7 +13,7 @@ replaced by its isotonic (pool-adjacent-violators) fit, increasing or decreasing
 squares (the `curve` column says which). Where the fit equals x_r (up to `tol`) at several knob
 points, k* is the middle of that flat stretch. A robust x_r outside [min, max] of the (fitted) x on its
 seed is not bracketed: that seed is left out, never extrapolated, and the diagnostics count it. The remaining seeds go through
-`stats.paired_comparison` (t-interval, MDE), Holm over the robust settings of a stage, `stats.verdict`.
+`paired.paired_comparison` (t-interval, MDE), Holm over the robust settings of a stage, `paired.verdict`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from drostudy.analysis.stats import COLUMNS, _check_results, holm, paired_comparison, verdict
+from drostudy.analysis.paired import holm, paired_comparison, verdict
+from drostudy.analysis.stats import COLUMNS, check_results
 
 CURVE_COLUMNS = ("stage", "seed", "setting", "knob", "x", "x_fit", "y", "curve")
 POINT_COLUMNS = (
@@ -171,8 +172,8 @@ def matched_comparisons(
     """Each robust setting against ordinary matched on `match_on`, over its bracketed seeds: COLUMNS.
 
     baseline reads e.g. "ordinary matched on id accuracy (beta)"; split, metric: the outcome's; n_seeds:
-    the bracketed seeds used; mean_diff, ci_low, ci_high, mde: `stats.paired_comparison` of the robust
-    outcome and the matched one; verdict: `stats.verdict` on Holm's p-values over the robust settings of
+    the bracketed seeds used; mean_diff, ci_low, ci_high, mde: `paired.paired_comparison` of the robust
+    outcome and the matched one; verdict: `paired.verdict` on Holm's p-values over the robust settings of
     a stage. A setting with fewer than 2 bracketed seeds gets NaN numbers, "not resolved" and no place in
     the Holm family. `matched_diagnostics` gives the seeds left out.
     """
@@ -274,7 +275,7 @@ def _values(block: pd.DataFrame, which: tuple[str, str], domain: str) -> pd.Data
 
 
 def _check_inputs(results: pd.DataFrame, knobs: Mapping[str, float], baseline: str) -> pd.DataFrame:
-    results = _check_results(results, None, ())
+    results = check_results(results, None, ())
     if not isinstance(knobs, Mapping) or len(knobs) < 2:
         raise ValueError(f"knobs must map at least 2 settings to knob values; got {knobs!r}")
     settings = set(results.setting)

@@ -26,7 +26,7 @@ from drostudy.data.build import COLUMNS, DOMAINS, BuildConfig, _allocate, build_
 from drostudy.io import atomic_write_json, cache_dir
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "test")
+PARTS = ("train", "test")  # the suite's two parts (the splits of its DatasetDict)
 MANIFEST = "manifest.json"
 _CODE = ("build.py", "sources.py", "wrong_answers.py", "responses.py", "templates.py", "suite.py")
 
@@ -62,7 +62,7 @@ def cache_problem(folder: Path, config: BuildConfig) -> str | None:
     for key, value in _expected_manifest(config).items():
         if manifest.get(key) != value:
             return f"stale cache ({key} differs)"
-    for split in SPLITS:
+    for split in PARTS:
         path = folder / f"{split}.parquet"
         if not path.exists() or _sha256(path) != manifest.get("files", {}).get(path.name):
             return f"corrupt cache ({path.name} missing or changed)"
@@ -112,7 +112,7 @@ def load_suite(
         log.info("building the suite in %s (%s)", folder, problem)
         build_suite(config, folder)
     return datasets.DatasetDict(
-        {split: datasets.Dataset(pq.read_table(folder / f"{split}.parquet")) for split in SPLITS}
+        {split: datasets.Dataset(pq.read_table(folder / f"{split}.parquet")) for split in PARTS}
     )
 
 
@@ -183,7 +183,7 @@ def describe(suite: datasets.DatasetDict | None = None) -> pd.DataFrame:
     table = pd.concat(frames).pivot_table(
         index=["domain", "kind"], columns="split", aggfunc="size", fill_value=0
     )
-    table = table.reindex(columns=[s for s in SPLITS if s in table.columns])
+    table = table.reindex(columns=[s for s in PARTS if s in table.columns])
     table["total"] = table.sum(axis=1)
     table.columns.name = None
     return table
