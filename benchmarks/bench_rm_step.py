@@ -1,6 +1,6 @@
 """Reward-model training step time: robust against ordinary, in the same process, interleaved, medians.
 
-    python benchmarks/bench_rm_step.py [--model minilm-l6] [--batch-size 16] [--max-length 128] [--reps 20]
+    python benchmarks/bench_rm_step.py [--model minilm-l6] [--batch-size 16] [--truncate-length 128] [--reps 20]
 
 One step = forward of the 2B texts, the loss, backward, AdamW step. "ordinary" is TRL's own
 RewardTrainer.compute_loss; each robust variant is RobustRewardTrainer.compute_loss (worst-case weights over
@@ -62,9 +62,9 @@ def trl_steps(args, pairs: Dataset, tmp: str) -> dict:
     """Step closures of the TRL engine: ordinary (TRL) and each robust divergence."""
     model, tok = load_reward_model(args.model)
     config = reward_run.RMConfig(
-        train_domains=DOMAINS, batch_size=args.batch_size, max_length=args.max_length
+        train_domains=DOMAINS, batch_size=args.batch_size, truncate_length=args.truncate_length
     )
-    data = reward_data.tokenize_pairs(pairs, tok, args.max_length, DOMAINS)
+    data = reward_data.tokenize_pairs(pairs, tok, args.truncate_length, DOMAINS)
     kwargs = dict(
         model=model, args=reward.trl_args(config, tmp), train_dataset=data, processing_class=tok
     )
@@ -93,7 +93,7 @@ def cached_steps(args, pairs: Dataset) -> dict:
         model=args.model, train_domains=DOMAINS, frozen_layers=args.frozen_layers, engine="cached"
     )
     model, tok, _ = reward_cached.load_cached_model(config)
-    features = reward_cached.FrozenFeatures(model, tok, args.frozen_layers, args.max_length)
+    features = reward_cached.FrozenFeatures(model, tok, args.frozen_layers, args.truncate_length)
     chosen, rejected = features.pairs(pairs)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     model.train()
@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--truncate-length", type=int, default=128)
     parser.add_argument(
         "--frozen-layers", type=int, default=5, help="cached engine: frozen lower layers"
     )

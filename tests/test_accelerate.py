@@ -43,7 +43,7 @@ DPO_REF_CACHE = "dpo_ref_logps"
 # global batch of 8 (rm) or 4 (dpo) the weights are far from uniform (max weight 1/N + 0.3).
 RM_ARGS = ["--model", "tiny-llama", "--train-domains", "math,code", "--eval-domains", "reasoning",
            "--n-train", "32", "--n-eval", "4", "--divergence", "tv", "--radius", "0.3",
-           "--learning-rate", "3e-3", "--max-length", "64", "--logging-steps", "1"]  # fmt: skip
+           "--learning-rate", "3e-3", "--truncate-length", "64", "--steps", "4", "--logging-steps", "1"]  # fmt: skip
 RM_GLOBAL_BATCH = 8
 DPO_ARGS = ["--model", "tiny-llama", "--loss", "robust", "--divergence", "tv", "--radius", "0.3",
             "--train-domains", "math", "--eval-domains", "code", "--n-train", "12", "--n-eval", "4",

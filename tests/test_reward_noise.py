@@ -43,8 +43,17 @@ def test_method_labels_name_doro_and_noise():
     assert RMConfig(radius=0.2, outlier_fraction=0.1).method == "doro"
     assert RMConfig(outlier_fraction=0.1).method == "doro"  # trimming alone changes the loss
     assert RMConfig(label_noise=0.1).method == "ordinary_noise0.1"
-    assert RMConfig(radius=0.2, level="group", label_noise=0.2).method == "group_robust_noise0.2"
+    assert RMConfig(radius=0.2, level="group", label_noise=0.2).method == "group_noise0.2"
     assert RMConfig().method == "ordinary"
+
+
+def test_setting_labels_name_the_objective_not_the_data():
+    """drostudy.config.setting_label's names; label noise and kinds belong to the stage, not the setting."""
+    assert RMConfig(radius=0.5).setting == "tv 0.5"
+    assert RMConfig(radius=0.5, level="group", label_noise=0.1).setting == "group tv 0.5"
+    assert RMConfig(radius=0.5, outlier_fraction=0.1).setting == "doro tv 0.5 eps 0.1"
+    assert RMConfig(divergence="kl", radius=2.0, train_kinds=("refusal",)).setting == "kl 2"
+    assert RMConfig(level="group", label_noise=0.2).setting == "ordinary"
 
 
 def test_flips_are_paired_nested_and_exact(suite):
@@ -92,7 +101,9 @@ def test_objective_passes_the_outlier_fraction():
 
 
 def test_cached_features_follow_swapped_sides(suite):
-    config = RMConfig(model="tiny-bert", n_train=24, frozen_layers=1, max_length=32, engine="cached")
+    config = RMConfig(
+        model="tiny-bert", n_train=24, frozen_layers=1, truncate_length=32, engine="cached"
+    )
     model, tokenizer, _ = reward_cached.load_cached_model(config)
     features = reward_cached.FrozenFeatures(model, tokenizer, 1, 32)
     clean = reward_data.train_pairs(suite["train"], config)

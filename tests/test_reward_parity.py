@@ -77,6 +77,7 @@ def test_one_epoch_same_losses_and_parameters(tmp_path, divergence, radius, leve
         radius=radius,
         level=level,
         frozen_layers=FROZEN,
+        steps=4,  # one pass over the 16 pairs
         logging_steps=1,
     )
     cached_losses, trl_losses, cached_model, trl_model = trained(config, tmp_path)

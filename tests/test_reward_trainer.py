@@ -56,9 +56,14 @@ def make_trainer(
     cls, tmp_path, batch_size=4, steps=None, seed=0, model=None, optim="adamw_torch", **kwargs
 ):
     config = reward_run.RMConfig(
-        train_domains=DOMAINS, eval_domains=DOMAINS, batch_size=batch_size, learning_rate=1e-2, seed=seed
+        train_domains=DOMAINS,
+        eval_domains=DOMAINS,
+        batch_size=batch_size,
+        learning_rate=1e-2,
+        steps=steps or -(-16 // batch_size),  # default: one pass over the 16 toy pairs
+        seed=seed,
     )
-    overrides = {"logging_steps": 1, "optim": optim} | ({"max_steps": steps} if steps else {})
+    overrides = {"logging_steps": 1, "optim": optim}
     model, tok = model or tiny(seed)
     data = reward_data.tokenize_pairs(toy_pairs(), tok, 48, DOMAINS)
     if kwargs.pop("group_names", None):  # names of the integer group ids, as the study run gives them
@@ -237,7 +242,8 @@ def test_two_processes_use_global_batch_weights(tmp_path):
         ("engine", "jax", "engine"),
         ("learning_rate", 0.0, "learning_rate must be > 0"),
         ("batch_size", 0, "batch_size must be a positive integer"),
-        ("epochs", 1.5, "epochs must be a positive integer"),
+        ("steps", 1.5, "steps must be a positive integer"),
+        ("truncate_length", 0, "truncate_length must be a positive integer"),
         (
             "train_domains",
             ("nope",),
@@ -266,7 +272,7 @@ def test_cached_top_equals_full_forward(frozen_layers):
     model, tok = tiny()
     model.eval()
     data = toy_pairs(6)
-    features = reward_cached.FrozenFeatures(model, tok, frozen_layers=frozen_layers, max_length=48)
+    features = reward_cached.FrozenFeatures(model, tok, frozen_layers=frozen_layers, truncate_length=48)
     chosen, rejected = features.pairs(data)
     margins = reward_cached.cached_margins(model, chosen, rejected, frozen_layers=frozen_layers)
     full = reward_data.reward_margins(model, tok, reward_data.tokenize_pairs(data, tok, 48, ()))
@@ -306,7 +312,8 @@ def test_cli_writes_metrics_and_skips_finished_run(tmp_path, monkeypatch, capsys
         "--frozen-layers",
         frozen,
     ]
-    argv += ["--max-length", "48", "--logging-steps", "2", "--seed", "0", "--out", str(tmp_path)]
+    argv += ["--truncate-length", "48", "--steps", "4", "--logging-steps", "2", "--seed", "0"]
+    argv += ["--out", str(tmp_path)]
     assert main(argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["stage"] == "rm" and metrics["method"] == "robust"

@@ -15,9 +15,8 @@ import torch
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 TEST_SEED = 0  # every run is evaluated on the same test pairs
-NOISE_STREAM = (
-    13  # label flips draw from (seed, NOISE_STREAM): independent of the model's draws from seed
-)
+# label flips draw from (seed, NOISE_STREAM): independent of the model's draws from seed
+NOISE_STREAM = 13
 
 
 def prepare_splits(config):
@@ -78,8 +77,8 @@ def test_pairs(test, n_eval: int):
     return concatenate_datasets([t for t in parts if len(t)])
 
 
-def encode_pair_texts(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int):
-    """Token ids of each (prompt, response) text: a sentence pair, cut to `max_length`, ending with eos.
+def encode_pair_texts(tokenizer, prompts: Sequence[str], responses: Sequence[str], truncate_length: int):
+    """Token ids of each (prompt, response) text: a sentence pair, cut to `truncate_length`, ending with eos.
 
     The prompt is cut from the left (the end of a prompt holds the question and its options). The last token is
     the tokenizer's eos (for BERT-style models eos is [SEP], already there), which TRL's models read.
@@ -88,25 +87,25 @@ def encode_pair_texts(tokenizer, prompts: Sequence[str], responses: Sequence[str
     tokenizer.truncation_side = "left"
     try:
         ids = tokenizer(
-            list(prompts), list(responses), truncation="longest_first", max_length=max_length
+            list(prompts), list(responses), truncation="longest_first", max_length=truncate_length
         )
     finally:
         tokenizer.truncation_side = side
     eos = tokenizer.eos_token_id
     if eos is None:
         return ids["input_ids"]
-    return [row if row[-1] == eos else row[: max_length - 1] + [eos] for row in ids["input_ids"]]
+    return [row if row[-1] == eos else row[: truncate_length - 1] + [eos] for row in ids["input_ids"]]
 
 
-def tokenize_pairs(dataset, tokenizer, max_length: int, group_names: Sequence[str]):
+def tokenize_pairs(dataset, tokenizer, truncate_length: int, group_names: Sequence[str]):
     """Add `chosen_ids`, `rejected_ids` (what TRL's RewardTrainer takes as processed input) and `group`.
 
     group: the index of each pair's domain in `group_names` (-1 when absent). TRL skips its own tokenisation
     for such a dataset, so the TRL and cached engines see identical tokens.
     """
     index = {name: i for i, name in enumerate(group_names)}
-    chosen = encode_pair_texts(tokenizer, dataset["prompt"], dataset["chosen"], max_length)
-    rejected = encode_pair_texts(tokenizer, dataset["prompt"], dataset["rejected"], max_length)
+    chosen = encode_pair_texts(tokenizer, dataset["prompt"], dataset["chosen"], truncate_length)
+    rejected = encode_pair_texts(tokenizer, dataset["prompt"], dataset["rejected"], truncate_length)
     dataset = dataset.add_column("chosen_ids", chosen).add_column("rejected_ids", rejected)
     return dataset.add_column("group", [index.get(d, -1) for d in dataset["domain"]])
 
@@ -161,10 +160,10 @@ def pair_metrics(margins: np.ndarray, domains: Sequence[str], kinds: Sequence[st
     return out
 
 
-def evaluate_pairs(model, tokenizer, test, max_length: int, batch_size: int = 64) -> dict:
+def evaluate_pairs(model, tokenizer, test, truncate_length: int, batch_size: int = 64) -> dict:
     """Per-domain and per-kind test metrics of a reward model, and the evaluation time."""
     start = time.perf_counter()
-    tokenized = tokenize_pairs(test, tokenizer, max_length, ())
+    tokenized = tokenize_pairs(test, tokenizer, truncate_length, ())
     margins = reward_margins(model, tokenizer, tokenized, max(batch_size, 64))
     metrics = pair_metrics(margins, test["domain"], test["kind"])
     metrics["timings"] = {"eval_s": time.perf_counter() - start}

@@ -42,9 +42,9 @@ class FrozenFeatures:
     and a pair whose chosen and rejected are swapped (label noise) reuses its features.
     """
 
-    def __init__(self, model, tokenizer, frozen_layers: int, max_length: int, batch_size: int = 64):
+    def __init__(self, model, tokenizer, frozen_layers: int, truncate_length: int, batch_size: int = 64):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.frozen_layers, self.max_length = frozen_layers, max_length
+        self.frozen_layers, self.truncate_length = frozen_layers, truncate_length
         self._store: dict[tuple[str, str], torch.Tensor] = {}
 
     def pairs(self, dataset) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -56,7 +56,7 @@ class FrozenFeatures:
             missing = [i for i, key in enumerate(keys[side]) if key not in self._store]
             if missing:
                 rows = dataset.select(missing)
-                ids = encode_pair_texts(self.tokenizer, rows["prompt"], rows[side], self.max_length)
+                ids = encode_pair_texts(self.tokenizer, rows["prompt"], rows[side], self.truncate_length)
                 for i, hidden in zip(missing, self._encode(ids), strict=True):
                     self._store[keys[side][i]] = hidden
         return tuple([self._store[key] for key in keys[side]] for side in ("chosen", "rejected"))
@@ -167,15 +167,18 @@ def reset_trainable(model, initial: dict[str, torch.Tensor], seed: int) -> None:
 
 
 def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], np.ndarray]:
-    """Minimise the (robust) BT loss of `config` over cached training pairs; returns (history, pair_weights).
+    """Minimise the (robust) BT loss of `config` over cached training pairs for `config.steps` steps; returns
+    (history, pair_weights).
 
-    train: the pairs' dataset (for domain and kind); chosen, rejected: their cached features.
+    train: the pairs' dataset (for domain and kind); chosen, rejected: their cached features. The batches are
+    the slices of a permutation drawn from the seed at the start of each pass over the pairs (the last batch
+    of a pass may be smaller), as TRL's sampler does.
     pair_weights (n,): mean of n_batch * w_i over the steps that saw pair i (1 everywhere when ordinary).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    n, bs = len(chosen), config.batch_size
-    total = math.ceil(n / bs) * config.epochs
+    n, bs, total = len(chosen), config.batch_size, config.steps
+    per_pass = math.ceil(n / bs)  # batches per pass over the pairs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
     domains, kinds = np.asarray(train["domain"]), np.asarray(train["kind"])
     all_kinds = sorted(set(kinds.tolist()))
@@ -186,9 +189,9 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     history, window = [], defaultdict(list)
     model.train()
     for step in range(total):
-        if step % math.ceil(n / bs) == 0:
+        if step % per_pass == 0:
             order = torch.randperm(n, generator=generator)
-        idx = order[(step % math.ceil(n / bs)) * bs :][:bs]
+        idx = order[(step % per_pass) * bs :][:bs]
         rc, rr = pair_rewards(
             model, [chosen[i] for i in idx], [rejected[i] for i in idx], config.frozen_layers
         )
@@ -213,7 +216,7 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
         for key, value in _step_metrics(out, groups[idx], kinds[batch], all_kinds, config).items():
             window[key].append(value)
         if (step + 1) % config.logging_steps == 0 or step + 1 == total:
-            history.append({"step": step + 1, "epoch": (step + 1) / math.ceil(n / bs)} | _means(window))
+            history.append({"step": step + 1, "epoch": (step + 1) / per_pass} | _means(window))
             window.clear()
     return history, weight_sum / np.maximum(seen, 1)
 
@@ -274,5 +277,5 @@ def train_cached_reward_model(config) -> dict:
         raise ValueError("engine 'cached' needs frozen_layers >= 1 (nothing to cache otherwise)")
     train, test = prepare_splits(config)
     model, tokenizer, initial = load_cached_model(config)
-    features = FrozenFeatures(model, tokenizer, config.frozen_layers, config.max_length)
+    features = FrozenFeatures(model, tokenizer, config.frozen_layers, config.truncate_length)
     return run_cached(config, model, initial, features, train, test)

@@ -6,7 +6,7 @@ RewardTrainer and runs the whole model; `train_on_cache` (drostudy.reward.fast) 
 frozen lower layers once per text and runs only the top. Both compute the loss from the rewards with
 `bradley_terry_objective` and log `dro_metrics`, and both use TRL's default optimiser (AdamW, linear decay to
 0, gradient norm clipped at 1); only the optimiser loop differs, and tests/test_reward_parity.py checks that
-one epoch on a tiny model gives the same per-step losses and parameters on both.
+one pass over the pairs of a tiny model gives the same per-step losses and parameters on both.
 
 Why two loops and not the fast path as a model handed to the trainer: the cached features are
 variable-length float tensors per text, and TRL's RewardTrainer takes token ids through an Arrow dataset and
@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from drostudy.losses import RobustLoss, robust_bradley_terry_loss
-
-LEVELS = ("example", "group")
+from drostudy.weights import LEVELS
 
 
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:

@@ -8,24 +8,27 @@ measures per-domain test accuracy; `cli_main` wraps it in drostudy.runs.run_or_r
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 
-from drostudy.config import method_label
+from drostudy.config import method_label, setting_label
 from drostudy.dropin.cli import GROUP_COLUMN, load_preferences, trl_overrides
 from drostudy.dropin.configs import RobustRewardConfig
 from drostudy.io import seed_everything
-from drostudy.reward.objective import LEVELS, check_choice, freeze_lower_layers
+from drostudy.reward.objective import check_choice, freeze_lower_layers
 from drostudy.reward.trainer import RobustRewardTrainer, trl_args
 from drostudy.runs import quiet_in_batch, training_command
-from drostudy.weights import validate_outlier_fraction, validate_radius
+from drostudy.weights import LEVELS, validate_outlier_fraction, validate_radius
 
 ENGINES = ("trl", "cached")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RMConfig:
     """One reward-model run: data mix, robust objective, optimisation. DRO is off by default (radius 0)."""
+
+    RENAMED_FIELDS = {"epochs": "steps", "max_length": "truncate_length"}  # old flags (drostudy.config)
 
     model: str = "minilm-l6"
     """reward backbone: a name known to drostudy.models.load_reward_model (or a local checkpoint path)"""
@@ -53,12 +56,13 @@ class RMConfig:
     """fraction of training pairs with chosen and rejected swapped (drawn from the seed, not from the model's)"""
     learning_rate: float = 5e-5
     """AdamW learning rate (linear decay to 0, as TRL's default schedule)"""
-    epochs: int = 1
-    """passes over the training pairs"""
+    steps: int = 47
+    """optimiser steps; the pairs are reshuffled at each new pass over them (47: one pass of 750 at 16)"""
     batch_size: int = 16
     """pairs per minibatch: the worst case is taken over this many losses (times the process count)"""
-    max_length: int = 128
-    """tokens per (prompt, response) text; the prompt is cut from the left so the question and answer stay"""
+    truncate_length: int = 128
+    """tokens per (prompt, response) text; longer texts are truncated, the prompt cut from the left so the
+    question and answer stay"""
     frozen_layers: int = 0
     """lower encoder layers (and the embeddings, when > 0) kept frozen"""
     engine: str = "trl"
@@ -75,12 +79,22 @@ class RMConfig:
     trl_args: tuple[str, ...] = ()
     """TRL training fields KEY=VALUE,... for RobustRewardConfig (e.g. gradient_accumulation_steps=4)"""
 
+    @classmethod
+    def from_renamed(cls, old: str, value, values: dict):
+        """The value of an old flag in today's unit: --epochs E becomes E passes of ceil(n_train / batch_size)
+        steps (the steps of E epochs on one process without gradient accumulation, when the data holds
+        n_train pairs); --max-length is --truncate-length."""
+        if old == "epochs":
+            return value * math.ceil(values["n_train"] / values["batch_size"])
+        return value
+
     def __post_init__(self) -> None:
         from drostudy.data import DOMAINS
 
-        self.train_domains, self.eval_domains = tuple(self.train_domains), tuple(self.eval_domains)
-        self.train_proportions = tuple(float(p) for p in self.train_proportions)
-        self.train_kinds = tuple(self.train_kinds)
+        for name in ("train_domains", "eval_domains", "train_kinds", "trl_args"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        proportions = tuple(float(p) for p in self.train_proportions)
+        object.__setattr__(self, "train_proportions", proportions)
         for name in ("train_domains", "eval_domains"):
             domains = getattr(self, name)
             unknown = [d for d in domains if d not in DOMAINS]
@@ -88,32 +102,30 @@ class RMConfig:
                 raise ValueError(
                     f"{name} has unknown or no domains {unknown}; expected some of {list(DOMAINS)}"
                 )
-        if self.train_proportions and (
-            len(self.train_proportions) != len(self.train_domains) or min(self.train_proportions) < 0
-        ):
+        if proportions and (len(proportions) != len(self.train_domains) or min(proportions) < 0):
             raise ValueError(
                 f"train_proportions must be {len(self.train_domains)} non-negative numbers (one per train "
-                f"domain); got {self.train_proportions!r}"
+                f"domain); got {proportions!r}"
             )
-        self.radius = validate_radius(self.divergence, self.radius)
-        self.trl_args = tuple(self.trl_args)
+        object.__setattr__(self, "radius", validate_radius(self.divergence, self.radius))
         trl_overrides(
             RobustRewardConfig, self.trl_args
         )  # names and types checked now, not after loading
         check_choice("level", self.level, LEVELS)
-        self.outlier_fraction = validate_outlier_fraction(self.outlier_fraction)
-        if self.outlier_fraction > 0 and self.level != "example":
+        outliers = validate_outlier_fraction(self.outlier_fraction)
+        object.__setattr__(self, "outlier_fraction", outliers)
+        if outliers > 0 and self.level != "example":
             raise ValueError(
                 f"outlier_fraction > 0 (DORO) needs level='example'; got level={self.level!r}"
             )
         noise = self.label_noise
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 0.5:
             raise ValueError(f"label_noise must be a number in [0, 0.5); got {noise!r}")
-        self.label_noise = float(noise)
+        object.__setattr__(self, "label_noise", float(noise))
         check_choice("engine", self.engine, ENGINES)
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate!r}")
-        for name in ("n_train", "epochs", "batch_size", "max_length", "logging_steps"):
+        for name in ("n_train", "steps", "batch_size", "truncate_length", "logging_steps"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
         for name in ("n_eval", "frozen_layers"):
@@ -122,18 +134,26 @@ class RMConfig:
 
     @property
     def method(self) -> str:
-        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group_robust` at
-        level "group"), `doro` whenever outlier_fraction > 0 (trimming changes the loss even at radius 0);
+        """`ordinary` when the ball is a point (radius 0, or cvar alpha 1), else `robust` (`group` at level
+        "group"), `doro` whenever outlier_fraction > 0 (trimming changes the loss even at radius 0);
         `_filtered` is appended when train_kinds drops some kinds, `_noise<fraction>` under label noise."""
-        robust = "group_robust" if self.level == "group" else "robust"
-        name = (
-            "doro" if self.outlier_fraction > 0 else method_label(self.divergence, self.radius, robust)
-        )
         return (
-            name
+            self._objective()
             + ("_filtered" if self.train_kinds else "")
             + (f"_noise{self.label_noise:g}" if self.label_noise else "")
         )
+
+    @property
+    def setting(self) -> str:
+        """The objective's name in a results table (drostudy.config.setting_label): `ordinary`, `tv 0.5`,
+        `group tv 0.5`, `doro tv 0.5 eps 0.1`; the data (kinds, label noise) is not part of it."""
+        knobs = {"eps": self.outlier_fraction} if self.outlier_fraction > 0 else {}
+        return setting_label(self._objective(), self.divergence, self.radius, **knobs)
+
+    def _objective(self) -> str:
+        if self.outlier_fraction > 0:
+            return "doro"
+        return method_label(self.divergence, self.radius, "group" if self.level == "group" else "robust")
 
 
 def train_reward_model(config: RMConfig, save_dir: str | None = None) -> dict:
@@ -160,7 +180,7 @@ def train_reward_model(config: RMConfig, save_dir: str | None = None) -> dict:
         trainer = RobustRewardTrainer(
             model=model,
             args=trl_args(config, tmp),
-            train_dataset=tokenize_pairs(train, tokenizer, config.max_length, names).cast_column(
+            train_dataset=tokenize_pairs(train, tokenizer, config.truncate_length, names).cast_column(
                 "group", ClassLabel(names=names)
             ),
             processing_class=tokenizer,
@@ -170,7 +190,7 @@ def train_reward_model(config: RMConfig, save_dir: str | None = None) -> dict:
             trainer.save_model(save_dir)  # the model, training_args.bin, drostudy_robust.json
             tokenizer.save_pretrained(save_dir)
     train_s = time.perf_counter() - start
-    metrics = evaluate_pairs(model, tokenizer, test, config.max_length, config.batch_size)
+    metrics = evaluate_pairs(model, tokenizer, test, config.truncate_length, config.batch_size)
     metrics["timings"]["train_s"] = train_s
     history = [row for row in trainer.state.log_history if "loss" in row]
     return {"stage": "rm", "method": config.method, **metrics, "history": history}

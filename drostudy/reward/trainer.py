@@ -137,7 +137,7 @@ def trl_args(config, output_dir: str, **overrides) -> RobustRewardConfig:
     """RobustRewardConfig for a CPU-friendly run of `config` (an RMConfig): fp32, no reports, no checkpoints."""
     kwargs = trl_run_fields(config, output_dir) | dict(
         per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
+        max_steps=config.steps,
         logging_steps=config.logging_steps,
         logging_first_step=True,  # so that even a run shorter than logging_steps has a history
         max_length=None,  # pairs are truncated when tokenised, so TRL must not drop any
