@@ -1,6 +1,6 @@
 """CPU time of notebook 02's cached reward-model path: feature caching once, then one run per config.
 
-    OMP_NUM_THREADS=1 python scripts/bench_reward_cached.py [--n-train 750] [--epochs 3] [--runs 2]
+    OMP_NUM_THREADS=1 python scripts/bench_reward_cached.py [--n-train 750] [--steps 141] [--runs 2]
 
 Prints process (CPU) times, which are what sizes 02's grid on a shared machine; wall time is printed too.
 """
@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import time
 
-from drostudy.analysis import reward_study as rs
+from drostudy.reward.cached_runs import CachedRuns
 from drostudy.reward.run import RMConfig
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--n-train", type=int, default=750)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=141, help="optimiser steps (141: 3 passes of 750)")
     parser.add_argument("--frozen-layers", type=int, default=5)
     parser.add_argument("--runs", type=int, default=2, help="timed runs after caching")
     args = parser.parse_args()
@@ -27,16 +27,16 @@ def main() -> None:
         model=args.model,
         n_train=args.n_train,
         n_eval=0,
-        epochs=args.epochs,
+        steps=args.steps,
         learning_rate=1e-4,
         frozen_layers=args.frozen_layers,
         engine="cached",
     )
     cpu, wall = time.process_time(), time.perf_counter()
-    study = rs.RewardStudy(base, None)
+    study = CachedRuns(base)
     study.features.pairs(study.test)
     for domains in (("math", "code", "knowledge"), ("reasoning", "knowledge", "safety")):
-        study.features.pairs(study.train_split(dataclasses.replace(base, train_domains=domains)))
+        study.features.pairs(study.train_pairs(dataclasses.replace(base, train_domains=domains)))
     print(
         f"load + cache {len(study.features._store)} texts: cpu {time.process_time() - cpu:.1f}s "
         f"wall {time.perf_counter() - wall:.1f}s",

@@ -15,19 +15,19 @@ from pathlib import Path
 
 
 def reward(out: Path) -> dict:
-    from drostudy.analysis.reward_study import RewardStudy
+    from drostudy.reward.cached_runs import CachedRuns
     from drostudy.reward.run import RMConfig
 
     base = RMConfig(
         model="tiny-bert",
         n_train=48,
         n_eval=16,
-        epochs=1,
-        max_length=64,
+        steps=3,
+        truncate_length=64,
         frozen_layers=2,
         engine="cached",
     )
-    return RewardStudy(base).train(dataclasses.replace(base, divergence="tv", radius=0.5, seed=1))
+    return CachedRuns(base).train(dataclasses.replace(base, divergence="tv", radius=0.5, seed=1))
 
 
 def dpo(out: Path) -> dict:

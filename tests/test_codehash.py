@@ -139,7 +139,7 @@ def test_which_stages_of_drostudy_a_change_reruns(tmp_path, changed, stale):
     """The training functions notebooks 02-04 run, fingerprinted in a copy of drostudy before and after an
     edit of one module."""
     roots = {
-        "reward": ["drostudy.analysis.reward_study"],
+        "reward": ["drostudy.reward.cached_runs"],
         "dpo": ["drostudy.analysis.dpo_study"],
         "rl": ["drostudy.analysis.testbed_study", "drostudy.rl.run"],
     }

@@ -1,17 +1,35 @@
 """Notebook 02 end to end (SMOKE, tiny BERT): the paired grid runs, writes its comparisons CSV with paired
-differences for every stage, records its parameters and margins, saves its figures and prints its conclusion."""
+differences for every stage, records its parameters and margins, saves its figures and shows its findings."""
+
+import json
 
 import pandas as pd
 import pytest
 
 from drostudy.analysis import stats
 from drostudy.analysis.records import read_record
-from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import (
+    execute_notebook,
+    notebook_parameters,
+    notebooks_dir,
+    printed_text,
+)
 
-pytestmark = pytest.mark.slow  # kernel start, the suite, ~26 tiny runs
 NOTEBOOK = notebooks_dir() / "02_reward_model_robustness.ipynb"
 
 
+def test_papermill_parses_every_parameter_with_its_comment(caplog):
+    """`papermill --help-notebook` lists each parameter with its default and smoke values."""
+    import papermill
+
+    found = papermill.inspect_notebook(str(NOTEBOOK))
+    assert "Unable to parse" not in caplog.text
+    assert set(found) == set(notebook_parameters(NOTEBOOK))
+    for name, parameter in found.items():
+        assert "default" in parameter["help"] or name == "SMOKE", name
+
+
+@pytest.mark.slow  # kernel start, the suite, 30 tiny runs
 def test_notebook_02_smoke(tmp_path, notebook_env):
     out = tmp_path / "executed.ipynb"
     params = {"SMOKE": True, "HEADLINE_RADIUS": 0.3, "OUTLIER_FRACTION": 0.125}
@@ -22,12 +40,12 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel
     table = pd.read_csv(results / "02_reward_model_robustness.comparisons.csv")
     assert tuple(table.columns) == stats.COLUMNS
-    headline = {"robust tv 0.3", "group_robust tv 0.3", "doro tv 0.3 eps 0.125"}
+    headline = {"tv 0.3", "group tv 0.3", "doro tv 0.3 eps 0.125"}
     assert set(table.stage) == {"rm A", "rm B", "rm A noise 0.1"}
     for _, part in table.groupby("stage"):
         assert headline <= set(part.setting) and set(part.baseline) == {"ordinary"}
         assert set(part.split) == {"id", "ood"} and "mean" in set(part.domain)
-    assert {"robust tv 0.3", "robust kl 0.5"} <= set(table[table.stage == "rm A"].setting)
+    assert {"tv 0.3", "kl 0.5"} <= set(table[table.stage == "rm A"].setting)
     extra = (table.stage == "rm A") & table.setting.isin(headline)  # HEADLINE_SEEDS (3 in SMOKE)
     assert (table[extra].n_seeds == 3).all() and (table[~extra].n_seeds == 2).all()
     assert set(table.verdict) <= set(stats.VERDICTS)
@@ -35,22 +53,27 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     # paired differences: robust settings really differ from ordinary on some pairs
     assert (table.mean_diff != 0).any()
     runs = record["runs"]
-    assert (
-        len(runs) == 2 * 13 + 4
-    )  # 13 settings (5 on A, 4 on B, 4 noisy on A) x 2 seeds + a 3rd headline seed
+    # 13 settings (5 on A, 4 on B, 4 noisy on A) x 2 seeds + a 3rd seed of ordinary and the headline on A
+    assert len(runs) == 2 * 13 + 4
     for run in runs:
         assert set(run["per_domain"]) == {"math", "code", "reasoning", "knowledge", "safety"}
-        assert all(d["n"] == 16 for d in run["per_domain"].values())  # N_TEST per domain, all domains
+        assert all(d["n"] == 16 for d in run["per_domain"].values())  # N_EVAL per domain, all domains
     noisy = [r for r in runs if r["config"]["label_noise"] == 0.1]
     assert noisy and all(r["method"].endswith("_noise0.1") for r in noisy)
     assert len(record["test_margins"]) == 3 * 4  # ordinary + 3 headline settings on A, three seeds
     assert all(len(m["margins"]) == len(record["test_domains"]) for m in record["test_margins"])
     assert set(record["severity"]) == {"rm A", "rm B", "rm A noise 0.1"}
 
-    printed = printed_text(out)
-    assert record["conclusion"] and record["conclusion"] in printed
-    assert record["conclusion"].startswith("Primary (robust tv 0.3 vs ordinary, rm A, OOD mean")
-    assert "targets met:" in printed
+    assert "targets met:" in printed_text(out)
+    assert record["conclusion"] in markdown_outputs(out)  # the findings, shown as Markdown
+    assert record["conclusion"].startswith("**Primary** (tv 0.3 vs ordinary, rm A, OOD mean")
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in ("radius", "shift", "noise", "curves"):
         assert f"02_reward_model_robustness_{what}.html" in figures
+
+
+def markdown_outputs(path) -> str:
+    """The Markdown the cells of an executed notebook displayed (IPython.display.Markdown)."""
+    cells = json.loads(path.read_text())["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    return "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)

@@ -1,14 +1,14 @@
-"""Notebook 02's paired grid: splits of the domains, settings, the runs -> paired comparisons (stats), shift
-severity, the resolution targets and the figures of paired gain.
+"""Notebook 02's finished runs -> its results: paired comparisons with ordinary training (stats), shift
+severity, the resolution targets, the figures of paired gain and the findings as Markdown.
 
-A stage names one paired experiment: `rm <split>` or `rm <split> noise <fraction>`. Within a stage every
-setting ran with the same seeds as `ordinary` (same training subset, head, batch order, label flips and test
-pairs), so drostudy.analysis.stats compares them pair by pair.
+The runs come from drostudy.reward.study, each labelled `<stage> | <setting>`: the stage is one paired
+experiment (`rm <split>`, `rm <split> noise <fraction>`), the setting a drostudy.config.setting_label
+(`ordinary`, `tv 0.5`, `group tv 0.5`, `doro tv 0.5 eps 0.1`). Within a stage every setting ran with the
+seeds of `ordinary`, so drostudy.analysis.stats compares them pair by pair.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import pandas as pd
@@ -16,71 +16,26 @@ import plotly.graph_objects as go
 
 from drostudy import plotting
 from drostudy.analysis import stats
-from drostudy.config import ball_is_point
-from drostudy.reward.run import RMConfig
+from drostudy.weights import DIVERGENCES
 
-# train domains -> held-out domains. A: the study's default; B and C move math/code and safety across.
-SPLITS = {
-    "A": (("math", "code", "knowledge"), ("reasoning", "safety")),
-    "B": (("reasoning", "knowledge", "safety"), ("math", "code")),
-    "C": (("math", "reasoning"), ("code", "knowledge", "safety")),
-}
-STAGE = "rm"
-
-
-def split_overrides(split: str) -> dict:
-    """RMConfig overrides that train on `split`'s domains and hold out the rest."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    train, held_out = SPLITS[split]
-    return {"train_domains": train, "eval_domains": held_out}
-
-
-def setting_name(config: RMConfig) -> str:
-    """The setting within a stage: `ordinary`, `robust tv 0.5`, `group_robust tv 0.5`, `doro tv 0.5 eps 0.1`."""
-    if config.outlier_fraction > 0:
-        return f"doro {config.divergence} {config.radius:g} eps {config.outlier_fraction:g}"
-    if ball_is_point(config.divergence, config.radius):
-        return "ordinary"
-    robust = "group_robust" if config.level == "group" else "robust"
-    return f"{robust} {config.divergence} {config.radius:g}"
-
-
-def stage_name(config: RMConfig) -> str:
-    """`rm <split>` (+ ` noise <fraction>`): the paired experiment a run belongs to."""
-    train = tuple(config.train_domains)
-    split = next((k for k, (t, _) in SPLITS.items() if t == train), "+".join(train))
-    return f"{STAGE} {split}" + (f" noise {config.label_noise:g}" if config.label_noise else "")
-
-
-def run_label(config: RMConfig) -> str:
-    """Label of a run (its folder name stem): `<stage> | <setting>`."""
-    return f"{stage_name(config)} | {setting_name(config)}"
-
-
-def configs(
-    base: RMConfig, plan: list[tuple[str, float, list[dict]]], seeds
-) -> list[tuple[str, RMConfig]]:
-    """(label, config) for every (split, label noise, settings) of `plan` and seed; ordinary is added to each."""
-    out = []
-    for split, noise, settings in plan:
-        for setting in [{}, *settings]:
-            for seed in seeds:
-                overrides = split_overrides(split) | {"label_noise": noise, "seed": seed} | setting
-                config = dataclasses.replace(base, **overrides)
-                out.append((run_label(config), config))
-    return out
+# method names in the setting labels of results recorded before drostudy.config.setting_label
+OLD_METHODS = {"group_robust": "group"}
 
 
 def result_rows(runs: list[dict]) -> pd.DataFrame:
-    """Long table (stats.RESULT_COLUMNS) of test accuracy per run and domain, plus each split's mean."""
+    """Long table (stats.RESULT_COLUMNS) of test accuracy per run and domain, plus each split's mean.
+
+    runs: metrics dicts (drostudy.runs) with their `label` `<stage> | <setting>` and `config`'s seed and
+    train/eval domains; a domain in neither is left out.
+    """
     rows = []
     for run in runs:
-        config = RMConfig(**run["config"])
+        stage, setting = run["label"].split(" | ")
+        config = run["config"]
         for domain, values in run["per_domain"].items():
-            if domain in config.train_domains or domain in config.eval_domains:
-                split = "id" if domain in config.train_domains else "ood"
-                key = dict(stage=stage_name(config), setting=setting_name(config), seed=config.seed)
+            if domain in config["train_domains"] or domain in config["eval_domains"]:
+                split = "id" if domain in config["train_domains"] else "ood"
+                key = dict(stage=stage, setting=setting, seed=config["seed"])
                 rows.append(key | dict(split=split, domain=domain, metric="accuracy"))
                 rows[-1]["value"] = values["accuracy"]
     return stats.add_domain_mean(pd.DataFrame(rows, columns=list(stats.RESULT_COLUMNS)))
@@ -89,9 +44,8 @@ def result_rows(runs: list[dict]) -> pd.DataFrame:
 def comparisons(rows: pd.DataFrame, primary: tuple[str, str]) -> pd.DataFrame:
     """stats.paired_comparisons of every setting against ordinary, Holm-corrected per endpoint, except the
     `primary` (stage, setting) comparison on the OOD mean, named before the run: its verdict is unadjusted."""
-    with (
-        warnings.catch_warnings()
-    ):  # settings run on fewer seeds than ordinary: compared on the shared ones
+    # settings run on fewer seeds than ordinary: compared on the seeds they share
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="dropping unpaired seeds")
         table = stats.paired_comparisons(rows)
     is_primary = (
@@ -126,11 +80,20 @@ def targets(table: pd.DataFrame, stage: str, settings, mean_target=0.015, domain
 
 
 def parse_setting(setting: str) -> dict:
-    """{ambiguity: ordinary/robust/group_robust/doro, divergence, radius} of a setting name."""
+    """{ambiguity, divergence, radius} of a setting label (drostudy.config.setting_label): the ambiguity is
+    the method, `robust` for a bare ball (`tv 0.5`), `group` (`group tv 0.5`), `doro`, `ordinary`, or a
+    peer's name (`dr_dpo`); divergence and radius are None and NaN where the label names none (radius 0
+    for ordinary). Labels of older results (`robust tv 0.5`, `group_robust tv 0.5`) parse the same way."""
     parts = setting.split()
-    if len(parts) < 3:
-        return {"ambiguity": parts[0], "divergence": None, "radius": 0.0}
-    return {"ambiguity": parts[0], "divergence": parts[1], "radius": float(parts[2])}
+    if parts[0] in DIVERGENCES:
+        parts = ["robust", *parts]
+    out = {"ambiguity": OLD_METHODS.get(parts[0], parts[0]), "divergence": None, "radius": float("nan")}
+    if parts[0] == "ordinary":
+        out["radius"] = 0.0
+    if len(parts) > 1 and parts[1] in DIVERGENCES:
+        out["divergence"] = parts[1]
+        out["radius"] = float(parts[2]) if len(parts) > 2 else float("nan")
+    return out
 
 
 def parse_stage(stage: str) -> dict:
@@ -164,31 +127,34 @@ def ood_mean(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([part, parsed], axis=1)
 
 
-def conclusion(table: pd.DataFrame, primary: tuple[str, str], sev: pd.Series, met: pd.DataFrame) -> str:
-    """Sentences from the comparisons: the primary result, the resolved ones, the targets, per split."""
+def findings_markdown(
+    table: pd.DataFrame, primary: tuple[str, str], sev: pd.Series, met: pd.DataFrame
+) -> str:
+    """What notebook 02 found, as Markdown from its comparisons: the primary result, the comparisons
+    resolved either way after Holm, the unresolved ones, each stage's shift severity and the targets."""
     ood = ood_mean(table)
     p = ood[(ood.stage == primary[0]) & (ood.setting == primary[1])].iloc[0]
     lines = [
-        f"Primary ({primary[1]} vs ordinary, {primary[0]}, OOD mean, {p.n_seeds} paired seeds): "
-        f"{p.mean_diff:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], MDE {p.mde:.4f}: {p.verdict}"
-        f"{stats.fragility_note(p.ci_low, p.ci_high)}."
+        f"**Primary** ({primary[1]} vs ordinary, {primary[0]}, OOD mean, {p.n_seeds} paired seeds): "
+        f"{p.mean_diff:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], MDE {p.mde:.4f}: **{p.verdict}**"
+        f"{stats.fragility_note(p.ci_low, p.ci_high)}.",
+        "",
     ]
     for v in ("better", "worse"):
         hits = ood[ood.verdict == v]
         names = [f"{r.setting} in {r.stage} ({r.mean_diff:+.3f})" for r in hits.itertuples()]
-        lines.append(f"OOD mean {v} than ordinary after Holm: {', '.join(names) or 'none'}.")
+        lines.append(f"- OOD mean {v} than ordinary after Holm: {', '.join(names) or 'none'}.")
     unresolved = ood[ood.verdict == "not resolved"]
     if len(unresolved):
         lines.append(
-            f"Not resolved on the OOD mean: {len(unresolved)} comparisons, MDE from "
+            f"- Not resolved on the OOD mean: {len(unresolved)} comparisons, MDE from "
             f"{unresolved.mde.min():.3f} to {unresolved.mde.max():.3f}."
         )
+    severities = ", ".join(f"{k} {v:+.3f}" for k, v in sev.items())
+    lines.append(f"- Shift severity (ordinary ID - OOD): {severities}.")
     lines.append(
-        "Shift severity (ordinary ID - OOD): " + ", ".join(f"{k} {v:+.3f}" for k, v in sev.items()) + "."
-    )
-    lines.append(
-        f"Resolution targets met: {int(met.met.sum())} of {len(met)} headline intervals "
-        f"(largest OOD-mean half-width {met[met.domain == 'mean'].half_width.max():.4f}, largest per-domain "
-        f"{met[met.domain != 'mean'].half_width.max():.4f})."
+        f"- Resolution targets met: {int(met.met.sum())} of {len(met)} headline intervals "
+        f"(largest OOD-mean half-width {met[met.domain == 'mean'].half_width.max():.4f}, largest "
+        f"per-domain {met[met.domain != 'mean'].half_width.max():.4f})."
     )
     return "\n".join(lines)

@@ -32,7 +32,7 @@ import torch
 
 from drostudy.weights import worst_case_weights
 
-LEVELS = ("pair", "domain")
+CURVE_LEVELS = ("pair", "domain")  # the curve's two balls (not a training `level`)
 
 
 def tv_worst_mean(losses: np.ndarray, prior: np.ndarray, radius: float) -> float:
@@ -96,7 +96,7 @@ def robustness_curve(
     for radius in radii:
         pair = _worst_mean(errors, prior, divergence, radius)
         dom = _worst_mean(domain_errors, share, divergence, radius)
-        for level, worst in zip(LEVELS, (pair, dom), strict=True):
+        for level, worst in zip(CURVE_LEVELS, (pair, dom), strict=True):
             rows.append(
                 dict(level=level, divergence=divergence, radius=float(radius), accuracy=1 - worst)
             )
