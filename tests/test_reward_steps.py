@@ -1,8 +1,8 @@
 """The reward model counts optimiser `steps` (it counted `epochs`): `steps = epochs * ceil(n_train /
 batch_size)` gives the very runs the epoch count gave, on both engines, and the old flags still parse.
 
-The expected numbers were measured with `epochs` (commit 778802a, before the rename) on tiny-bert and the
-suite: per-domain test accuracy and mean margin, and the logged losses.
+The expected numbers were measured with `epochs` by the code before the rename (the parent of the commit
+that made it) on tiny-bert and the suite: per-domain test accuracy and mean margin, and the logged losses.
 """
 
 from __future__ import annotations
