@@ -23,10 +23,15 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, RewardConfig, RLOOConfig
 
-from drostudy.weights import DIVERGENCES, validate_outlier_fraction, validate_radius
+from drostudy.weights import (
+    DIVERGENCES,
+    LEVELS,
+    ball_is_point,
+    validate_outlier_fraction,
+    validate_radius,
+)
 
 DRO_METHODS = ("worst_case", "dr_dpo", "kldpo", "group_eg")
-LEVELS = ("example", "group")
 DRO_BATCHES = ("optimizer", "micro")
 SETTINGS_FILE = "drostudy_robust.json"
 
@@ -50,18 +55,10 @@ class _BallFields:
 
     def is_robust(self) -> bool:
         """Whether the objective differs from the plain TRL trainer's."""
-        if self.divergence is None:
-            return False
-        return self.radius != (1.0 if self.divergence == "cvar" else 0.0)
+        return self.divergence is not None and not ball_is_point(self.divergence, self.radius)
 
     def _check_ball(self) -> None:
-        if self.divergence is None:
-            if self.radius != 0.0:
-                raise ValueError(
-                    f"radius={self.radius!r} needs a divergence: one of {list(DIVERGENCES)}"
-                )
-            return
-        self.radius = validate_radius(self.divergence, self.radius)
+        self.radius = checked_radius(self.divergence, self.radius)
 
     def robust_settings(self) -> dict:
         """The drostudy fields of this config (what `drostudy_robust.json` records)."""
@@ -83,12 +80,26 @@ class _BatchFields(_BallFields):
     )
 
     def _check_batch(self) -> None:
-        _check_choice("level", self.level, LEVELS)
-        _check_choice("dro_batch", self.dro_batch, DRO_BATCHES)
-        if self.level == "group" and not self.uses_dro():
-            raise ValueError(f"level='group' needs a divergence: one of {list(DIVERGENCES)}")
-        if not isinstance(self.group_column, str) or not self.group_column:
-            raise ValueError(f"group_column must be a column name; got {self.group_column!r}")
+        check_batch(self.level, self.dro_batch, self.group_column, self.uses_dro())
+
+
+def checked_radius(divergence: str | None, radius: float) -> float:
+    """`radius` checked for `divergence` and as a float; without a divergence (DRO off) only radius 0."""
+    if divergence is None:
+        if radius != 0.0:
+            raise ValueError(f"radius={radius!r} needs a divergence: one of {list(DIVERGENCES)}")
+        return radius
+    return validate_radius(divergence, radius)
+
+
+def check_batch(level: str, dro_batch: str, group_column: str, uses_dro: bool) -> None:
+    """The checks of the batch fields (`uses_dro`: whether the trainer computes the loss itself)."""
+    _check_choice("level", level, LEVELS)
+    _check_choice("dro_batch", dro_batch, DRO_BATCHES)
+    if level == "group" and not uses_dro:
+        raise ValueError(f"level='group' needs a divergence: one of {list(DIVERGENCES)}")
+    if not isinstance(group_column, str) or not group_column:
+        raise ValueError(f"group_column must be a column name; got {group_column!r}")
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -130,23 +141,8 @@ class RobustDPOConfig(DPOConfig, _BatchFields):
 
     def __post_init__(self):
         super().__post_init__()
-        self.check_robust_fields()
-
-    def check_robust_fields(self) -> None:
-        """The checks of the drostudy fields alone (also run by `check_dpo_fields` without TRL's part)."""
-        _check_choice("dro_method", self.dro_method, DRO_METHODS)
-        self._check_ball()
-        self._check_batch()
-        method = self.dro_method
-        if method != "worst_case" and (self.divergence is not None or self.radius != 0.0):
-            raise ValueError(
-                f"divergence and radius belong to dro_method='worst_case'; dro_method={method!r} does "
-                "not use them (leave them unset)"
-            )
-        if method != "worst_case" and self.level != "example":
-            raise ValueError(f"level belongs to dro_method='worst_case'; got {method!r}")
-        _check_parameter("reg", self.reg, method in ("dr_dpo", "kldpo"), method)
-        _check_parameter("group_step", self.group_step, method == "group_eg", method)
+        names = [f.name for f in dataclasses.fields(self) if f.name in _ROBUST_FIELD_NAMES]
+        self.radius = check_dpo_fields(**{name: getattr(self, name) for name in names})
 
     def uses_dro(self) -> bool:
         return self.dro_method != "worst_case" or super().uses_dro()
@@ -159,14 +155,31 @@ class RobustDPOConfig(DPOConfig, _BatchFields):
         return self.dro_method == "group_eg" or self.level == "group"
 
 
-def check_dpo_fields(**fields) -> None:
-    """Raise ValueError where RobustDPOConfig(**fields) would for its drostudy fields, without building TRL's
-    TrainingArguments: constructing those resets accelerate's process-wide state under a live trainer."""
-    probe = object.__new__(RobustDPOConfig)
-    for f in dataclasses.fields(RobustDPOConfig):
-        if f.name in _ROBUST_FIELD_NAMES:
-            setattr(probe, f.name, fields.pop(f.name, f.default))
-    probe.check_robust_fields()
+def check_dpo_fields(**fields) -> float:
+    """Raise ValueError where RobustDPOConfig(**fields) would for its drostudy fields (TRL's fields are
+    ignored; a missing one takes its default); return the radius as checked. RobustDPOConfig runs these
+    checks too; called alone they need no TRL TrainingArguments, whose construction resets accelerate's
+    process-wide state under a live trainer."""
+    given = {
+        f.name: fields.get(f.name, f.default)
+        for f in dataclasses.fields(RobustDPOConfig)
+        if f.name in _ROBUST_FIELD_NAMES
+    }
+    method, divergence, level = given["dro_method"], given["divergence"], given["level"]
+    _check_choice("dro_method", method, DRO_METHODS)
+    radius = checked_radius(divergence, given["radius"])
+    uses_dro = method != "worst_case" or divergence is not None
+    check_batch(level, given["dro_batch"], given["group_column"], uses_dro)
+    if method != "worst_case" and (divergence is not None or radius != 0.0):
+        raise ValueError(
+            f"divergence and radius belong to dro_method='worst_case'; dro_method={method!r} does "
+            "not use them (leave them unset)"
+        )
+    if method != "worst_case" and level != "example":
+        raise ValueError(f"level belongs to dro_method='worst_case'; got {method!r}")
+    _check_parameter("reg", given["reg"], method in ("dr_dpo", "kldpo"), method)
+    _check_parameter("group_step", given["group_step"], method == "group_eg", method)
+    return radius
 
 
 def _check_parameter(name: str, value, used: bool, method: str) -> None:
