@@ -22,8 +22,9 @@ import torch
 from drostudy import evaluate
 from drostudy.analysis.results import t_interval
 from drostudy.models import load_policy
-from drostudy.rl import testbed_data
-from drostudy.rl.testbed import BanditConfig, convergence_table, paired_runs
+from drostudy.rl import testbed_data, testbed_features
+from drostudy.rl.testbed import BanditConfig
+from drostudy.rl.testbed_experiments import convergence_table, paired_runs
 
 SETTINGS = {"plain": ("tv", 0.0), "tv-0.1": ("tv", 0.1), "tv-0.2": ("tv", 0.2), "kl-0.5": ("kl", 0.5)}
 
@@ -42,7 +43,7 @@ def smollm2_sample(table, n: int, times: dict) -> None:
     """SmolLM2 log-probs of n candidates, uncached, and the extrapolation to every candidate."""
     rows = table.sample(n, random_state=0)
     model, tok = timed("smollm2_load", times, load_policy)
-    chats = [[{"role": "system", "content": testbed_data.SYSTEM_PROMPT}, {"role": "user", "content": p}] for p in rows.prompt]  # fmt: skip
+    chats = [[{"role": "system", "content": testbed_features.SYSTEM_PROMPT}, {"role": "user", "content": p}] for p in rows.prompt]  # fmt: skip
     timed(
         "smollm2_sample",
         times,
@@ -83,7 +84,7 @@ def main() -> None:
         "candidates_test", times, testbed_data.candidates, "test", testbed_data.DOMAINS, data_config
     )
     timed(
-        "features_test", times, testbed_data.reward_features, list(tables.prompt), list(tables.response)
+        "features_test", times, testbed_features.reward_features, list(tables.prompt), list(tables.response)
     )
     if args.smollm2_sample:
         smollm2_sample(tables, args.smollm2_sample, times)

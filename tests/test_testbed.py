@@ -11,17 +11,18 @@ import torch
 from drostudy.rl.testbed import (
     Bandit,
     BanditConfig,
-    convergence_table,
-    paired_runs,
     policy_logp,
     prompt_values,
     robust_objective,
     run_minibatch,
     solve_full,
 )
+from drostudy.rl.testbed_experiments import convergence_table, paired_runs
 from drostudy.weights import worst_case_weights
 
-SMALL = dict(steps=30, batch_prompts=6, samples=3, full_steps=300, lr=0.1, full_lr=0.1)
+SMALL = dict(
+    steps=30, batch_size=6, samples=3, full_steps=300, learning_rate=0.1, full_learning_rate=0.1
+)
 
 
 def synthetic_bandit(n_prompts=12, k=5, dim=3, seed=0, n_domains=3) -> Bandit:
@@ -170,8 +171,13 @@ def test_pack_pads_and_normalises_the_reference():
 
     from drostudy.rl.testbed_data import _pack
 
-    table = pd.DataFrame({"prompt": ["a"] * 3 + ["b"] * 2, "domain": ["x"] * 3 + ["y"] * 2,
-                          "correct": [1.0, 0.0, 1.0, 1.0, 0.0]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "prompt": ["a"] * 3 + ["b"] * 2,
+            "domain": ["x"] * 3 + ["y"] * 2,
+            "correct": [1.0, 0.0, 1.0, 1.0, 0.0],
+        }
+    )
     psi = torch.arange(10, dtype=torch.float64).view(5, 2)
     packed = _pack(table, psi, np.array([0.0, -1.0, -2.0, -3.0, -3.0]), ("x", "y"))
     assert packed["mask"].tolist() == [[True] * 3, [True, True, False]]
@@ -183,7 +189,7 @@ def test_pack_pads_and_normalises_the_reference():
 
 
 def test_reward_head_ranks_training_pairs():
-    from drostudy.rl.testbed_data import fit_reward_head
+    from drostudy.rl.testbed_features import fit_reward_head
 
     g = torch.Generator().manual_seed(0)
     truth = torch.randn(6, generator=g, dtype=torch.float64)
@@ -203,7 +209,7 @@ def test_bad_data_config_names_the_field(field, value):
 
 
 def test_training_curves_start_at_the_reference():
-    from drostudy.rl.testbed import training_curves
+    from drostudy.rl.testbed_experiments import training_curves
 
     bandit = synthetic_bandit()
     curves = training_curves(bandit, bandit, BanditConfig(**SMALL), n_evals=4)

@@ -1,101 +1,110 @@
-"""Notebook 04's exact testbed study (drostudy.rl.testbed): resumable runs, the comparisons, the sentences.
-
-Every piece of work is a `TestbedRun` (the data config, the bandit config and what to compute) run through
-drostudy.runs.run_all into a config-hashed folder: the paired runs one folder per seed (every setting on
-that seed's prompts and draws, a few seconds each), the convergence table and the training curves one
-folder each. A rerun reads the finished folders and computes only what is missing.
-"""
+"""Notebook 04's exact testbed, from its finished runs (drostudy.rl.testbed_plan): the figures, the primary
+comparison, the exploratory ones, over-optimisation and convergence, in sentences and tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
-import torch
+import plotly.express as px
 
 from drostudy.analysis.results import mean_pm, t_interval
-from drostudy.analysis.stats import RESULT_COLUMNS, add_domain_mean, fragility_note, half_width
-from drostudy.rl.testbed import BanditConfig, convergence_table, paired_runs, training_curves
-from drostudy.rl.testbed_data import DataConfig
-from drostudy.runs import run_all
+from drostudy.analysis.stats import fragility_note, half_width
+from drostudy.config import setting_label
 
-KINDS = ("paired", "convergence", "curves")
-BASELINE = "ordinary"  # the plain algorithm's setting name, as every stage's baseline in the comparisons
-LLM_METRICS = ("learned_reward", "correct", "kl")
-
-
-@dataclass(frozen=True)
-class TestbedRun:
-    """One resumable piece of the testbed study."""
-
-    kind: str
-    """paired (every setting on one seed), convergence (gap to the full-batch optimum) or curves"""
-    bandit: BanditConfig
-    """the minibatch algorithm's config (its seed is the run's seed; curves and convergence: its ball)"""
-    data: DataConfig = DataConfig()
-    """the real data behind the bandits (recorded so that another data config gets another folder)"""
-    settings: tuple[tuple[str, str, float], ...] = ()
-    """paired: (name, divergence, radius) of every setting; the baseline is radius 0"""
-    per_domain: int | None = None
-    """paired: training prompts per train domain drawn by the seed (None: all)"""
-    batch_sizes: tuple[int, ...] = ()
-    """convergence: the minibatch sizes compared"""
-    n_evals: int = 12
-    """convergence and curves: log-spaced evaluation steps"""
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {list(KINDS)}; got {self.kind!r}")
-
-    @property
-    def seed(self) -> int:
-        return self.bandit.seed
+BASELINE = setting_label("ordinary")  # the plain algorithm, every comparison's baseline
+STAGE = "rl_testbed"
+# (split, metric) of each exploratory comparison, in the order the findings list them
+EXPLORATORY = (
+    ("ood", "correct"),
+    ("id", "correct"),
+    ("ood", "reward"),
+    ("ood", "learned_reward"),
+    ("ood", "kl"),
+)
 
 
-def compute(run: TestbedRun, train, test) -> dict:
-    """The rows of one `TestbedRun` on the loaded bandits (train, test): {"stage", "kind", "rows", ...}."""
-    if run.kind == "paired":
-        settings = {name: (div, radius) for name, div, radius in run.settings}
-        table = paired_runs(train, test, run.bandit, settings, (run.seed,), run.per_domain)
-        extra = {}
-    elif run.kind == "convergence":
-        table, optimum = convergence_table(train, run.bandit, run.batch_sizes, run.n_evals)
-        extra = {"optimum": optimum}
-    else:
-        table, extra = training_curves(train, test, run.bandit, run.n_evals), {}
-    return {"stage": "rl_testbed", "kind": run.kind, "rows": table.to_dict("records"), **extra}
+def convergence_figure(table: pd.DataFrame, divergence: str, radius: float):
+    """|gap| to the full-batch robust optimum against steps (log-log), one line per batch size."""
+    shown = table.assign(abs_gap=table.gap.abs().clip(lower=1e-6))
+    return px.line(
+        shown,
+        x="step",
+        y="abs_gap",
+        color="batch_size",
+        log_x=True,
+        log_y=True,
+        markers=True,
+        title=f"|gap| to the full-batch {divergence} {radius:g} robust optimum vs steps, per batch size",
+    )
 
 
-def run_testbed(runs: list[tuple[str, TestbedRun]], folder, train, test, desc: str) -> list[dict]:
-    """`run_all` the labelled runs (resuming finished ones) on the loaded bandits; metrics dicts."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny float64 tensors: threads cost more than they bring
-    try:
-        return run_all(runs, folder, lambda run: compute(run, train, test), desc=desc)
-    finally:
-        torch.set_num_threads(threads)  # the LLM part after it wants every core
+def domain_table(results: pd.DataFrame, train_domains) -> pd.DataFrame:
+    """Mean and standard error over seeds per setting, domain and metric (ID domains marked " (ID)")."""
+    per_domain = results[results.domain != "mean"]
+    keys = ["setting", "domain", "metric"]
+    table = per_domain.groupby(keys)["value"].agg(["mean", "sem"]).reset_index()
+    table["domain"] = table["domain"].map(lambda d: d + (" (ID)" if d in train_domains else ""))
+    return table
 
 
-def rows(metrics: list[dict]) -> pd.DataFrame:
-    """The concatenated rows of finished runs."""
-    return pd.concat([pd.DataFrame(m["rows"]) for m in metrics], ignore_index=True)
+def domains_figure(table: pd.DataFrame, settings: list[str]):
+    """Bars of a `domain_table`: expected correctness, learned reward and KL per domain and setting."""
+    fig = px.bar(
+        table[table.metric.isin(["correct", "reward", "kl"])],
+        x="domain",
+        y="mean",
+        error_y="sem",
+        color="setting",
+        barmode="group",
+        facet_row="metric",
+        category_orders={"setting": ["reference", *settings]},
+        title="testbed: exact expected correctness, learned reward and KL per held-out domain "
+        "(mean ± sem over seeds)",
+    )
+    fig.update_yaxes(matches=None, title=None)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_layout(height=750)
+    return fig
 
 
-def llm_results(records: list[dict], robust_label: str) -> pd.DataFrame:
-    """RESULT_COLUMNS rows (stage rl_llm) of notebook 04's SmolLM2 runs: per domain and the split means of
-    learned_reward, correct and kl; setting `BASELINE` (radius 0) or `robust_label`."""
-    out = []
-    for record in records:
-        config = record["config"]
-        setting = BASELINE if record["method"] == "ordinary" else robust_label
-        for domain, values in record["per_domain"].items():
-            split = "id" if domain in config["train_domains"] else "ood"
-            out += [
-                {"stage": "rl_llm", "setting": setting, "seed": record["seed"], "split": split,
-                 "domain": domain, "metric": m, "value": float(values[m])}
-                for m in LLM_METRICS
-            ]  # fmt: skip
-    return add_domain_mean(pd.DataFrame(out, columns=list(RESULT_COLUMNS)))
+def paired_figure(comparisons: pd.DataFrame, settings: list[str]):
+    """Paired difference of each setting to the baseline on the OOD mean, per metric, 95% intervals."""
+    ood = comparisons[(comparisons.split == "ood") & (comparisons.domain == "mean")]
+    fig = px.scatter(
+        ood,
+        x="setting",
+        y="mean_diff",
+        error_y=ood.ci_high - ood.mean_diff,
+        facet_col="metric",
+        facet_col_wrap=2,
+        facet_row_spacing=0.12,
+        color="verdict",
+        category_orders={"setting": settings, "verdict": ["better", "worse", "not resolved"]},
+        title=f"testbed: paired difference setting - {BASELINE} on the OOD mean, 95% intervals",
+    )
+    fig.update_layout(height=650)
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.add_hline(y=0, line_dash="dot")
+    return fig
+
+
+def overoptimisation_figure(curves: pd.DataFrame):
+    """Learned reward and expected correctness along training (means over each split's domains)."""
+    keys = ["setting", "split", "step", "metric"]
+    shown = curves[curves.metric.isin(["reward", "correct"])]
+    means = shown.groupby(keys, as_index=False)["value"].mean()
+    fig = px.line(
+        means,
+        x="step",
+        y="value",
+        color="setting",
+        line_dash="split",
+        facet_col="metric",
+        markers=True,
+        title="over-optimisation: learned reward up, expected correctness down "
+        "(means over domains, seed 0)",
+    )
+    fig.update_yaxes(matches=None, showticklabels=True)
+    return fig
 
 
 def primary_row(comparisons: pd.DataFrame, stage: str, setting: str, metric: str = "correct"):
@@ -122,7 +131,7 @@ def _describe(row) -> str:
 
 def primary_text(comparisons: pd.DataFrame, setting: str, target: float) -> tuple[str, bool]:
     """The primary comparison's sentence and whether its interval's half-width is <= `target`."""
-    row = primary_row(comparisons, "rl_testbed", setting)
+    row = primary_row(comparisons, STAGE, setting)
     met = bool(half_width(row) <= target)
     text = (
         f"Primary (testbed): {setting} vs {BASELINE}, OOD-mean expected correctness: {_describe(row)}; "
@@ -131,22 +140,22 @@ def primary_text(comparisons: pd.DataFrame, setting: str, target: float) -> tupl
     return text, met
 
 
-def exploratory_text(comparisons: pd.DataFrame, stage: str) -> str:
-    """One line per setting of `stage`: OOD-mean and ID-mean correctness, OOD learned reward and KL."""
+def exploratory_table(comparisons: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """One row per setting of `stage`, one column per EXPLORATORY (split, metric) found: the paired
+    difference to the baseline ± its half-width (verdict), on the split's mean."""
     part = comparisons[(comparisons.stage == stage) & (comparisons.domain == "mean")]
-    lines = []
+    table = {}
     for setting in part.setting.unique():
-        bits = []
-        for split, metric in (("ood", "correct"), ("id", "correct"), ("ood", "reward"),
-                              ("ood", "learned_reward"), ("ood", "kl")):  # fmt: skip
+        cells = {}
+        for split, metric in EXPLORATORY:
             hit = part[(part.setting == setting) & (part.split == split) & (part.metric == metric)]
             if len(hit):
                 row = hit.iloc[0]
-                bits.append(
-                    f"{split} {metric} {row.mean_diff:+.4f} ± {half_width(row):.4f} ({row.verdict})"
+                cells[f"{split} {metric}"] = (
+                    f"{row.mean_diff:+.4f} ± {half_width(row):.4f} ({row.verdict})"
                 )
-        lines.append(f"  {stage} {setting} - {BASELINE}: " + "; ".join(bits))
-    return "\n".join(lines)
+        table[setting] = cells
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis(f"setting - {BASELINE}")
 
 
 def overoptimisation_sentence(results: pd.DataFrame, setting: str = BASELINE) -> str:
@@ -154,13 +163,21 @@ def overoptimisation_sentence(results: pd.DataFrame, setting: str = BASELINE) ->
     and in OOD-mean correctness (per seed, 95% t-interval), and whether that is over-optimisation."""
     ood = results[(results.split == "ood") & (results.domain == "mean")]
     wide = ood.pivot_table(index="seed", columns=["setting", "metric"], values="value")
-    changes = {m: t_interval((wide[setting, m] - wide["reference", m]).to_numpy()) for m in ("reward", "correct")}  # fmt: skip
+    changes = {
+        m: t_interval((wide[setting, m] - wide["reference", m]).to_numpy())
+        for m in ("reward", "correct")
+    }
     (reward, reward_half), (correct, correct_half) = changes["reward"], changes["correct"]
     over = reward - reward_half > 0 and correct + correct_half < 0
+    verdict = (
+        "over-optimised: the proxy rose while correctness fell"
+        if over
+        else "not shown beyond seed noise"
+    )
     return (
         f"Over-optimisation ({setting}, OOD mean, vs the reference policy): learned reward "
-        f"{mean_pm(reward, reward_half, '+.3f')}, expected correctness {mean_pm(correct, correct_half, '+.4f')}"
-        f" -> {'over-optimised: the proxy rose while correctness fell' if over else 'not shown beyond seed noise'}."
+        f"{mean_pm(reward, reward_half, '+.3f')}, expected correctness "
+        f"{mean_pm(correct, correct_half, '+.4f')} -> {verdict}."
     )
 
 
@@ -170,7 +187,8 @@ def convergence_sentence(table: pd.DataFrame, optimum: float) -> str:
     gaps = ", ".join(f"batch {b}: {g:+.4f}" for b, g in last.items())
     first = table[table.step == table.step.min()].set_index("batch_size")["gap"]
     shrank = bool((last.abs() < first.abs()).all())
+    closed = "every batch size closed in on it" if shrank else "not every batch size closed in"
     return (
-        f"Convergence: robust objective optimum {optimum:.4f}; gap after {int(table.step.max())} steps {gaps}"
-        f" ({'every batch size closed in on it' if shrank else 'not every batch size closed in'})."
+        f"Convergence: robust objective optimum {optimum:.4f}; gap after {int(table.step.max())} steps "
+        f"{gaps} ({closed})."
     )

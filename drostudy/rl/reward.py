@@ -82,7 +82,7 @@ def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
         train, test = reward_data.prepare_splits(config)
         model, tokenizer, initial = reward_cached.load_cached_model(config)
         features = reward_cached.FrozenFeatures(
-            model, tokenizer, config.frozen_layers, config.max_length
+            model, tokenizer, config.frozen_layers, config.truncate_length
         )
         metrics = reward_cached.run_cached(config, model, initial, features, train, test)
         model.save_pretrained(tmp)

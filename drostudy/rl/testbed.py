@@ -13,7 +13,7 @@ w* = worst_case_weights(-V, divergence, radius) (low value = high weight) and it
 (Danskin; w* detached). Two algorithms, both from theta = 0 (pi = pi_ref):
 
 - `run_minibatch`: the PPO-style algorithm the stage runs on the LLM (drostudy.rl.trainer): per step
-  sample `batch_prompts` prompts and `samples` responses each from pi, reward minus beta times the sampled
+  sample `batch_size` prompts and `samples` responses each from pi, reward minus beta times the sampled
   log-ratio, a leave-one-out baseline, advantages scaled by P * w*_p with w* from the batch's sampled
   per-prompt values, and `ppo_epochs` Adam steps on the clipped surrogate. Radius 0 leaves the advantages
   untouched, so it *is* the plain algorithm (same draws, same trajectory).
@@ -21,17 +21,16 @@ w* = worst_case_weights(-V, divergence, radius) (low value = high weight) and it
   optimum. V is not concave in theta in general (the KL term is a reverse KL), so this is a local optimum
   from theta = 0; the minibatch algorithm starts there too.
 
-Everything is float64 torch over (P, K, d) tensors and seeded; evaluation is exact per domain.
+Everything is float64 torch over (P, K, d) tensors and seeded; evaluation is exact per domain. The
+experiments on it (paired seeds, convergence, training curves) are in drostudy.rl.testbed_experiments.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -70,7 +69,7 @@ class BanditConfig:
     """ball size (cvar: tail fraction alpha, 1 = ordinary); 0 = plain (DRO off)"""
     steps: int = 200
     """minibatch steps (one batch of sampled responses each)"""
-    batch_prompts: int = 32
+    batch_size: int = 32
     """prompts per minibatch: the worst case is taken over these"""
     samples: int = 4
     """sampled responses per prompt (>= 2: the leave-one-out baseline needs another sample)"""
@@ -78,22 +77,22 @@ class BanditConfig:
     """Adam steps on the clipped surrogate per batch (1: the ratio is 1 and clipping never acts)"""
     clip: float = 0.2
     """PPO clip range epsilon: the ratio is clipped to [1 - clip, 1 + clip]"""
-    lr: float = 0.1
-    """Adam learning rate of theta at step 1 of the minibatch algorithm; step t uses lr / sqrt(t)"""
+    learning_rate: float = 0.1
+    """Adam learning rate of theta at step 1 of the minibatch algorithm; step t uses learning_rate / sqrt(t)"""
     full_steps: int = 1000
     """gradient-ascent steps of the full-batch exact solver"""
-    full_lr: float = 0.05
+    full_learning_rate: float = 0.05
     """Adam learning rate of the full-batch solver (decays linearly to 0, so it settles)"""
     seed: int = 0
     """seed of the batch order and the sampled responses"""
 
     def __post_init__(self):
         validate_radius(self.divergence, self.radius)
-        for name in ("beta", "clip", "lr", "full_lr"):
+        for name in ("beta", "clip", "learning_rate", "full_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        for name, low in (("steps", 1), ("batch_prompts", 1), ("samples", 2), ("ppo_epochs", 1),
-                          ("full_steps", 1)):  # fmt: skip
+        lowest = {"steps": 1, "batch_size": 1, "samples": 2, "ppo_epochs": 1, "full_steps": 1}
+        for name, low in lowest.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
@@ -201,11 +200,11 @@ def run_minibatch(
     theta lives on the bandit's device; the batch order and the draws come from a seeded CPU generator on
     every device (so a bandit on a GPU sees the CPU run's batches and, up to rounding of pi, its draws).
     """
-    n_prompts, batch_size = len(bandit.mask), min(config.batch_prompts, len(bandit.mask))
+    n_prompts, batch_size = len(bandit.mask), min(config.batch_size, len(bandit.mask))
     device = bandit.phi.device
     theta = bandit.phi.new_zeros(bandit.phi.shape[-1], requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=config.lr)
-    # lr / sqrt(t), the step sizes of the convergence guarantee; a constant rate keeps the iterate bouncing
+    optimizer = torch.optim.Adam([theta], lr=config.learning_rate)
+    # learning_rate / sqrt(t), the step sizes of the convergence guarantee; a constant rate keeps the iterate bouncing
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + t // config.ppo_epochs) ** -0.5)
     generator = torch.Generator().manual_seed(config.seed)
     history, wanted = [], set(eval_steps)
@@ -234,7 +233,7 @@ def solve_full(bandit: Bandit, config: BanditConfig) -> tuple[Tensor, float]:
     lives on the bandit's device.
     """
     theta = bandit.phi.new_zeros(bandit.phi.shape[-1], requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=config.full_lr)
+    optimizer = torch.optim.Adam([theta], lr=config.full_learning_rate)
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1 - t / config.full_steps)
     best, best_theta = -math.inf, None
     for step in range(config.full_steps + 1):
@@ -248,89 +247,3 @@ def solve_full(bandit: Bandit, config: BanditConfig) -> tuple[Tensor, float]:
         optimizer.step()
         decay.step()
     return best_theta, best
-
-
-# --- studies: paired seeds and convergence -------------------------------------------------------------
-
-
-def subsample(bandit: Bandit, per_domain: int | None, seed: int) -> Bandit:
-    """At most `per_domain` prompts of every domain, drawn by `seed` (None: all), in a seeded order (drawn on
-    the CPU by a CPU generator, the same on every device)."""
-    generator = torch.Generator().manual_seed(seed)
-    domain, keep = bandit.domain.cpu(), []
-    for index in range(len(bandit.domains)):
-        member = torch.nonzero(domain == index).flatten()
-        keep.append(member[torch.randperm(len(member), generator=generator)][:per_domain])
-    return bandit.subset(torch.cat(keep).to(bandit.domain.device))
-
-
-def paired_runs(
-    train: Bandit,
-    test: Bandit,
-    config: BanditConfig,
-    settings: dict[str, tuple[str, float]],
-    seeds: tuple[int, ...],
-    per_domain: int | None = None,
-) -> pd.DataFrame:
-    """Every setting {name: (divergence, radius)} for every seed, paired: per seed the same training prompts
-    (`per_domain` of each train domain, drawn by the seed), the same init (theta = 0) and the same batch
-    order and draws; only the ball differs. Also the reference policy (setting "reference", theta = 0).
-
-    Returns a long DataFrame: stage ("rl_testbed"), setting, seed, split ("id": a domain `train` holds
-    prompts of, else "ood"), domain (and "mean": the unweighted mean over the split's domains), metric
-    (correct, reward, kl, chosen: see `evaluate_policy`), value.
-    """
-    train_domains = {train.domains[i] for i in train.domain.unique().tolist()}
-    frames = []
-    for seed in seeds:
-        prompts = subsample(train, per_domain, seed)
-        runs = {"reference": train.phi.new_zeros(train.phi.shape[-1])}
-        for name, (divergence, radius) in settings.items():
-            run_config = dataclasses.replace(config, divergence=divergence, radius=radius, seed=seed)
-            runs[name], _ = run_minibatch(prompts, run_config)
-        for name, theta in runs.items():
-            table = evaluate_policy(theta, test)
-            frames.append(table.assign(setting=name, seed=seed))
-    table = pd.concat(frames, ignore_index=True)
-    table["split"] = np.where(table["domain"].isin(train_domains), "id", "ood")
-    keys = ["setting", "seed", "split", "metric"]
-    means = table.groupby(keys, as_index=False)["value"].mean().assign(domain="mean")
-    table = pd.concat([table, means], ignore_index=True).assign(stage="rl_testbed")
-    return table[["stage", "setting", "seed", "split", "domain", "metric", "value"]]
-
-
-def convergence_table(
-    train: Bandit, config: BanditConfig, batch_sizes: tuple[int, ...], n_evals: int = 20
-) -> tuple[pd.DataFrame, float]:
-    """Gap F* - F(theta_t) of the minibatch algorithm to the full-batch robust optimum F*, for each batch
-    size, at `n_evals` log-spaced steps; F is the robust objective of config's ball over every prompt of
-    `train`. Returns (DataFrame: batch_size, step, objective, gap; F*). A gap below 0 means the
-    minibatch iterate beat the full solver's local optimum.
-    """
-    _, optimum = solve_full(train, config)
-    steps = tuple(np.unique(np.geomspace(1, config.steps, n_evals).round().astype(int)).tolist())
-    rows = []
-    for batch_size in batch_sizes:
-        run_config = dataclasses.replace(config, batch_prompts=batch_size)
-        _, history = run_minibatch(train, run_config, steps, (config.divergence, config.radius))
-        rows += [
-            {"batch_size": batch_size, "step": h["step"], "objective": h["objective"]} for h in history
-        ]
-    table = pd.DataFrame(rows)
-    table["gap"] = optimum - table["objective"]
-    return table, optimum
-
-
-def training_curves(
-    train: Bandit, test: Bandit, config: BanditConfig, n_evals: int = 12
-) -> pd.DataFrame:
-    """The exact test metrics of the minibatch iterate at `n_evals` log-spaced steps (step 0: pi_ref), so
-    reward over-optimisation shows: learned reward rising while graded correctness falls.
-
-    Returns a DataFrame (step, domain, metric, value) with `evaluate_policy`'s metrics.
-    """
-    steps = tuple(np.unique(np.geomspace(1, config.steps, n_evals).round().astype(int)).tolist())
-    _, history = run_minibatch(train, config, steps)
-    zero = {"step": 0, "theta": train.phi.new_zeros(train.phi.shape[-1])}
-    frames = [evaluate_policy(h["theta"], test).assign(step=h["step"]) for h in [zero, *history]]
-    return pd.concat(frames, ignore_index=True)[["step", "domain", "metric", "value"]]

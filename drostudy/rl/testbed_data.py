@@ -11,13 +11,12 @@
   notebook 04 applies to the LLM's answers, not by its kind label: a format violation that states the right
   answer counts as correct, and so does a plain refusal of a harmful request. (Candidate 0 is correct by
   definition; the grader accepts every suite reference against itself too, tests/test_evaluate.py.)
-- Features: mean-pooled, unit-norm MiniLM-L6 embeddings e_p (prompt, cut from the left) and e_r (response)
-  at 128 tokens, cached under cache_dir()/"testbed". The reward features are the probe's
-  psi = [e_r, e_p * e_r] (768); the policy features phi are psi projected on its top `dim` principal
-  directions over the training candidates, so the policy cannot represent the reward exactly: with phi =
-  psi every prompt's optimum would be the same theta = w / beta, and robustness could not matter.
-- Reward: a linear Bradley-Terry head w on psi fit (L-BFGS, L2 `reg`) to the suite's training pairs of the
-  train domains: the stage-1 reward model in its cached-feature form (benchmarks/probe_suite.py).
+- Features (drostudy.rl.testbed_features): the reward features psi = [e_r, e_p * e_r] of MiniLM embeddings;
+  the policy features phi are psi projected on its top `dim` principal directions over the training
+  candidates, so the policy cannot represent the reward exactly: with phi = psi every prompt's optimum
+  would be the same theta = w / beta, and robustness could not matter.
+- Reward: a linear Bradley-Terry head w on psi fit to the suite's training pairs of the train domains
+  (drostudy.rl.testbed_features.fit_reward_head).
 - Reference policy: "smollm2" (SmolLM2-135M-Instruct's summed log-likelihood of each candidate under the
   chat prompt, normalised over the candidates, computed once and cached) or "uniform".
 """
@@ -25,7 +24,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import os
 import zlib
@@ -34,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from drostudy import evaluate
 from drostudy.data import DOMAINS, KINDS, BuildConfig, load_suite
@@ -42,11 +39,16 @@ from drostudy.data.responses import chosen_response
 from drostudy.data.sources import read_domain
 from drostudy.io import cache_dir
 from drostudy.rl.testbed import Bandit
+from drostudy.rl.testbed_features import (
+    fit_reward_head,
+    reward_features,
+    smollm2_logps,
+    text_key,
+)
 from drostudy.threads import torch_threads
 
 REFERENCES = ("smollm2", "uniform")
 EVASIONS = ("refusal", "truncated", "off_topic")  # kinds a harmful request can also receive
-SYSTEM_PROMPT = "Answer briefly."  # as drostudy.rl.run.RLConfig: the chat SmolLM2 scores under
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,6 @@ class DataConfig:
             raise ValueError(
                 f"train_domains must be a non-empty subset of {list(DOMAINS)}; got {self.train_domains!r}"
             )
-
-
-def _key(*texts: str) -> str:
-    return hashlib.sha1("\0".join(texts).encode()).hexdigest()
 
 
 def _item_candidates(item, others: list[str], seed: int) -> list[tuple[str, str]]:
@@ -110,7 +108,7 @@ def candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.D
     from drostudy.data.suite import fingerprint
 
     grader = inspect.getsource(evaluate)  # a changed grader regrades the candidates
-    key = _key(fingerprint(), grader, split, *domains, str(config.seed), str(config.min_candidates))
+    key = text_key(fingerprint(), grader, split, *domains, str(config.seed), str(config.min_candidates))
     path = cache_dir() / "testbed" / f"candidates_{key[:16]}.parquet"
     if path.exists():
         return pd.read_parquet(path)
@@ -141,89 +139,18 @@ def _candidates(split: str, domains: tuple[str, ...], config: DataConfig) -> pd.
                 continue
             answer = None if item.harmful else evaluate.reference_answer(found[0][1])
             for kind, response in found:
-                rows.append({"split": split, "domain": domain, "prompt": item.prompt, "kind": kind,
-                             "response": response, "correct": float(kind == "chosen" or evaluate.score_answer(response, answer))})  # fmt: skip
+                correct = kind == "chosen" or evaluate.score_answer(response, answer)
+                rows.append(
+                    {
+                        "split": split,
+                        "domain": domain,
+                        "prompt": item.prompt,
+                        "kind": kind,
+                        "response": response,
+                        "correct": float(correct),
+                    }
+                )
     return pd.DataFrame(rows)
-
-
-def embed(texts: list[str], left: bool, batch_size: int = 64) -> np.ndarray:
-    """(n, 384) float32 unit-norm mean-pooled MiniLM embeddings at 128 tokens, cached on disk by text.
-
-    `left` truncates from the left (prompts: the question is at the end).
-    """
-    from transformers import AutoModel, AutoTokenizer
-
-    from drostudy.models import minilm_path
-
-    path = cache_dir() / "testbed" / f"minilm_{'left' if left else 'right'}.npz"
-    store = dict(zip(*np.load(path).values(), strict=True)) if path.exists() else {}
-    todo = sorted({t for t in texts if _key(t) not in store})
-    if todo:
-        tok = AutoTokenizer.from_pretrained(
-            str(minilm_path()), truncation_side="left" if left else "right"
-        )
-        model = AutoModel.from_pretrained(str(minilm_path())).eval()
-        for start in tqdm(range(0, len(todo), batch_size), desc="MiniLM", leave=False):
-            chunk = todo[start : start + batch_size]
-            enc = tok(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
-            with torch.no_grad():
-                hidden = model(**enc).last_hidden_state  # (B, T, 384)
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-            store.update({_key(t): v for t, v in zip(chunk, pooled.numpy(), strict=True)})
-        _save(path, store)
-    return np.stack([store[_key(t)] for t in texts])
-
-
-def _save(path, store: dict[str, np.ndarray]) -> None:
-    """Write {key: vector or scalar} atomically (keys and values as two arrays)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, keys=np.array(list(store)), values=np.stack(list(store.values())))
-    tmp.replace(path)
-
-
-def smollm2_logps(prompts: list[str], responses: list[str], batch_size: int = 16) -> np.ndarray:
-    """(n,) SmolLM2-135M-Instruct summed log-probs of each response to its chat prompt, cached by text."""
-    path = cache_dir() / "testbed" / "smollm2_logps.npz"
-    store = dict(zip(*np.load(path).values(), strict=True)) if path.exists() else {}
-    keys = [_key(SYSTEM_PROMPT, p, r) for p, r in zip(prompts, responses, strict=True)]
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in store}.items())
-    if todo:
-        from drostudy.models import load_policy
-
-        model, tok = load_policy()
-        index = [i for _, i in todo]
-        chats = [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompts[i]}] for i in index]  # fmt: skip
-        logps = evaluate.reference_logps(
-            model, tok, chats, [responses[i] for i in index], model, batch_size
-        )
-        store.update({k: v for (k, _), v in zip(todo, logps.double().numpy(), strict=True)})
-        _save(path, store)
-    return np.array([store[k] for k in keys])
-
-
-def reward_features(prompts: list[str], responses: list[str]) -> torch.Tensor:
-    """psi = [e_r, e_p * e_r] (n, 768) float64, the probe's (prompt, response) features."""
-    e_p = torch.from_numpy(embed(prompts, left=True)).double()
-    e_r = torch.from_numpy(embed(responses, left=False)).double()
-    return torch.cat([e_r, e_p * e_r], dim=-1)
-
-
-def fit_reward_head(chosen: torch.Tensor, rejected: torch.Tensor, reg: float) -> torch.Tensor:
-    """w (D,) minimising mean softplus(-(w . (psi_c - psi_r))) + reg |w|^2 (L-BFGS); inputs (n, D)."""
-    diff = chosen - rejected
-    w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.softplus(-(diff @ w)).mean() + reg * (w @ w)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return w.detach()
 
 
 def _pack(table: pd.DataFrame, psi, logps, domains: tuple[str, ...]) -> dict[str, torch.Tensor]:
