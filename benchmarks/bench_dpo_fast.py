@@ -31,7 +31,8 @@ import torch
 
 from drostudy import evaluate
 from drostudy import losses as dro_losses
-from drostudy.dpo import fast, fast_run
+from drostudy.dpo import fast, fast_run, fast_train
+from drostudy.dpo.fast_train import FastDPORunConfig
 from drostudy.dpo.run import DPORunConfig, build_data, build_trainer
 from drostudy.io import atomic_write_json
 from drostudy.models import load_policy
@@ -65,7 +66,7 @@ def step_variants(trainer, batch, pairs, config, layers: int) -> dict:
         trainer.compute_loss(model, dict(batch)).backward()
 
     def fast_step(cache):
-        return lambda: fast.objective(config, fast.pair_logps(model, cache, pairs), ref)[
+        return lambda: fast_train.objective(config, fast.pair_logps(model, cache, pairs), ref)[
             0
         ].loss.backward()
 
@@ -73,7 +74,7 @@ def step_variants(trainer, batch, pairs, config, layers: int) -> dict:
         logps = full_head_logps(
             model, cached.batch([p[0] for p in pairs] + [p[1] for p in pairs]), first
         )
-        fast.objective(config, logps.chunk(2), ref)[0].loss.backward()
+        fast_train.objective(config, logps.chunk(2), ref)[0].loss.backward()
 
     steps = {"trainer": trainer_step, "head_only": fast_step(embeddings), "cache_only": cache_only}
     return steps | {"fast": fast_step(cached)}
@@ -88,7 +89,7 @@ def check_same_batch(trainer, batch, pairs, config) -> float:
         slow = float(trainer.compute_loss(trainer.model, dict(batch)))
         ref = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
         quick = float(
-            fast.objective(
+            fast_train.objective(
                 config,
                 fast.pair_logps(
                     trainer.model,
@@ -164,7 +165,7 @@ def spread(config: DPORunConfig, checkpoints: list[int], batch_size: int) -> dic
             logps = [fast.pair_logps(model, cache, pairs[i : i + 16]) for i in range(0, len(pairs), 16)]
         chosen, rejected = (torch.cat(side) for side in zip(*logps, strict=True))
         per_pair = dro_losses.dpo_loss(chosen, rejected, *ref, beta=config.beta)[0]
-        batches = fast.batch_order(len(pairs), batch_size, len(pairs) // batch_size, config.seed)
+        batches = fast_train.batch_order(len(pairs), batch_size, len(pairs) // batch_size, config.seed)
         stats = [weight_spread(per_pair[b], groups[b], settings) for b in batches]
         means = {
             k: [round(statistics.mean(s[k][j] for s in stats), 3) for j in (0, 1)] for k in settings
@@ -181,7 +182,7 @@ def spread(config: DPORunConfig, checkpoints: list[int], batch_size: int) -> dic
         }  # fmt: skip
 
     measure(0)
-    fast.train(
+    fast_train.train(
         dataclasses.replace(config, steps=max(checkpoints)), model, cache, pairs, groups, False, measure
     )
     return result
@@ -200,7 +201,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--spread-batch", type=int, default=16)
     parser.add_argument("--out", default=None, help="write the result JSON here too")
     args = parser.parse_args(argv)
-    config = DPORunConfig(model=args.policy, batch_size=args.batch_size, max_length=args.max_length,
+    config = FastDPORunConfig(model=args.policy, batch_size=args.batch_size, max_length=args.max_length,
                           n_train=args.batch_size, n_eval=args.eval_pairs)  # fmt: skip
     model, tokenizer = load_policy(config.model)
     layers = model.config.num_hidden_layers
@@ -210,7 +211,7 @@ def main(argv=None) -> dict:
         trainer = build_trainer(config, model, tokenizer, train, tmp)
         setup = time.perf_counter() - setup
         batch = next(iter(trainer.get_train_dataloader()))
-    order = fast.batch_order(len(train), config.batch_size, 1, config.seed)[0]
+    order = fast_train.batch_order(len(train), config.batch_size, 1, config.seed)[0]
     all_pairs, _ = fast.encode_pairs(tokenizer, train, config.max_length)
     pairs = [all_pairs[i] for i in order.tolist()]
     result = {"policy": args.policy, "batch_pairs": args.batch_size, "threads": torch.get_num_threads()}

@@ -22,7 +22,7 @@ import torch
 from peft import get_peft_model
 
 from drostudy import evaluate
-from drostudy.dpo import fast, fast_run
+from drostudy.dpo import fast, fast_run, fast_train
 from drostudy.dpo.run import build_data
 from drostudy.io import seed_everything
 from drostudy.models import load_policy
@@ -46,7 +46,7 @@ def measure(args) -> dict:
     train_rows, test = build_data(config, tokenizer)
     layers = model.config.num_hidden_layers
     model = get_peft_model(model, lora_config(config, layers))
-    cache = fast_run.shared_cache(model, config.model, layers - config.lora_layers)
+    cache = fast.TrunkCache(model, layers - config.lora_layers)
     pairs, kept = fast.encode_pairs(tokenizer, train_rows, config.max_length)
     groups = torch.tensor(train_rows["group"])[kept]
     out = {"policy": args.policy, "batch_pairs": args.batch_size, "threads": torch.get_num_threads()}
@@ -62,7 +62,9 @@ def measure(args) -> dict:
     for name, variant in variants.items():
         history = []
         out[f"step_s_{name}"] = cpu(
-            lambda v=variant, h=history: h.extend(fast.train(v, model, cache, pairs, groups, False))
+            lambda v=variant, h=history: h.extend(
+                fast_train.train(v, model, cache, pairs, groups, False)
+            )
         )
         out[f"step_s_{name}"] /= variant.steps
     out["wdpo_grad_norm"] = [h["wdpo/grad_norm"] for h in history]

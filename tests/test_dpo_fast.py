@@ -13,8 +13,9 @@ from toy_pairs import chat_pairs, lora_grads
 from transformers import LlamaForCausalLM
 
 from drostudy import evaluate
-from drostudy.dpo import fast, fast_run
-from drostudy.dpo.run import DPORunConfig, trl_config
+from drostudy.dpo import fast, fast_run, fast_train
+from drostudy.dpo.fast_train import FastDPORunConfig
+from drostudy.dpo.run import trl_config
 from drostudy.dpo.trainer import RobustDPOTrainer
 from drostudy.models import _tiny_llama_config, smollm2_tokenizer
 from drostudy.runs import lora_config
@@ -28,10 +29,10 @@ def _rows(n: int = 8) -> list[dict]:
     return chat_pairs(n, GROUP_KEY)
 
 
-def _config(**kw) -> DPORunConfig:
+def _config(**kw) -> FastDPORunConfig:
     base = {"model": "tiny-llama", "lora_layers": LORA_LAYERS, "beta": BETA, "batch_size": 8}
     base |= {"max_length": 64, "steps": 1, "n_train": 8}
-    return DPORunConfig(**(base | kw))
+    return FastDPORunConfig(**(base | kw))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ GROUP_KEY = "group"  # the group column of RobustDPOConfig (group_column's defau
 OFF = dict(divergence=None, radius=0.0, dro_method="worst_case", reg=None, group_step=None)
 
 
-def _use(trainer, config: DPORunConfig) -> None:
+def _use(trainer, config: FastDPORunConfig) -> None:
     """Point `trainer` at `config`'s objective (its RobustDPOConfig fields), as a fresh trainer would be."""
     for name, value in (OFF | config.robust_fields()).items():
         setattr(trainer.args, name, value)
@@ -97,7 +98,7 @@ def test_reference_logps_match_trls_precomputed_ones(setup):
     [
         {"loss": "ordinary"},
         {"loss": "robust", "divergence": "kl", "radius": 0.3},
-        {"loss": "kldpo", "tau": 0.1},
+        {"loss": "kldpo", "reg": 0.1},
     ],
 )
 def test_loss_and_lora_gradients_equal_the_trainers(setup, settings):
@@ -110,7 +111,7 @@ def test_loss_and_lora_gradients_equal_the_trainers(setup, settings):
     expected = lora_grads(trainer.model)
     logps = fast.pair_logps(trainer.model, cache, pairs)
     ref = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
-    out, _ = fast.objective(config, logps, ref)
+    out, _ = fast_train.objective(config, logps, ref)
     out.loss.backward()
     got = lora_grads(trainer.model)
     assert float(out.loss.detach()) == pytest.approx(float(expected_loss.detach()), rel=1e-5)
@@ -136,7 +137,7 @@ def test_frozen_trunk_is_computed_once_and_not_trained(setup):
 def test_group_objective_moves_q_and_rdpo_is_trls(setup):
     trainer, batch, pairs, _, cache = setup
     ref = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
-    for settings in ({"loss": "group", "group_step": 2.0}, {"loss": "rdpo", "label_smoothing": 0.2}):
+    for settings in ({"loss": "group_eg", "group_step": 2.0}, {"loss": "rdpo", "label_smoothing": 0.2}):
         config = _config(**settings)
         _use(trainer, config)
         trainer.group_q = torch.full((2,), 0.5, dtype=torch.float64)
@@ -145,9 +146,9 @@ def test_group_objective_moves_q_and_rdpo_is_trls(setup):
             expected = float(trainer.compute_loss(trainer.model, dict(batch)))
             logps = fast.pair_logps(trainer.model, cache, pairs)
             q = torch.full((2,), 0.5, dtype=torch.float64)
-            out, q = fast.objective(config, logps, ref, batch[GROUP_KEY], q)
+            out, q = fast_train.objective(config, logps, ref, batch[GROUP_KEY], q)
         assert float(out.loss) == pytest.approx(expected, rel=1e-5), config.loss
-        if config.loss == "group":
+        if config.loss == "group_eg":
             torch.testing.assert_close(q, trainer.group_q, rtol=1e-5, atol=1e-8)
             assert abs(float(q[0]) - 0.5) > 1e-4  # the weights did move
     _use(trainer, _config())
@@ -173,7 +174,7 @@ def test_training_follows_the_trainers_trajectory(tmp_path):
     expected = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     pairs, _ = fast.encode_pairs(tok, _rows(), config.max_length)
     cache = fast.TrunkCache(twin, LAYERS - LORA_LAYERS)
-    history = fast.train(
+    history = fast_train.train(
         config, twin, cache, pairs, torch.tensor([r[GROUP_KEY] for r in _rows()]), False
     )
     got = [h["loss"] for h in history]
@@ -209,16 +210,16 @@ def test_cached_evaluation_equals_the_slow_evaluation(setup):
 
 
 def test_batch_order_covers_each_epoch_once():
-    batches = fast.batch_order(8, 3, 6, seed=0)
+    batches = fast_train.batch_order(8, 3, 6, seed=0)
     assert [len(b) for b in batches] == [3, 3, 2, 3, 3, 2]
     for epoch in (batches[:3], batches[3:]):
         assert sorted(torch.cat(epoch).tolist()) == list(range(8))
-    assert [b.tolist() for b in batches] == [b.tolist() for b in fast.batch_order(8, 3, 6, seed=0)]
-    assert batches[0].tolist() != fast.batch_order(8, 3, 6, seed=1)[0].tolist()
+    assert [b.tolist() for b in batches] == [b.tolist() for b in fast_train.batch_order(8, 3, 6, seed=0)]
+    assert batches[0].tolist() != fast_train.batch_order(8, 3, 6, seed=1)[0].tolist()
 
 
 def test_wdpo_config_is_validated():
     with pytest.raises(ValueError, match="wdpo_radius"):
-        fast_run.FastDPORunConfig(model="tiny-llama", wdpo_radius=-0.1)
+        FastDPORunConfig(model="tiny-llama", wdpo_radius=-0.1)
     with pytest.raises(ValueError, match="needs loss 'ordinary'"):
-        fast_run.FastDPORunConfig(model="tiny-llama", wdpo_radius=0.1, loss="kldpo")
+        FastDPORunConfig(model="tiny-llama", wdpo_radius=0.1, loss="kldpo")

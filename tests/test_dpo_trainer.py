@@ -242,11 +242,34 @@ def test_bad_settings_are_rejected(tmp_path, kwargs, match):
         ({"beta": 0.0}, "beta must be > 0"),
         ({"label_smoothing": 0.5}, "label_smoothing"),
         ({"loss": "robust", "divergence": "chi2", "radius": -1.0}, "radius"),
+        ({"n_eval": -1}, "n_eval must be >= 0"),
     ],
 )
 def test_run_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dpo.DPORunConfig(**kwargs)
+
+
+def test_setting_labels_are_the_results_tables():
+    assert dpo.DPORunConfig().setting == "ordinary"
+    assert dpo.DPORunConfig(loss="robust", divergence="tv", radius=0.2).setting == "tv 0.2"
+    assert dpo.DPORunConfig(loss="robust", divergence="cvar", radius=1.0).setting == "ordinary"
+    assert dpo.DPORunConfig(loss="group_eg").setting == "group_eg"
+    assert dpo.DPORunConfig(n_eval=0).n_eval == 0  # every held-out pair
+
+
+def test_old_names_parse_with_a_warning():
+    parser = argparse.ArgumentParser()
+    dpo.add_cli_arguments(parser)
+    for flag, loss in (("--beta-prime", "dr_dpo"), ("--tau", "kldpo")):
+        with pytest.warns(FutureWarning, match=f"{flag} is deprecated; use --reg"):
+            args = parser.parse_args([flag, "0.3", "--loss", loss, "--out", "unused"])
+        config = dataclass_from_args(dpo.DPORunConfig, args)
+        assert config.reg == 0.3 and config.robust_fields()["reg"] == 0.3
+    with pytest.warns(FutureWarning, match="loss 'group' is deprecated; use 'group_eg'"):
+        args = parser.parse_args(["--loss", "group", "--out", "unused"])
+        config = dataclass_from_args(dpo.DPORunConfig, args)
+    assert config.loss == "group_eg" and config.robust_fields()["dro_method"] == "group_eg"
 
 
 def test_cli_parses_the_issue_command_and_skips_a_finished_run(tmp_path, monkeypatch):

@@ -346,11 +346,11 @@ FAST_LAYERS, FAST_LORA_LAYERS = 4, 2
 
 
 def _fast_config(**kw):
-    from drostudy.dpo.run import DPORunConfig
+    from drostudy.dpo.fast_train import FastDPORunConfig
 
     base = dict(model="tiny-llama", lora_layers=FAST_LORA_LAYERS, beta=0.5, batch_size=8, max_length=64,
                 steps=1, n_train=8)  # fmt: skip
-    return DPORunConfig(**(base | kw))
+    return FastDPORunConfig(**(base | kw))
 
 
 @pytest.fixture(scope="module")
@@ -396,13 +396,13 @@ def fast_setup(tmp_path_factory):
     [
         {"loss": "ordinary"},
         {"loss": "robust", "divergence": "kl", "radius": 0.3},
-        {"loss": "kldpo", "tau": 0.1},
+        {"loss": "kldpo", "reg": 0.1},
     ],
 )
 def test_dpo_fast_path_equals_the_trainer_on_device(fast_setup, settings):
     """tests/test_dpo_fast.py::test_loss_and_lora_gradients_equal_the_trainers with the model on the device;
     the tolerance allows the GPU's other reduction order (the CPU test holds 1e-5)."""
-    from drostudy.dpo import fast
+    from drostudy.dpo import fast, fast_train
 
     trainer, batch, pairs, cache = fast_setup
     config = _fast_config(**settings)
@@ -418,7 +418,9 @@ def test_dpo_fast_path_equals_the_trainer_on_device(fast_setup, settings):
     expected = lora_grads(trainer.model)
     logps = fast.pair_logps(trainer.model, cache, pairs)
     assert logps[0].device.type == DEVICE.type
-    out, _ = fast.objective(config, logps, (batch["ref_chosen_logps"], batch["ref_rejected_logps"]))
+    out, _ = fast_train.objective(
+        config, logps, (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
+    )
     out.loss.backward()
     got = lora_grads(trainer.model)
     assert float(out.loss.detach()) == pytest.approx(float(expected_loss.detach()), rel=1e-4)

@@ -219,7 +219,7 @@ def test_cli_trains_on_a_local_jsonl_with_trl_flags_and_saves_the_adapter(tmp_pa
     data.write_text("\n".join(json.dumps(row) for row in pairs(8).to_list()))
     out = tmp_path / "run"
     argv = ["dpo", "--model", "tiny-llama", "--dataset", str(data), "--save-model", "true",
-            "--loss", "group", "--train-domains", "math,code", "--eval-domains", "reasoning",
+            "--loss", "group_eg", "--train-domains", "math,code", "--eval-domains", "reasoning",
             "--trl-args", "per_device_train_batch_size=2,gradient_accumulation_steps=2",
             "--steps", "2", "--lora-layers", "1", "--lora-rank", "2", "--n-eval", "2",
             "--n-generate", "1", "--max-new-tokens", "2", "--out", str(out)]  # fmt: skip

@@ -12,7 +12,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from drostudy import losses as dro_losses
 from drostudy import wdpo
-from drostudy.dpo import fast, fast_run
+from drostudy.dpo import fast, fast_train
 from drostudy.models import tiny_policy
 from drostudy.runs import lora_config
 
@@ -26,8 +26,10 @@ def _batch(tok):
     """Right-padded [chosen; rejected] rows of the three pairs: ids (6, T), attention (6, T), labels
     (6, T-1) with -100 outside the completion."""
     turn = [{"role": "assistant", "content": c} for c in CHOSEN + REJECTED]
-    rows = [{"prompt": [{"role": "user", "content": p}], "chosen": [t], "rejected": [t]}
-            for p, t in zip(PROMPTS * 2, turn, strict=True)]  # fmt: skip
+    rows = [
+        {"prompt": [{"role": "user", "content": p}], "chosen": [t], "rejected": [t]}
+        for p, t in zip(PROMPTS * 2, turn, strict=True)
+    ]
     pairs, _ = fast.encode_pairs(tok, rows, None)
     seqs = [p[0] for p in pairs]
     width = max(len(s.ids) for s in seqs)
@@ -159,9 +161,13 @@ def test_radius_zero_is_plain_dpo_exactly(tiny):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"radius": -0.1}, "radius"), ({"radius": float("nan")}, "radius"), ({"rows": 5}, "k \\* n rows"),
-     ({"grad": False}, "require grad")],
-)  # fmt: skip
+    [
+        ({"radius": -0.1}, "radius"),
+        ({"radius": float("nan")}, "radius"),
+        ({"rows": 5}, "k \\* n rows"),
+        ({"grad": False}, "require grad"),
+    ],
+)
 def test_bad_inputs_are_rejected(kwargs, match):
     x = torch.randn(kwargs.get("rows", 6), 2, requires_grad=kwargs.get("grad", True))
     per_example = x[:3].sum(1) if kwargs.get("rows", 6) == 6 else torch.ones(3, requires_grad=True)
@@ -171,29 +177,35 @@ def test_bad_inputs_are_rejected(kwargs, match):
 
 def test_fast_path_wdpo_penalises_the_cached_states_and_trains():
     model, tok = tiny_policy()
-    config = fast_run.FastDPORunConfig(model="tiny-llama", lora_layers=1, beta=BETA, batch_size=3, steps=2,
-                                       n_train=3, wdpo_radius=0.5)  # fmt: skip
+    config = fast_train.FastDPORunConfig(
+        model="tiny-llama", lora_layers=1, beta=BETA, batch_size=3, steps=2, n_train=3, wdpo_radius=0.5
+    )
     model = get_peft_model(model, lora_config(config, 2))
     for name, param in model.named_parameters():
         if "lora_B" in name:
             param.data.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
     rows = [
-        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
-         "rejected": [{"role": "assistant", "content": r}]}
+        {
+            "prompt": [{"role": "user", "content": p}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+        }
         for p, c, r in zip(PROMPTS, CHOSEN, REJECTED, strict=True)
-    ]  # fmt: skip
+    ]
     pairs, _ = fast.encode_pairs(tok, rows, None)
     cache = fast.TrunkCache(model, 1)
     ref = cache.reference_logps(pairs)
     chosen, rejected, states = fast.pair_logps(model, cache, pairs, with_states=True)
-    out, _ = fast.objective(config, (chosen, rejected), ref, states=states)
+    out, _ = fast_train.objective(config, (chosen, rejected), ref, states=states)
     plain = dro_losses.dpo_loss(chosen, rejected, *ref, beta=BETA)[0]
     (grad,) = torch.autograd.grad(plain.sum(), states, retain_graph=True)
     norm = grad.reshape(2, 3, -1).pow(2).sum((0, 2)).mean().sqrt()
     assert float(out.loss.detach()) == pytest.approx(
         float((plain.mean() + 0.5 * norm).detach()), rel=1e-5
     )
-    history = fast.train(config, model, cache, pairs, torch.zeros(3, dtype=torch.long), progress=False)
+    history = fast_train.train(
+        config, model, cache, pairs, torch.zeros(3, dtype=torch.long), progress=False
+    )
     assert len(history) == 2 and all(h["wdpo/grad_norm"] > 0 for h in history)
     with pytest.raises(ValueError, match="needs loss 'ordinary' and the states"):
-        fast.objective(config, (chosen, rejected), ref)
+        fast_train.objective(config, (chosen, rejected), ref)

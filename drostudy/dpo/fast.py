@@ -7,38 +7,28 @@ The LM head and log-softmax run at completion positions only (the prompt is most
 fused head scores every position on a CPU). Reference log-probs are the same top blocks with the adapters
 off, computed once per pair. Everything else is TRL's: tokenisation (`encode_pairs`: chat template,
 completion from where prompt and prompt+completion diverge, keep-start truncation at `max_length`),
-batch rows [chosen; rejected], right padding, position ids 0..T-1, summed completion log-probs.
+batch rows [chosen; rejected], right padding, position ids 0..T-1, summed completion log-probs. The runs
+(drostudy.dpo.fast_run) truncate nothing: their pairs longer than `max_length` were left out before
+(drostudy.dpo.run.fitting_rows).
 
 Exact: the cached states equal the full forward's (causal attention: a token never sees the padding or
 the other rows), so the loss and LoRA gradients equal RobustDPOTrainer's up to float rounding (tested to
 1e-5 in float32). Needs LoRA dropout 0 (it is, in drostudy.runs.lora_config) and a Llama-style
 model (`model.model.layers`, `norm`, `rotary_emb`, `lm_head`).
 
-`objective` maps the per-pair log-probs to every loss of notebook 03 (drostudy.losses) plus WDPO, whose
-penalty here is taken w.r.t. the cached states entering the first trainable block, not the token
-embeddings: the embeddings' gradient flows through the frozen blocks, which the cache skips, and running
-them (with double backprop) would cost the full model again. Perturbing the features the trainable part
-reads is the same Wasserstein-ball argument (Xu et al. treat the policy as a function of a feature
-vector) on the representation that LoRA can actually change its answer to; it is not the paper's
-token-embedding penalty, and its radius is on a different scale.
+Training on the cache is drostudy.dpo.fast_train; a whole run, evaluation included, drostudy.dpo.fast_run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils.rnn import pad_sequence
-from tqdm.auto import tqdm
 from transformers.masking_utils import create_causal_mask
-
-from drostudy import losses as dro_losses
-from drostudy import wdpo
 
 
 class Sequence(NamedTuple):
@@ -188,106 +178,3 @@ def pair_logps(model, cache: TrunkCache, pairs, with_states: bool = False):
     with kernels:
         chosen, rejected = sequence_logps(model, batch, cache.first, states).chunk(2)
     return (chosen, rejected, states) if with_states else (chosen, rejected)
-
-
-def rdpo_losses(
-    chosen, rejected, ref_chosen, ref_rejected, beta: float, label_smoothing: float
-) -> Tensor:
-    """rDPO per-pair losses (n,), as TRL's loss_type="robust": the label-flip-corrected sigmoid loss."""
-    delta = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
-    eps = label_smoothing
-    return (-(1 - eps) * F.logsigmoid(delta) + eps * F.logsigmoid(-delta)) / (1 - 2 * eps)
-
-
-def objective(
-    config, logps, ref, groups=None, q=None, states=None
-) -> tuple[dro_losses.RobustLoss, Tensor | None]:
-    """The loss `config.loss` of notebook 03 on one batch: (RobustLoss, updated group weights q or None).
-
-    config: DPORunConfig-like (loss, beta, divergence, radius, beta_prime, tau, group_step,
-    label_smoothing, `wdpo_radius` if present); logps, ref: (chosen (B,), rejected (B,)) of the policy
-    and reference; groups: (B,) domain ids (loss "group"); q: (G,) group weights before this training
-    step; states: the (2B, ...) tensor the log-probs were computed from, for WDPO (`wdpo_radius` > 0).
-    """
-    beta, loss = config.beta, config.loss
-    chosen, rejected = logps
-    ref = tuple(r.to(chosen) for r in ref)
-    if loss == "robust":
-        args = {"divergence": config.divergence, "radius": config.radius}
-        return dro_losses.robust_dpo_loss(chosen, rejected, *ref, beta=beta, **args), q
-    if loss == "rdpo":
-        per_example = rdpo_losses(chosen, rejected, *ref, beta, config.label_smoothing)
-        return dro_losses.robust_loss(per_example), q
-    per_example, _, _ = dro_losses.dpo_loss(chosen, rejected, *ref, beta=beta)
-    wdpo_radius = getattr(config, "wdpo_radius", 0.0)
-    if wdpo_radius > 0:
-        if loss != "ordinary" or states is None:
-            raise ValueError(
-                "wdpo_radius > 0 needs loss 'ordinary' and the states (pair_logps with_states)"
-            )
-        return wdpo.wdpo_loss(per_example, states, wdpo_radius), q
-    if loss == "ordinary":
-        return dro_losses.robust_loss(per_example), q
-    if loss == "dr_dpo":
-        return dro_losses.dr_dpo_loss(per_example, config.beta_prime), q
-    if loss == "kldpo":
-        return dro_losses.kldpo_loss(per_example, config.tau), q
-    if loss != "group":
-        raise ValueError(f"unknown loss {loss!r}")
-    groups = groups.to(per_example.device)
-    group_losses = dro_losses.group_mean_losses(per_example, groups, q.numel())
-    q = dro_losses.eg_update(q, group_losses.double().cpu(), config.group_step)
-    out = dro_losses.group_robust_loss(per_example, groups, q.to(per_example.device))
-    out.metrics.update({f"dro/q_{g}": float(value) for g, value in enumerate(q)})
-    return out, q
-
-
-def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[Tensor]:
-    """Index batches (B,) for `steps` steps: epoch e is a permutation of range(n) drawn from seed + e (as
-    accelerate's seedable sampler), cut into batches; the last batch of an epoch may be short."""
-    batches, epoch = [], 0
-    while len(batches) < steps:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-        batches += list(order.split(batch_size))
-        epoch += 1
-    return batches[:steps]
-
-
-def train(config, model, cache: TrunkCache, pairs, groups: Tensor, progress: bool = True, callback=None):
-    """Train the LoRA weights of `model` on `pairs` with `config`'s loss; returns the per-step history.
-
-    As TRL's Trainer: AdamW (lr `config.learning_rate`, weight decay 0), linear decay to 0 over
-    `config.steps` without warm-up, gradient norm clipped at 1, batches of `config.batch_size` pairs in the
-    order `batch_order` draws from `config.seed`. groups: (n,) domain ids. History keys: step, loss,
-    grad_norm, learning_rate, step_s and the objective's metrics (dro/*, rewards/*, wdpo/*).
-    `callback(step)`, if given, runs after each optimiser step (1-based), e.g. to evaluate.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: max(0.0, 1 - s / config.steps))
-    ref_chosen, ref_rejected = cache.reference_logps(pairs)
-    num_groups = len(config.train_domains)
-    q = torch.full((num_groups,), 1.0 / num_groups, dtype=torch.float64)
-    with_states = getattr(config, "wdpo_radius", 0.0) > 0
-    model.train()
-    history = []
-    batches = batch_order(len(pairs), config.batch_size, config.steps, config.seed)
-    for step, index in enumerate(tqdm(batches, desc="fast DPO", disable=not progress, leave=False)):
-        start = time.perf_counter()
-        logps = pair_logps(model, cache, [pairs[i] for i in index.tolist()], with_states)
-        states = logps[2] if with_states else None
-        ref = (ref_chosen[index], ref_rejected[index])
-        out, q = objective(config, logps[:2], ref, groups[index], q, states)
-        out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        learning_rate = schedule.get_last_lr()[0]
-        optimiser.step()
-        schedule.step()
-        optimiser.zero_grad(set_to_none=True)
-        history.append(
-            {"step": step + 1, "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
-             "learning_rate": learning_rate, "step_s": time.perf_counter() - start, **out.metrics}
-        )  # fmt: skip
-        if callback is not None:
-            callback(step + 1)
-    return history

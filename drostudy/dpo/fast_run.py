@@ -1,55 +1,45 @@
 """A whole DPO run on the fast path: the drop-in for drostudy.dpo.run.train_and_evaluate (same metrics
 layout), for the LoRA-on-top-layers setting of notebook 03.
 
-Training is `drostudy.dpo.fast.train`; held-out preference accuracy, margin and KL come from the same cached
-trunk (`evaluate_pairs`: the implicit reward beta * (log pi - log pi_ref) of chosen vs rejected, and the
-exact token KL on the chosen completions, as drostudy.evaluate.sequence_stats computes them); `correct`
-(greedy answers) still needs the full model and runs as in the slow path. The trunk cache and the
-reference log-probs live in a process-wide `TrunkCache` per (policy, first trainable block): the frozen
-blocks are the same checkpoint in every run, so the runs of a study share them.
+Training is `drostudy.dpo.fast_train.train`; held-out preference accuracy, margin and KL come from the same
+cached trunk (`evaluate_pairs`: the implicit reward beta * (log pi - log pi_ref) of chosen vs rejected, and
+the exact token KL on the chosen completions, as drostudy.evaluate.sequence_stats computes them); `correct`
+(greedy answers) still needs the full model and runs as in the slow path. The trunk states and the
+reference log-probs are kept in a `TrunkCache` per (policy, first trainable block); the runs of a study
+share one `TrunkCaches` that its runner owns (drostudy.dpo.study.run), since the frozen blocks are the same
+checkpoint in every run. A run given none computes its own.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
 from drostudy import evaluate
 from drostudy.dpo import fast
-from drostudy.dpo.run import DPORunConfig, build_data, reference_eval, run_metrics
+from drostudy.dpo.fast_train import FastDPORunConfig, train
+from drostudy.dpo.run import build_data, reference_eval, run_metrics
 from drostudy.io import seed_everything
 from drostudy.runs import lora_config
 
-_CACHES: dict[tuple[str, int], fast.TrunkCache] = {}
 
+class TrunkCaches:
+    """The `TrunkCache` of each (policy name, first trainable block), for the runs that share it: a study's
+    runs fill it in their order, and each run computes with its own model (the blocks below the first
+    trainable one and the reference are the same weights in every run)."""
 
-@dataclass(frozen=True)
-class FastDPORunConfig(DPORunConfig):
-    """DPORunConfig plus WDPO, for the fast path."""
+    def __init__(self):
+        self._caches: dict[tuple[str, int], fast.TrunkCache] = {}
 
-    wdpo_radius: float = 0.0
-    """WDPO's Wasserstein radius rho (loss ordinary only): adds rho * RMS gradient norm w.r.t. the states
-    entering the first trainable block (drostudy.dpo.fast docstring); 0 is off"""
-    generate: bool = True
-    """greedy answers (`correct`, `correct_before`, `n_generate` prompts per domain); off leaves both metrics
-    out: generation runs the full model token by token and costs more per prompt than a training pair"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.wdpo_radius < float("inf"):
-            raise ValueError(f"wdpo_radius must be a finite number >= 0; got {self.wdpo_radius!r}")
-        if self.wdpo_radius > 0 and self.loss != "ordinary":
-            raise ValueError(f"wdpo_radius > 0 needs loss 'ordinary'; got loss {self.loss!r}")
-
-
-def shared_cache(model, policy: str, first_trainable: int) -> fast.TrunkCache:
-    """The process-wide TrunkCache of `policy` below block `first_trainable`, now computing with `model`
-    (any run's model: the blocks below `first_trainable` and the reference are the same weights)."""
-    cache = _CACHES.setdefault((policy, first_trainable), fast.TrunkCache(model, first_trainable))
-    cache.model = model
-    return cache
+    def get(self, model, policy: str, first_trainable: int) -> fast.TrunkCache:
+        """The TrunkCache of `policy` below block `first_trainable`, now computing with `model`."""
+        key = (policy, first_trainable)
+        if key not in self._caches:
+            self._caches[key] = fast.TrunkCache(model, first_trainable)
+        cache = self._caches[key]
+        cache.model = model
+        return cache
 
 
 @torch.no_grad()
@@ -78,9 +68,10 @@ def evaluate_pairs(model, cache: fast.TrunkCache, pairs, beta: float, batch_size
     return metrics | {"kl": float(torch.cat(kl).double().mean())}
 
 
-def train_and_evaluate(config: DPORunConfig) -> dict:
+def train_and_evaluate(config: FastDPORunConfig, trunks: TrunkCaches | None = None) -> dict:
     """Train with `config` on the fast path and evaluate every domain: the metrics dict of
-    drostudy.dpo.run.train_and_evaluate (drostudy.runs layout), `timings` split the same way."""
+    drostudy.dpo.run.train_and_evaluate (drostudy.runs layout), `timings` split the same way. trunks: the
+    caches this run shares with others (None: its own)."""
     from peft import get_peft_model
 
     from drostudy.models import load_policy
@@ -91,26 +82,25 @@ def train_and_evaluate(config: DPORunConfig) -> dict:
     layers = model.config.num_hidden_layers
     model = get_peft_model(model, lora_config(config, layers))
     timings, start = {}, time.perf_counter()
-    cache = shared_cache(model, config.model, max(0, layers - config.lora_layers))
+    trunks = TrunkCaches() if trunks is None else trunks
+    cache = trunks.get(model, config.model, max(0, layers - config.lora_layers))
     pairs, kept = fast.encode_pairs(tokenizer, train_rows, config.max_length)
     groups = torch.tensor(train_rows["group"])[kept]
     cache.fill([s for p in pairs for s in p])
     timings["setup_s"] = time.perf_counter() - start
-    history = fast.train(config, model, cache, pairs, groups)
+    history = train(config, model, cache, pairs, groups)
     timings["train_s"] = time.perf_counter() - start - timings["setup_s"]
     start = time.perf_counter()
-    generate = getattr(config, "generate", True)
-    shared = reference_eval(model, tokenizer, test, config) if generate else {}
+    shared = reference_eval(model, tokenizer, test, config) if config.generate else {}
     per_domain = {}
     for domain, rows in test.items():
         test_pairs, _ = fast.encode_pairs(tokenizer, rows, None)
         stats = evaluate_pairs(model, cache, test_pairs, config.beta) | {"n": len(rows)}
-        if generate:
+        if config.generate:
             stats["correct"] = evaluate.answer_accuracy(
                 model, tokenizer, evaluate.unique_prompts(rows, config.n_generate), config.max_new_tokens
             )
             stats["correct_before"] = shared[domain]["correct_before"]
         per_domain[domain] = stats
     timings["eval_s"] = time.perf_counter() - start
-    method = "wdpo" if getattr(config, "wdpo_radius", 0.0) > 0 else config.loss
-    return run_metrics(config, method, per_domain, timings, len(pairs), history)
+    return run_metrics(config, per_domain, timings, len(pairs), history)

@@ -5,9 +5,10 @@
 
 The policy is SmolLM2-135M-Instruct with LoRA adapters on its top `lora_layers` layers (the lower layers stay
 frozen, so backward stops there and a CPU run is feasible); the reference is the same model with the adapters
-off, and its log-probs on the training pairs are computed once before training. The loss (module
-`drostudy.dpo.trainer`) is chosen by name: ordinary DPO, robust DPO over a divergence ball, Dr. DPO,
-KLDPO, group-robust DPO over the training domains, or rDPO. `out/metrics.json` follows the layout of
+off, and its log-probs on the training pairs are computed once before training. The run's config is
+`DPORunConfig` (drostudy.dpo.config); its loss (drostudy.dpo.trainer) is chosen by name: ordinary DPO,
+robust DPO over a divergence ball, Dr. DPO, KLDPO, group-robust DPO over the training domains (`group_eg`),
+or rDPO. `out/metrics.json` follows the layout of
 `drostudy.runs`, with per_domain {accuracy, margin, correct, correct_before, kl, n}
 (drostudy.evaluate) and the TRL training log, dro/* metrics included, as history.
 """
@@ -18,103 +19,22 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import dataclass
 
 import torch
 
 from drostudy import evaluate
-from drostudy.config import method_label
+from drostudy.dpo.config import DPORunConfig
 from drostudy.dpo.trainer import RobustDPOTrainer
 from drostudy.dropin.cli import GROUP_COLUMN, load_preferences, trl_overrides
 from drostudy.io import atomic_write_json, cache_dir, seed_everything
 from drostudy.progress import tqdm
 from drostudy.runs import (
-    PolicyRunFields,
     history,
     lora_config,
     quiet_in_batch,
     training_command,
     trl_run_fields,
 )
-
-LOSSES = ("ordinary", "robust", "dr_dpo", "kldpo", "group", "rdpo")
-
-
-@dataclass(frozen=True)
-class DPORunConfig(PolicyRunFields):
-    loss: str = "ordinary"
-    """objective: ordinary, robust, dr_dpo, kldpo, group or rdpo (see drostudy.dpo.trainer)"""
-    divergence: str = "tv"
-    """ball of the robust loss: tv, kl, chi2 or cvar (used by --loss robust only)"""
-    radius: float = 0.0
-    """ball size of the robust loss (cvar: tail fraction); 0 is ordinary DPO"""
-    beta: float = 0.1
-    """DPO coefficient beta (KL strength to the reference)"""
-    beta_prime: float = 1.0
-    """Dr. DPO temperature beta' (--loss dr_dpo)"""
-    tau: float = 1.0
-    """KLDPO temperature tau (--loss kldpo)"""
-    group_step: float = 0.5
-    """exponentiated-gradient step eta of group-robust DPO (--loss group); see docs/methods.md for its scale"""
-    label_smoothing: float = 0.1
-    """rDPO's assumed label-flip rate epsilon in [0, 0.5) (--loss rdpo)"""
-    n_train: int = 128
-    """training pairs, split evenly over the train domains"""
-    steps: int = 16
-    """optimiser steps"""
-    batch_size: int = 8
-    """pairs per step"""
-    learning_rate: float = 1e-3
-    """AdamW learning rate of the LoRA weights (linear decay)"""
-    max_length: int = 96
-    """longest prompt + response in tokens; longer pairs are left out (not truncated)"""
-    n_eval: int = 48
-    """held-out pairs per domain for preference accuracy, margin and KL"""
-    n_generate: int = 24
-    """held-out prompts per domain for greedy answers"""
-    seed: int = 0
-    """seed of the training sample, LoRA initialisation and batch order (the test sets do not change)"""
-    dataset: str = ""
-    """your own training pairs: a JSONL/JSON/parquet file or hub id, columns prompt/chosen/rejected (+ domain)"""
-    trl_args: tuple[str, ...] = ()
-    """TRL training fields KEY=VALUE,... for RobustDPOConfig (e.g. gradient_accumulation_steps=4)"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5); got {self.label_smoothing!r}")
-        positive = ("beta", "learning_rate", "n_train", "steps", "batch_size", "max_length", "n_eval")
-        for name in (*positive, "n_generate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        from drostudy.dropin.configs import RobustDPOConfig, check_dpo_fields
-
-        # the robust fields and TRL's fields are checked now, before any loading
-        check_dpo_fields(**self.robust_fields())
-        object.__setattr__(self, "trl_args", tuple(self.trl_args))
-        trl_overrides(RobustDPOConfig, self.trl_args)
-
-    @property
-    def method(self) -> str:
-        """`ordinary` for the ordinary loss or a robust ball that is a point, else the loss's name."""
-        if self.loss == "robust":
-            return method_label(self.divergence, self.radius)
-        return self.loss
-
-    def robust_fields(self) -> dict:
-        """The RobustDPOConfig / DPOConfig fields of this run's loss."""
-        loss = self.loss
-        fields = {
-            "ordinary": {},
-            "robust": {"divergence": self.divergence, "radius": self.radius},
-            "dr_dpo": {"dro_method": "dr_dpo", "reg": self.beta_prime},
-            "kldpo": {"dro_method": "kldpo", "reg": self.tau},
-            "group": {"dro_method": "group_eg", "group_step": self.group_step},
-            "rdpo": {"loss_type": ["robust"], "label_smoothing": self.label_smoothing},
-        }[loss]
-        return {"loss_type": ["sigmoid"], "label_smoothing": 0.0} | fields
 
 
 def chat_row(row: dict, system_prompt: str) -> dict:
@@ -130,7 +50,8 @@ def chat_row(row: dict, system_prompt: str) -> dict:
 
 
 def fitting_rows(ds, domain: str, n: int, tokenizer, config: DPORunConfig, seed: int) -> list[dict]:
-    """Up to `n` chat rows of `domain` whose prompt + longer response fit `config.max_length` tokens."""
+    """Up to `n` (0: all) chat rows of `domain` whose prompt + longer response fit `config.max_length`
+    tokens: a longer pair is left out, never truncated."""
     from drostudy.data import select
 
     rows = []
@@ -139,7 +60,7 @@ def fitting_rows(ds, domain: str, n: int, tokenizer, config: DPORunConfig, seed:
         pairs = evaluate.encode(tokenizer, [chat["prompt"]] * 2, [row["chosen"], row["rejected"]])
         if max(len(p) + len(c) for p, c in pairs) <= config.max_length:
             rows.append(chat)
-        if len(rows) == n:
+        if n and len(rows) == n:
             break
     return rows
 
@@ -224,7 +145,8 @@ def reference_eval(model, tokenizer, test: dict, config: DPORunConfig) -> dict[s
 
 
 def train_and_evaluate(config: DPORunConfig, save_dir: str | None = None) -> dict:
-    """Train with `config`, evaluate every domain; returns the metrics dict (train.common layout).
+    """Train with `config` on TRL's path (RobustDPOTrainer), evaluate every domain; returns the metrics dict
+    in the drostudy.runs layout (`run_metrics`).
     save_dir: where to save the trained adapter and tokenizer (None: not saved)."""
     from drostudy.models import load_policy
 
@@ -258,15 +180,17 @@ def train_and_evaluate(config: DPORunConfig, save_dir: str | None = None) -> dic
         per_domain[domain] = {**stats, "correct_before": shared[domain]["correct_before"]}
     timings["eval_s"] = time.perf_counter() - start
     steps = history(trainer.state.log_history)
-    return run_metrics(config, config.method, per_domain, timings, len(train), steps)
+    return run_metrics(config, per_domain, timings, len(train), steps)
 
 
-def run_metrics(config, method: str, per_domain: dict, timings: dict, n_train: int, steps: list) -> dict:
+def run_metrics(
+    config: DPORunConfig, per_domain: dict, timings: dict, n_train: int, steps: list
+) -> dict:
     """One DPO run's metrics in the drostudy.runs layout; the TRL path and the fast path both return it."""
     robust = config.loss == "robust"
     return {
         "stage": "dpo",
-        "method": method,
+        "method": config.method,
         "divergence": config.divergence if robust else None,
         "radius": config.radius if robust else None,
         "seed": config.seed,
