@@ -1,6 +1,8 @@
 """Notebook 04 end to end in SMOKE mode: the exact testbed (paired seeds, convergence, curves) and both LLM
 methods on tiny random models; it writes the comparisons CSV (both stages), its figures, its parameters and
-a conclusion computed from the numbers."""
+its findings, Markdown computed from the numbers."""
+
+import json
 
 import pandas as pd
 import pytest
@@ -11,6 +13,13 @@ from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_t
 
 pytestmark = pytest.mark.slow  # about a minute on a free 2-core machine
 NOTEBOOK = notebooks_dir() / "04_rl_robustness.ipynb"
+
+
+def markdown_shown(out_path) -> str:
+    """Every Markdown the cells of an executed notebook displayed (IPython.display.Markdown)."""
+    cells = json.loads(out_path.read_text())["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    return "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
 
 
 def test_notebook_04_smoke(tmp_path, notebook_env):
@@ -42,17 +51,23 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
     assert {"tv 0.1", "tv 0.2", "tv 0.4", "kl 0.5"} == set(testbed.setting)
     assert {"correct", "reward", "kl", "chosen"} == set(testbed.metric)
     assert {"math", "safety", "mean"} == set(testbed.domain) and (testbed.n_seeds == 3).all()
-    primary = testbed[(testbed.setting == "tv 0.4") & (testbed.split == "ood") & (testbed.domain == "mean")
-                      & (testbed.metric == "correct")]  # fmt: skip
+    primary = testbed[
+        (testbed.setting == "tv 0.4")
+        & (testbed.split == "ood")
+        & (testbed.domain == "mean")
+        & (testbed.metric == "correct")
+    ]
     assert (
         len(primary) == 1 and primary.ci_low.item() <= primary.mean_diff.item() <= primary.ci_high.item()
     )
     assert record["primary"]["setting"] == "tv 0.4"
     assert set(table[table.stage == "rl_llm"].setting) == {"tv 0.4"}
 
-    printed = printed_text(out)
-    assert record["conclusion"] and record["conclusion"] in printed
-    assert "Primary (testbed): tv 0.4 vs ordinary" in record["conclusion"]
+    assert record["conclusion"] and record["conclusion"] == markdown_shown(out)
+    assert record["conclusion"].startswith("**Primary (testbed): tv 0.4 vs ordinary")
+    assert "| setting - ordinary | ood correct |" in record["conclusion"]
+    assert "LLM part (SmolLM2 RLOO, 2 seeds, 2 steps): tv 0.4 - ordinary" in record["conclusion"]
+    assert "Primary (testbed): tv 0.4 vs ordinary" in printed_text(out)
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in (
         "convergence",
