@@ -22,12 +22,11 @@ import sys
 from drostudy.threads import REPRODUCIBLE_NUMERICS
 
 ONE_RUN = """
-import json, sys, time
-from drostudy.analysis import dpo_study
+import dataclasses, json, sys, time
+from drostudy.dpo import study
 from drostudy.dpo.fast_run import FastDPORunConfig, train_and_evaluate
 base = FastDPORunConfig(model=sys.argv[1], steps=3, n_train=48, n_eval=24, generate=False, seed=1)
-methods = dpo_study.select_methods(dpo_study.method_overrides({"tv": 0.2}), "tv")
-config = [c for label, c in dpo_study.study_configs(base, methods, [1]) if label != "ordinary"][0]
+config = dataclasses.replace(base, **study.method_overrides({"tv": 0.2})["tv"])
 train_and_evaluate(config)
 start = time.perf_counter()
 metrics = train_and_evaluate(config)

@@ -31,14 +31,13 @@ def reward(out: Path) -> dict:
 
 
 def dpo(out: Path) -> dict:
-    from drostudy.analysis import dpo_study
+    from drostudy.dpo import study
     from drostudy.dpo.fast_run import FastDPORunConfig, train_and_evaluate
 
     base = FastDPORunConfig(
         model="tiny-llama", steps=2, n_train=32, n_eval=8, n_generate=2, max_new_tokens=4, seed=1
     )
-    methods = dpo_study.select_methods(dpo_study.method_overrides({"tv": 0.2}), "tv")
-    (_, config), *_ = [c for c in dpo_study.study_configs(base, methods, [1]) if c[0] != "ordinary"]
+    config = dataclasses.replace(base, **study.method_overrides({"tv": 0.2})["tv"])
     return train_and_evaluate(config)
 
 

@@ -140,7 +140,7 @@ def test_which_stages_of_drostudy_a_change_reruns(tmp_path, changed, stale):
     edit of one module."""
     roots = {
         "reward": ["drostudy.reward.cached_runs"],
-        "dpo": ["drostudy.analysis.dpo_study"],
+        "dpo": ["drostudy.dpo.study"],
         "rl": ["drostudy.analysis.testbed_study", "drostudy.rl.run"],
     }
     root = copy_of_drostudy(tmp_path)

@@ -1,60 +1,22 @@
-"""Notebook 03's study: every DPO variant x seeds, resumable runs, summaries with 95% intervals, a conclusion.
+"""Notebook 03's analysis: its finished runs -> tables with 95% intervals, figures, sentences, findings.
 
-Methods are labelled by the colour keys of drostudy.plotting: `ordinary`, the robust balls `tv`, `kl`,
-`chi2`, and the peers `dr_dpo`, `kldpo`, `group`, `rdpo`, `wdpo`. Runs go through the exact fast path
-(drostudy.dpo.fast_run); `results_frame` feeds the paired comparisons of drostudy.analysis.stats.
+Settings carry the labels of every results table (drostudy.config.setting_label): `ordinary`, the robust
+balls with their radius (`tv 0.2`, `kl 0.1`, `chi2 0.25`) and the peers `dr_dpo`, `kldpo`, `group_eg`,
+`rdpo`, `wdpo`. `results_frame` feeds the paired comparisons of drostudy.analysis.stats. The plan and the
+runs are drostudy.dpo.study's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import pandas as pd
 
+from drostudy import plotting
 from drostudy.analysis import stats
 from drostudy.analysis.results import intervals_overlap, mean_pm
 from drostudy.analysis.results import summary as results_summary
-from drostudy.dpo.fast_run import FastDPORunConfig, train_and_evaluate
-from drostudy.runs import run_all as run_labelled
 
 METRICS = ("accuracy", "margin", "correct", "correct_before", "kl")
 COMPARED = ("accuracy", "margin", "correct", "kl")  # correct_before is the reference's: equal everywhere
-PEERS = ("dr_dpo", "kldpo", "group", "rdpo")
-
-
-def method_overrides(radii: dict[str, float], wdpo_radius: float = 0.0) -> dict[str, dict]:
-    """{label: FastDPORunConfig overrides}: ordinary, one robust ball per divergence in `radii`, the peers,
-    and WDPO when `wdpo_radius` > 0."""
-    methods = {"ordinary": {"loss": "ordinary"}}
-    methods |= {d: {"loss": "robust", "divergence": d, "radius": r} for d, r in radii.items()}
-    methods |= {peer: {"loss": peer} for peer in PEERS}
-    return methods | ({"wdpo": {"wdpo_radius": wdpo_radius}} if wdpo_radius > 0 else {})
-
-
-def select_methods(methods: dict[str, dict], labels: str) -> dict[str, dict]:
-    """The methods named in the comma-separated `labels` (ordinary always first: it is the baseline)."""
-    names = [n for n in labels.split(",") if n]
-    unknown = sorted(set(names) - set(methods))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(methods)}")
-    return {n: methods[n] for n in dict.fromkeys(("ordinary", *names))}
-
-
-def study_configs(
-    base: FastDPORunConfig, methods: dict[str, dict], seeds
-) -> list[tuple[str, FastDPORunConfig]]:
-    """(label, config) for every method and seed, seeds outermost (a partial run covers every method)."""
-    return [
-        (label, dataclasses.replace(base, seed=seed, **overrides))
-        for seed in seeds
-        for label, overrides in methods.items()
-    ]
-
-
-def run_all(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path) -> list[dict]:
-    """Run (or resume) each DPO config into its run folder under `folder` (drostudy.runs.run_all)."""
-    return run_labelled(configs, folder, train_and_evaluate, desc="DPO runs")
 
 
 def _long(runs: list[dict], metrics: tuple[str, ...]) -> pd.DataFrame:
@@ -106,9 +68,15 @@ def versus_ordinary(table: pd.DataFrame, domain: str = "OOD mean") -> pd.DataFra
         base = part.loc[(metric, "ordinary")]
         apart = intervals_overlap(row["mean"] - base["mean"], row["ci95"], base["ci95"]) is False
         rows.append(
-            {"label": label, "metric": metric, "mean": row["mean"], "ci95": row["ci95"],
-             "vs_ordinary": row["mean"] - base["mean"], "intervals_apart": bool(apart)}
-        )  # fmt: skip
+            {
+                "label": label,
+                "metric": metric,
+                "mean": row["mean"],
+                "ci95": row["ci95"],
+                "vs_ordinary": row["mean"] - base["mean"],
+                "intervals_apart": bool(apart),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -129,14 +97,14 @@ def conclusion(table: pd.DataFrame, seeds: int) -> str:
         apart = part[part["intervals_apart"]]
         better, worse = apart[apart["vs_ordinary"] > 0], apart[apart["vs_ordinary"] < 0]
         lines.append(
-            f"- {what}: best {best['label']} {mean_pm(best['mean'], best['ci95'])} vs ordinary DPO "
+            f"- {what}: best {best['label']}: {mean_pm(best['mean'], best['ci95'])} vs ordinary DPO "
             f"{mean_pm(base['mean'], base['ci95'])}; above ordinary beyond the intervals: "
             f"{', '.join(better['label']) or 'none'}; below: {', '.join(worse['label']) or 'none'}."
         )
     kl = vs[vs["metric"] == "kl"].set_index("label")["mean"]
     lines.append(
-        f"- KL to the reference (nats per response): ordinary {kl['ordinary']:.3f}; "
-        + ", ".join(f"{k} {v:.3f}" for k, v in kl.drop("ordinary").items())
+        f"- KL to the reference (nats per response): ordinary: {kl['ordinary']:.3f}; "
+        + ", ".join(f"{k}: {v:.3f}" for k, v in kl.drop("ordinary").items())
         + "."
     )
     before = table[(table["metric"] == "correct_before") & (table["domain"] == "OOD mean")]["mean"]
@@ -151,10 +119,8 @@ def paired_conclusion(comparisons: pd.DataFrame, headline: str, target: float) -
     """Sentences from the comparisons table (drostudy.analysis.stats): the headline setting's paired OOD-mean
     accuracy difference to ordinary DPO, whether its half-width meets `target`, and every resolved and
     unresolved comparison on that endpoint (Holm-adjusted verdicts)."""
-    end = comparisons[
-        (comparisons["split"] == "ood") & (comparisons["domain"] == "mean")
-        & (comparisons["metric"] == "accuracy")
-    ].set_index("setting")  # fmt: skip
+    ood_mean = (comparisons["split"] == "ood") & (comparisons["domain"] == "mean")
+    end = comparisons[ood_mean & (comparisons["metric"] == "accuracy")].set_index("setting")
     row = end.loc[headline]
     half = (row["ci_high"] - row["ci_low"]) / 2
     met = "met" if half <= target else "NOT met"
@@ -167,8 +133,58 @@ def paired_conclusion(comparisons: pd.DataFrame, headline: str, target: float) -
     for verdict in ("better", "worse", "not resolved"):
         part = end[end["verdict"] == verdict]
         items = [
-            f"{s} {r['mean_diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+            f"{s}: {r['mean_diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
             for s, r in part.iterrows()
         ]
         lines.append(f"- vs ordinary, {verdict} (Holm): {'; '.join(items) or 'none'}.")
     return "\n".join(lines)
+
+
+def conclusion_text(
+    comparisons: pd.DataFrame, table: pd.DataFrame, headline: str, target: float, seeds: int
+) -> str:
+    """What the notebook records as its conclusion: `paired_conclusion`, then `conclusion`."""
+    return paired_conclusion(comparisons, headline, target) + "\n" + conclusion(table, seeds)
+
+
+def findings(text: str) -> str:
+    """`conclusion_text` as Markdown, for IPython.display.Markdown: a heading, each lead sentence a
+    paragraph, its `- ` lines a list."""
+    blocks, previous = ["### What was found"], ""
+    for line in text.splitlines():
+        bullet = line.startswith("- ")
+        if not (bullet and previous.startswith("- ")):
+            blocks.append("")  # a blank line opens each paragraph and each list
+        blocks.append(line)
+        previous = line
+    return "\n".join(blocks)
+
+
+def setting_colors(labels) -> dict[str, str]:
+    """Each setting in its method's colour (drostudy.plotting.METHOD_COLORS: `tv 0.2` in tv's orange, the
+    ordinary baseline black); a setting whose method has none takes plotting.color_map's."""
+    distinct = list(dict.fromkeys(map(str, labels)))
+    fallback = plotting.color_map(distinct)
+    return {v: plotting.METHOD_COLORS.get(v.split()[0], fallback[v]) for v in distinct}
+
+
+def per_domain_figure(table: pd.DataFrame, metric: str, y_title: str, train_domains: str):
+    """Bars of `metric` per domain and setting with their 95% intervals over seeds, from `summary(...)`."""
+    part = table[table["metric"] == metric]
+    seeds = int(part["n"].max())
+    # the subtitle on its own line: one line of both overflowed a 900-pixel PNG
+    title = f"{y_title} per domain<br><sup>train: {train_domains}; mean and 95% CI over {seeds} seed(s)</sup>"
+    fig = plotting.bar_with_ci(
+        part,
+        x="domain",
+        y="mean",
+        color="label",
+        ci_low="ci_low",
+        ci_high="ci_high",
+        title=title,
+        y_title=y_title,
+    )
+    colors = setting_colors(part["label"])
+    for trace in fig.data:
+        trace.marker.color = colors[trace.name]
+    return fig

@@ -1,35 +1,194 @@
-"""The FULL (GPU) configuration of notebook 03, in one place: the notebook's `FULL = True` sets its
-parameters of the same names (upper case) from `FULL`, and tests/test_gpu_configs.py (every method for one
-step on tiny models on the CPU) builds it with `full_config`.
+"""Notebook 03's plan: its sizes per mode, its methods, the paired seeds, and the function that runs it.
 
-FULL: every method, 3 seeds of 150 steps of 16 pairs (2400 training pairs), LoRA on all 30 layers, 200 held-out pairs and
-100 greedy answers of 24 tokens per domain, pairs up to 192 tokens, safety added to the held-out domains.
+    sizes = study.pick(SMOKE, FULL, seeds=SEEDS, ...)       # PRESETS[mode] with the parameters set
+    base = study.base_config(sizes, "math,code", beta=0.1, reg=0.1, ...)
+    methods = study.select_methods(study.method_overrides({"tv": 0.2}, wdpo_radius=3.0), sizes.methods)
+    runs = study.run(study.plan(base, methods, sizes.seeds), folder)
+
+Every method trains on the same seeds (a seed fixes the training subset, the LoRA initialisation and the batch
+order; the held-out pairs are the same for every seed), so its differences to ordinary DPO are paired. Runs
+take the exact fast path (drostudy.dpo.fast_run) and share one trunk cache.
+
+How the default size was chosen (2 CPU cores, about 25 minutes for the notebook): the first default run (5
+seeds, pairs up to 80 tokens) missed the primary interval's half-width target (0.036 > 0.03) and kept only
+88 knowledge test pairs; an 8-seed run with pairs up to 112 tokens met it (0.015) but took 25.7 minutes;
+its per-run times put 7 seeds at 22.8 minutes. The full size (one GPU, scripts/gpu_study.sh) has not run
+yet: its counts are estimates.
+
+The peers' settings (the notebook's parameters): Dr. DPO's beta' and KLDPO's tau (`reg`) at 0.1, where
+their weights differ from uniform on batches of 16 pairs (at 1 they are near uniform: ESS/n about 0.97;
+at 0.1 about 0.3 for Dr. DPO and 0.46 for KLDPO); group-robust DPO's exponentiated-gradient step 5 (smaller
+steps barely move the group weights in a few steps); WDPO's radius 3, where its penalty is about a tenth
+of the DPO loss early in training (measured RMS gradient norm about 0.013 at losses about 0.4).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from pathlib import Path
 
-from drostudy.dpo.run import DPORunConfig
+from drostudy.config import pick_sizes
+from drostudy.dpo import fast_run
+from drostudy.dpo.fast_train import FastDPORunConfig
+from drostudy.runs import run_all
 
-FULL = dict(
-    steps=150,
+BALLS = ("tv", "kl", "chi2")  # the robust balls, one radius each
+PEERS = (
+    "dr_dpo",
+    "kldpo",
+    "group_eg",
+    "rdpo",
+)  # the other robust DPO losses, on the same per-pair losses
+METHODS = (*BALLS, *PEERS, "wdpo")  # every method besides ordinary DPO
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """What notebook 03 trains in one mode; PRESETS holds the smoke, default and full ones."""
+
+    model: str
+    """the policy (drostudy.models.load_policy); tiny-llama is a random model, for the tests"""
+    seeds: int
+    """paired seeds per method: the per-seed differences to ordinary DPO give the intervals"""
+    methods: tuple[str, ...]
+    """the methods run besides ordinary DPO, among METHODS"""
+    eval_domains: tuple[str, ...]
+    """held-out domains (out of distribution), never trained on"""
+    lora_layers: int
+    """LoRA on this many top layers (of 30); the layers below are cached once per sequence"""
+    steps: int
+    """optimiser steps per run"""
+    batch_size: int
+    """pairs per step: the worst case and the peers' weights are taken over these"""
+    n_train: int
+    """training pairs per run (a seed's subset, shared by every method)"""
+    learning_rate: float
+    """AdamW rate of the LoRA weights (linear decay)"""
+    max_length: int
+    """longest prompt + response in tokens; longer pairs are left out (never truncated)"""
+    n_eval: int
+    """held-out pairs per domain for accuracy, margin and KL, the same for every seed; 0 = all of them"""
+    generate: bool
+    """greedy answers (correct, correct_before): generation runs the full model token by token and costs
+    more per prompt than a training pair, so on a CPU budget it would displace seeds or test pairs"""
+    n_generate: int
+    """held-out prompts per domain answered greedily (generate only)"""
+    max_new_tokens: int
+    """greedy answer length in tokens (the suite's answers are short)"""
+
+
+DEFAULT = Sizes(
+    model="smollm2-135m-instruct",
+    seeds=7,
+    methods=("tv", "dr_dpo", "wdpo"),
+    eval_domains=("reasoning", "knowledge"),
+    lora_layers=4,
+    steps=6,  # one pass over n_train pairs
     batch_size=16,
-    n_train=2400,
-    learning_rate=5e-4,
-    n_eval=200,
-    n_generate=100,
-    max_new_tokens=24,
-    max_length=192,
-    lora_layers=30,
+    n_train=96,
+    learning_rate=3e-3,
+    max_length=112,  # every domain keeps at least 100 held-out pairs
+    n_eval=100,
+    generate=False,
+    n_generate=6,
+    max_new_tokens=6,
 )
-FULL_SEEDS = 3
-FULL_METHODS = "tv,kl,chi2,dr_dpo,kldpo,group,rdpo,wdpo"  # every method besides ordinary
-FULL_EXTRA_EVAL = ("safety",)
+PRESETS = {
+    # the test suite's: a tiny random model, numbers meaningless (about a minute)
+    "smoke": dataclasses.replace(
+        DEFAULT,
+        model="tiny-llama",
+        seeds=2,
+        steps=2,
+        n_train=32,
+        n_eval=8,
+        n_generate=2,
+        max_new_tokens=4,
+    ),
+    "default": DEFAULT,  # 2 CPU cores, about 25 minutes
+    # one GPU: every method, longer training at a lower rate, greedy answers, safety held out too
+    "full": dataclasses.replace(
+        DEFAULT,
+        seeds=3,
+        methods=METHODS,
+        eval_domains=(*DEFAULT.eval_domains, "safety"),
+        lora_layers=30,
+        steps=150,
+        n_train=2400,
+        learning_rate=5e-4,
+        max_length=192,
+        n_eval=200,
+        generate=True,
+        n_generate=100,
+        max_new_tokens=24,
+    ),
+}
 
 
-def full_config(base: DPORunConfig, **fields) -> DPORunConfig:
-    """`base` at the FULL sizes (safety added to its held-out domains), then any other `fields` (a test
-    swaps in model="tiny-llama", steps=1)."""
-    eval_domains = base.eval_domains + tuple(d for d in FULL_EXTRA_EVAL if d not in base.eval_domains)
-    return dataclasses.replace(base, **{**FULL, "eval_domains": eval_domains, **fields})
+def pick(smoke: bool, full: bool = False, **overrides) -> Sizes:
+    """The sizes of the notebook's mode (drostudy.config.pick_sizes) with each override that is not None;
+    `methods` and `eval_domains` may be given comma-separated, as the notebook's parameters are."""
+    for name in ("methods", "eval_domains"):
+        if isinstance(overrides.get(name), str):
+            overrides[name] = tuple(x for x in overrides[name].split(",") if x)
+    sizes = pick_sizes(PRESETS, smoke, full, **overrides)
+    unknown = sorted(set(sizes.methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(METHODS)}")
+    return sizes
+
+
+def base_config(sizes: Sizes, train_domains: str | tuple[str, ...], **fields) -> FastDPORunConfig:
+    """The config every run of the plan starts from: `sizes`, the training domains (comma-separated or a
+    tuple) and the other FastDPORunConfig `fields` (beta, reg, group_step, label_smoothing)."""
+    if isinstance(train_domains, str):
+        train_domains = tuple(train_domains.split(","))
+    size_fields = {f.name: getattr(sizes, f.name) for f in dataclasses.fields(sizes)}
+    for name in ("seeds", "methods"):  # the plan's, not a run's
+        size_fields.pop(name)
+    return FastDPORunConfig(train_domains=train_domains, **size_fields, **fields)
+
+
+def method_overrides(radii: dict[str, float], wdpo_radius: float = 0.0) -> dict[str, dict]:
+    """{method: FastDPORunConfig overrides}: ordinary, one robust ball per divergence in `radii`, the peers,
+    and WDPO when `wdpo_radius` > 0 (at 0 it is ordinary DPO)."""
+    methods = {"ordinary": {"loss": "ordinary"}}
+    methods |= {d: {"loss": "robust", "divergence": d, "radius": r} for d, r in radii.items()}
+    methods |= {peer: {"loss": peer} for peer in PEERS}
+    return methods | ({"wdpo": {"wdpo_radius": wdpo_radius}} if wdpo_radius > 0 else {})
+
+
+def select_methods(methods: dict[str, dict], names) -> dict[str, dict]:
+    """The `methods` named in `names` (a tuple, or comma-separated), ordinary always first: the baseline."""
+    names = [n for n in (names.split(",") if isinstance(names, str) else names) if n]
+    unknown = sorted(set(names) - set(methods))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(methods)}")
+    return {n: methods[n] for n in dict.fromkeys(("ordinary", *names))}
+
+
+def plan(
+    base: FastDPORunConfig, methods: dict[str, dict], seeds: int
+) -> list[tuple[str, FastDPORunConfig]]:
+    """(setting label, config) for every method and seed, seeds outermost (a partial run covers every
+    method); the label is the config's `setting` (`ordinary`, `tv 0.2`, `dr_dpo`, ...)."""
+    configs = [
+        dataclasses.replace(base, seed=seed, **overrides)
+        for seed in range(seeds)
+        for overrides in methods.values()
+    ]
+    return [(config.setting, config) for config in configs]
+
+
+def run(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path | None) -> list[dict]:
+    """Run (or resume) each (label, config) into its run folder under `folder` (drostudy.runs.run_all),
+    in order; the runs share one TrunkCaches, so each sequence's frozen states are computed once."""
+    train = functools.partial(fast_run.train_and_evaluate, trunks=fast_run.TrunkCaches())
+    return run_all(configs, folder, train, desc="DPO runs")
+
+
+def as_parameters(sizes: Sizes) -> dict:
+    """`sizes` as the notebook's parameters, for its record: upper-case names, tuples comma-separated."""
+    values = {f.name.upper(): getattr(sizes, f.name) for f in dataclasses.fields(sizes)}
+    return {k: ",".join(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -1,0 +1,73 @@
+"""Notebook 03's plan (drostudy.dpo.study): the sizes per mode and the notebook's parameters that set them,
+the methods and their labels, the plan's order; and the FULL (GPU) sizes, every method for one step on a
+tiny random model on the CPU (only the model and the counts that set the CPU time are swapped)."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from drostudy.dpo import study
+from drostudy.dpo.run import train_and_evaluate
+from drostudy.runner.notebooks import notebook_parameters
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_dpo_robustness.ipynb"
+RADII = {"tv": 0.2, "kl": 0.1, "chi2": 0.25}
+TINY = dict(model="tiny-llama", steps=1, n_eval=2, n_generate=1, max_new_tokens=2)
+
+
+def test_every_size_is_a_notebook_parameter_left_at_none():
+    defined = notebook_parameters(NOTEBOOK)
+    for field in dataclasses.fields(study.Sizes):
+        assert defined.get(field.name.upper(), "missing") is None, field.name
+
+
+def test_pick_keeps_the_modes_sizes_and_takes_the_parameters_set():
+    assert study.pick(False) == study.PRESETS["default"]
+    smoke = study.pick(True, seeds=None, methods="tv,kl", eval_domains="reasoning", n_eval=0)
+    assert smoke.model == "tiny-llama" and smoke.seeds == study.PRESETS["smoke"].seeds
+    assert smoke.methods == ("tv", "kl") and smoke.eval_domains == ("reasoning",) and smoke.n_eval == 0
+    assert study.pick(False, True).methods == study.METHODS  # full: every method
+    with pytest.raises(ValueError, match="exclusive"):
+        study.pick(True, True)
+    with pytest.raises(ValueError, match="unknown method"):
+        study.pick(False, methods="tv,group")
+
+
+def test_method_selection_keeps_ordinary_first_and_rejects_unknown_names():
+    every = study.method_overrides({"tv": 0.2}, wdpo_radius=3.0)
+    assert list(study.select_methods(every, "wdpo,tv")) == ["ordinary", "wdpo", "tv"]
+    assert "wdpo" not in study.method_overrides({"tv": 0.2})  # radius 0: WDPO is ordinary DPO
+    with pytest.raises(ValueError, match="unknown method"):
+        study.select_methods(every, "tv,dpo")
+
+
+def test_plan_labels_every_run_by_its_setting_seeds_outermost():
+    sizes = study.pick(True)
+    base = study.base_config(sizes, "math,code", reg=0.1, group_step=5.0)
+    every = study.method_overrides(RADII, wdpo_radius=3.0)
+    plan = study.plan(base, study.select_methods(every, study.METHODS), 2)
+    labels = ["ordinary", "tv 0.2", "kl 0.1", "chi2 0.25", "dr_dpo", "kldpo", "group_eg", "rdpo", "wdpo"]
+    assert [label for label, _ in plan] == labels * 2
+    assert [c.seed for _, c in plan] == [0] * 9 + [1] * 9
+    config = dict(plan)["kldpo"]
+    assert (config.reg, config.train_domains, config.n_train) == (0.1, ("math", "code"), sizes.n_train)
+    assert study.as_parameters(sizes)["METHODS"] == ",".join(sizes.methods)
+
+
+def _finite(per_domain: dict) -> bool:
+    return all(math.isfinite(v) for values in per_domain.values() for v in values.values())
+
+
+@pytest.mark.slow  # eight one-step runs of a tiny model on TRL's path
+def test_full_dpo_configs_step_on_tiny_models():
+    full = study.PRESETS["full"]
+    assert full.lora_layers == 30 and "safety" in full.eval_domains
+    # one step of batch_size pairs: n_train = one batch
+    sizes = dataclasses.replace(full, **TINY, n_train=full.batch_size)
+    base = study.base_config(sizes, "math,code")
+    for label, config in study.plan(base, study.method_overrides(RADII), 1):
+        metrics = train_and_evaluate(config)
+        assert set(metrics["per_domain"]) == {*config.train_domains, *config.eval_domains}, label
+        assert len(metrics["history"]) == 1 and _finite(metrics["per_domain"]), label
