@@ -41,14 +41,57 @@ DPO_REF_CACHE = "dpo_ref_logps"
 # Tiny models, a few steps. tiny-llama: its random reward head already separates the pairs (tiny-bert's
 # rewards tie to 1e-6 at the start, which would leave the worst case to rounding). tv radius 0.3: with a
 # global batch of 8 (rm) or 4 (dpo) the weights are far from uniform (max weight 1/N + 0.3).
-RM_ARGS = ["--model", "tiny-llama", "--train-domains", "math,code", "--eval-domains", "reasoning",
-           "--n-train", "32", "--n-eval", "4", "--divergence", "tv", "--radius", "0.3",
-           "--learning-rate", "3e-3", "--truncate-length", "64", "--steps", "4", "--logging-steps", "1"]  # fmt: skip
+RM_ARGS = [
+    "--model",
+    "tiny-llama",
+    "--train-domains",
+    "math,code",
+    "--eval-domains",
+    "reasoning",
+    "--n-train",
+    "32",
+    "--n-eval",
+    "4",
+    "--divergence",
+    "tv",
+    "--radius",
+    "0.3",
+    "--learning-rate",
+    "3e-3",
+    "--truncate-length",
+    "64",
+    "--steps",
+    "4",
+    "--logging-steps",
+    "1",
+]
 RM_GLOBAL_BATCH = 8
-DPO_ARGS = ["--model", "tiny-llama", "--loss", "robust", "--divergence", "tv", "--radius", "0.3",
-            "--train-domains", "math", "--eval-domains", "code", "--n-train", "12", "--n-eval", "4",
-            "--n-generate", "1", "--max-new-tokens", "2", "--lora-layers", "2",
-            "--learning-rate", "1e-2"]  # fmt: skip
+DPO_ARGS = [
+    "--model",
+    "tiny-llama",
+    "--loss",
+    "robust",
+    "--divergence",
+    "tv",
+    "--radius",
+    "0.3",
+    "--train-domains",
+    "math",
+    "--eval-domains",
+    "code",
+    "--n-train",
+    "12",
+    "--n-eval",
+    "4",
+    "--n-generate",
+    "1",
+    "--max-new-tokens",
+    "2",
+    "--lora-layers",
+    "2",
+    "--learning-rate",
+    "1e-2",
+]
 DPO_GLOBAL_BATCH = 4
 DPO_STEPS = 3  # step 1 has policy == reference: every loss is log 2, the weights uniform
 DRO_KEYS = ("dro/robust_loss", "dro/mean_loss", "dro/max_weight", "dro/effective_sample_size")
@@ -96,8 +139,14 @@ def one_process(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
 
 def two_processes(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
     """metrics.json of the command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml."""
-    launch = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
-              "--main_process_port", str(_free_port())]  # fmt: skip
+    launch = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(CONFIGS / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+    ]
     _run([*launch, "-m", "drostudy", cmd, *args, "--out", str(out)], cache)
     return json.loads((out / "metrics.json").read_text())
 
@@ -201,11 +250,36 @@ def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
 
 # --- rl ------------------------------------------------------------------------------------------------
 
-RL_ARGS = ["--model", "tiny-llama", "--reward-model", "tiny-bert", "--train-domains", "math",
-           "--eval-domains", "code", "--n-train", "8", "--steps", "2", "--num-generations", "2",
-           "--max-completion-length", "4", "--n-eval", "2", "--max-new-tokens", "2",
-           "--lora-layers", "2", "--divergence", "tv", "--radius", "0.3",
-           "--prompts-per-step", "2"]  # fmt: skip
+RL_ARGS = [
+    "--model",
+    "tiny-llama",
+    "--reward-model",
+    "tiny-bert",
+    "--train-domains",
+    "math",
+    "--eval-domains",
+    "code",
+    "--n-train",
+    "8",
+    "--steps",
+    "2",
+    "--num-generations",
+    "2",
+    "--max-completion-length",
+    "4",
+    "--n-eval",
+    "2",
+    "--max-new-tokens",
+    "2",
+    "--lora-layers",
+    "2",
+    "--divergence",
+    "tv",
+    "--radius",
+    "0.3",
+    "--prompts-per-step",
+    "2",
+]
 
 
 @pytest.mark.slow
@@ -216,8 +290,14 @@ def test_rl_two_processes_weight_the_prompts_of_both(tmp_path):
     Not compared with one process: TRL's RLOOTrainer seeds sampling per process (set_seed(seed,
     device_specific=True)), so 2 processes draw other completions than one process does.
     """
-    launch = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
-              "--main_process_port", str(_free_port())]  # fmt: skip
+    launch = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(CONFIGS / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+    ]
     out = tmp_path / "two"
     _run(
         [*launch, "-m", "drostudy", "rl", *RL_ARGS, "--out", str(out)], _fresh_cache(tmp_path / "cache")

@@ -41,8 +41,12 @@ TOL = {
     torch.float32: dict(rtol=1e-5, atol=1e-6),
     torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2),
 }
-RADII = {"tv": (0.0, 0.05, 0.4, 1.0), "kl": (0.0, 0.01, 0.5, 5.0), "chi2": (0.0, 0.1, 2.0, 50.0),
-         "cvar": (1.0, 0.7, 0.2, 0.01)}  # fmt: skip
+RADII = {
+    "tv": (0.0, 0.05, 0.4, 1.0),
+    "kl": (0.0, 0.01, 0.5, 5.0),
+    "chi2": (0.0, 0.1, 2.0, 50.0),
+    "cvar": (1.0, 0.7, 0.2, 0.01),
+}
 SIZES = (1, 2, 17, 256, 4096)
 
 
@@ -106,24 +110,41 @@ def _loss_cases(n: int, dtype: torch.dtype):
     for divergence, radii in RADII.items():
         radius = radii[2]
         cases += [
-            (f"robust_loss {divergence}", lambda x, d=divergence, r=radius: L.robust_loss(x, d, r),
-             [per_example]),
-            (f"robust_loss {divergence} groups",
-             lambda x, d=divergence, r=radius: L.robust_loss(x, d, r, groups=groups.to(x.device)),
-             [per_example]),
-            (f"robust_dpo_loss {divergence}",
-             lambda a, b, c, e, d=divergence, r=radius: L.robust_dpo_loss(a, b, c, e, 0.1, d, r), logps),
-            (f"robust_bradley_terry_loss {divergence}",
-             lambda a, b, d=divergence, r=radius: L.robust_bradley_terry_loss(a / 10, b / 10, d, r),
-             logps[:2]),
-        ]  # fmt: skip
+            (
+                f"robust_loss {divergence}",
+                lambda x, d=divergence, r=radius: L.robust_loss(x, d, r),
+                [per_example],
+            ),
+            (
+                f"robust_loss {divergence} groups",
+                lambda x, d=divergence, r=radius: L.robust_loss(x, d, r, groups=groups.to(x.device)),
+                [per_example],
+            ),
+            (
+                f"robust_dpo_loss {divergence}",
+                lambda a, b, c, e, d=divergence, r=radius: L.robust_dpo_loss(a, b, c, e, 0.1, d, r),
+                logps,
+            ),
+            (
+                f"robust_bradley_terry_loss {divergence}",
+                lambda a, b, d=divergence, r=radius: L.robust_bradley_terry_loss(a / 10, b / 10, d, r),
+                logps[:2],
+            ),
+        ]
     cases += [
-        ("robust_loss doro", lambda x: L.robust_loss(x, "chi2", 0.5, outlier_fraction=0.1), [per_example]),
+        (
+            "robust_loss doro",
+            lambda x: L.robust_loss(x, "chi2", 0.5, outlier_fraction=0.1),
+            [per_example],
+        ),
         ("dr_dpo_loss", lambda x: L.dr_dpo_loss(x, 0.5), [per_example]),
         ("kldpo_loss", lambda x: L.kldpo_loss(x, 0.5), [per_example]),
-        ("group_robust_loss", lambda x: L.group_robust_loss(x, groups.to(x.device), q.to(x.device)),
-         [per_example]),
-    ]  # fmt: skip
+        (
+            "group_robust_loss",
+            lambda x: L.group_robust_loss(x, groups.to(x.device), q.to(x.device)),
+            [per_example],
+        ),
+    ]
     return cases
 
 
@@ -207,8 +228,17 @@ def _pairs(n: int = 8):
 
 
 def _args(config_cls, out, bf16: bool, **kw):
-    base = dict(output_dir=str(out), report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
-                logging_steps=1, use_cpu=ON_CPU, bf16=bf16, max_steps=2)  # fmt: skip
+    base = dict(
+        output_dir=str(out),
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        logging_steps=1,
+        use_cpu=ON_CPU,
+        bf16=bf16,
+        max_steps=2,
+    )
     return config_cls(**(base | kw))
 
 
@@ -268,10 +298,19 @@ def test_dpo_dropin_trains_on_device_and_radius_zero_is_trl(policy_path, tmp_pat
     }
     runs = {}
     for name, (cls, robust) in settings.items():
-        args = _args(RobustDPOConfig, tmp_path / name, bf16, learning_rate=5e-3, beta=0.5, max_length=64,
-                     per_device_train_batch_size=4, **robust)  # fmt: skip
-        runs[name] = cls(model=policy_path, args=args, train_dataset=_pairs(),
-                         processing_class=smollm2_tokenizer())  # fmt: skip
+        args = _args(
+            RobustDPOConfig,
+            tmp_path / name,
+            bf16,
+            learning_rate=5e-3,
+            beta=0.5,
+            max_length=64,
+            per_device_train_batch_size=4,
+            **robust,
+        )
+        runs[name] = cls(
+            model=policy_path, args=args, train_dataset=_pairs(), processing_class=smollm2_tokenizer()
+        )
         runs[name].train()
     _check_runs(runs, bf16)
 
@@ -286,14 +325,22 @@ def test_reward_dropin_trains_on_device_and_radius_zero_is_trl(tmp_path, bf16):
         "plain": (trl.RewardTrainer, {}),
         "off": (RobustRewardTrainer, {}),
         "zero": (RobustRewardTrainer, dict(divergence="tv", radius=0.0)),
-        "robust": (RobustRewardTrainer,
-                   dict(divergence="chi2", radius=1.0, level="group", group_column="domain")),
-    }  # fmt: skip
+        "robust": (
+            RobustRewardTrainer,
+            dict(divergence="chi2", radius=1.0, level="group", group_column="domain"),
+        ),
+    }
     runs = {}
     for name, (cls, robust) in settings.items():
         model, tok = tiny_reward_model(family="llama")  # the same random weights every call
-        args = _args(RobustRewardConfig, tmp_path / name, bf16, learning_rate=1e-2,
-                     per_device_train_batch_size=4, **robust)  # fmt: skip
+        args = _args(
+            RobustRewardConfig,
+            tmp_path / name,
+            bf16,
+            learning_rate=1e-2,
+            per_device_train_batch_size=4,
+            **robust,
+        )
         runs[name] = cls(model=model, args=args, train_dataset=_pairs(), processing_class=tok)
         runs[name].train()
     _check_runs(runs, bf16)
@@ -321,11 +368,24 @@ def test_rloo_dropin_trains_on_device_and_radius_zero_is_trl(policy_path, tmp_pa
     }
     runs = {}
     for name, (cls, robust) in settings.items():
-        args = _args(RobustRLOOConfig, tmp_path / name, bf16, learning_rate=5e-3,
-                     per_device_train_batch_size=4, num_generations=2, max_completion_length=4,
-                     gradient_checkpointing=False, **robust)  # fmt: skip
-        runs[name] = cls(model=policy_path, reward_funcs=_short_and_sweet, args=args,
-                         train_dataset=prompts, processing_class=smollm2_tokenizer())  # fmt: skip
+        args = _args(
+            RobustRLOOConfig,
+            tmp_path / name,
+            bf16,
+            learning_rate=5e-3,
+            per_device_train_batch_size=4,
+            num_generations=2,
+            max_completion_length=4,
+            gradient_checkpointing=False,
+            **robust,
+        )
+        runs[name] = cls(
+            model=policy_path,
+            reward_funcs=_short_and_sweet,
+            args=args,
+            train_dataset=prompts,
+            processing_class=smollm2_tokenizer(),
+        )
         runs[name].train()
     losses = {name: [row["loss"] for row in _logged(t)] for name, t in runs.items()}
     # RLOO's logged loss is ~0 by construction; the parameters are what the advantages moved
@@ -348,8 +408,15 @@ FAST_LAYERS, FAST_LORA_LAYERS = 4, 2
 def _fast_config(**kw):
     from drostudy.dpo.fast_train import FastDPORunConfig
 
-    base = dict(model="tiny-llama", lora_layers=FAST_LORA_LAYERS, beta=0.5, batch_size=8, max_length=64,
-                steps=1, n_train=8)  # fmt: skip
+    base = dict(
+        model="tiny-llama",
+        lora_layers=FAST_LORA_LAYERS,
+        beta=0.5,
+        batch_size=8,
+        max_length=64,
+        steps=1,
+        n_train=8,
+    )
     return FastDPORunConfig(**(base | kw))
 
 
@@ -523,12 +590,22 @@ def test_robust_vs_plain_step_time(policy_path, tmp_path):
     from drostudy.models import smollm2_tokenizer
 
     trainers = {}
-    for name, cls, robust in [("plain", trl.DPOTrainer, {}),
-                              ("robust", RobustDPOTrainer, dict(divergence="kl", radius=0.5))]:  # fmt: skip
-        args = _args(RobustDPOConfig, tmp_path / name, False, beta=0.5, max_length=64,
-                     per_device_train_batch_size=8, **robust)  # fmt: skip
-        trainers[name] = cls(model=policy_path, args=args, train_dataset=_pairs(),
-                             processing_class=smollm2_tokenizer())  # fmt: skip
+    for name, cls, robust in [
+        ("plain", trl.DPOTrainer, {}),
+        ("robust", RobustDPOTrainer, dict(divergence="kl", radius=0.5)),
+    ]:
+        args = _args(
+            RobustDPOConfig,
+            tmp_path / name,
+            False,
+            beta=0.5,
+            max_length=64,
+            per_device_train_batch_size=8,
+            **robust,
+        )
+        trainers[name] = cls(
+            model=policy_path, args=args, train_dataset=_pairs(), processing_class=smollm2_tokenizer()
+        )
     batch = next(iter(trainers["plain"].get_train_dataloader()))
 
     def step(trainer):
@@ -542,12 +619,16 @@ def test_robust_vs_plain_step_time(policy_path, tmp_path):
     rounds = 25 if DEVICE.type == "cuda" else 3  # a CPU rehearsal only checks that the code runs
     ms = _median_ms({name: step(t) for name, t in trainers.items()}, rounds=rounds)
     device = torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu"
-    print(f"\ngpu-timing: {device}: DPO step (tiny Llama, 8 pairs, fp32) plain {ms['plain']:.2f} ms, "
-          f"robust kl 0.5 {ms['robust']:.2f} ms, ratio {ms['robust'] / ms['plain']:.3f} "
-          f"(medians of {rounds} interleaved rounds)")  # fmt: skip
+    print(
+        f"\ngpu-timing: {device}: DPO step (tiny Llama, 8 pairs, fp32) plain {ms['plain']:.2f} ms, "
+        f"robust kl 0.5 {ms['robust']:.2f} ms, ratio {ms['robust'] / ms['plain']:.3f} "
+        f"(medians of {rounds} interleaved rounds)"
+    )
     losses = _losses(4096, torch.float32).to(DEVICE)
     solve = {d: (lambda d=d: worst_case_weights(losses, d, RADII[d][2])) for d in DIVERGENCES}
     ms = _median_ms(solve, rounds=rounds)
-    print("gpu-timing: worst_case_weights n=4096 float32: "
-          + ", ".join(f"{d} {v:.3f} ms" for d, v in ms.items()))  # fmt: skip
+    print(
+        "gpu-timing: worst_case_weights n=4096 float32: "
+        + ", ".join(f"{d} {v:.3f} ms" for d, v in ms.items())
+    )
     assert all(math.isfinite(v) for v in ms.values())

@@ -89,10 +89,22 @@ def test_report_time_box_and_bad_arguments():
 def test_every_gpu_test_file_is_marked_and_collected_by_the_marker():
     """The script picks test files by their gpu mark; every test in them must carry it (else -m gpu drops it)."""
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "--collect-only", "-q", "-p", "no:cacheprovider",
-         "tests/test_gpu.py"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_gpu.py",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     collected = [line for line in done.stdout.splitlines() if line.startswith("tests/test_gpu.py::")]
     assert len(collected) >= 15 and re.search(r"(\d+) tests? collected", done.stdout)
@@ -125,9 +137,16 @@ def test_every_requirement_of_the_wheel_list_is_met():
 
 
 def test_the_check_finds_what_is_missing():
-    requires = {("trl", "1.16.0"): ["datasets>=4.7.0", "numpy>=3", "nosuchpkg", "deepspeed; extra == 'ds'",
-                                    "oldpy; python_version < '3.10'"],
-                ("datasets", "4.0.0"): []}  # fmt: skip
+    requires = {
+        ("trl", "1.16.0"): [
+            "datasets>=4.7.0",
+            "numpy>=3",
+            "nosuchpkg",
+            "deepspeed; extra == 'ds'",
+            "oldpy; python_version < '3.10'",
+        ],
+        ("datasets", "4.0.0"): [],
+    }
     machine = {canonicalize_name("numpy"): "2.5.2"}
     problems, _ = gpu_requires.unmet(requires, machine, gpu_requires.machine_environment())
     assert len(problems) == 3

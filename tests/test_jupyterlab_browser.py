@@ -106,10 +106,15 @@ def lab(tmp_path):
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     )
     command = [
-        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
-        f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+        str(Path(sys.executable).parent / "jupyter"),
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={work}",
         "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run commands, read the model
-    ]  # fmt: skip
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")
     log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 (closed below)

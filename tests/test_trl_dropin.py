@@ -42,8 +42,14 @@ def policy_path(tmp_path_factory):
 
 
 def dpo(cls, config_cls, policy, out, ref_model=None, data=None, **kw):
-    args = config_cls(output_dir=str(out), learning_rate=5e-3, beta=0.5, max_length=64, logging_steps=1,
-                      **(CPU | {"max_steps": 2, "per_device_train_batch_size": 4} | kw))  # fmt: skip
+    args = config_cls(
+        output_dir=str(out),
+        learning_rate=5e-3,
+        beta=0.5,
+        max_length=64,
+        logging_steps=1,
+        **(CPU | {"max_steps": 2, "per_device_train_batch_size": 4} | kw),
+    )
     tok = tiny_policy()[1]
     extra = {} if ref_model is None else {"ref_model": ref_model}
     return cls(model=policy, args=args, train_dataset=data or pairs(), processing_class=tok, **extra)
@@ -96,11 +102,24 @@ def test_dpo_swap_trains_the_robust_objective_and_radius_zero_is_trl(policy_path
 def test_dpo_accumulation_4x2_equals_one_batch_of_8(policy_path, tmp_path, robust):
     ref = tiny_policy(seed=1)[0]  # a reference unlike the policy, so the pair losses differ at step 0
     runs = {}
-    for name, batch, accumulation, extra in [("one", 8, 1, {}), ("acc", 2, 4, {}),
-                                             ("micro", 2, 4, {"dro_batch": "micro"})]:  # fmt: skip
-        trainer = dpo(RobustDPOTrainer, RobustDPOConfig, policy_path, tmp_path / name, ref_model=ref,
-                      max_steps=1, per_device_train_batch_size=batch, optim="sgd",
-                      gradient_accumulation_steps=accumulation, **robust, **extra)  # fmt: skip
+    for name, batch, accumulation, extra in [
+        ("one", 8, 1, {}),
+        ("acc", 2, 4, {}),
+        ("micro", 2, 4, {"dro_batch": "micro"}),
+    ]:
+        trainer = dpo(
+            RobustDPOTrainer,
+            RobustDPOConfig,
+            policy_path,
+            tmp_path / name,
+            ref_model=ref,
+            max_steps=1,
+            per_device_train_batch_size=batch,
+            optim="sgd",
+            gradient_accumulation_steps=accumulation,
+            **robust,
+            **extra,
+        )
         trainer.train()
         runs[name] = (logged(trainer)[0], params(trainer))
     (one, p_one), (acc, p_acc), (_, p_micro) = runs["one"], runs["acc"], runs["micro"]
@@ -116,8 +135,14 @@ def test_reward_swap_and_accumulation(tmp_path):
 
     def run(cls, config_cls, name, **kw):
         model, tok = tiny_reward_model()
-        args = config_cls(output_dir=str(tmp_path / name), max_steps=1, learning_rate=1e-2, optim="sgd",
-                          logging_steps=1, **(CPU | kw))  # fmt: skip
+        args = config_cls(
+            output_dir=str(tmp_path / name),
+            max_steps=1,
+            learning_rate=1e-2,
+            optim="sgd",
+            logging_steps=1,
+            **(CPU | kw),
+        )
         trainer = cls(model=model, args=args, train_dataset=data, processing_class=tok)
         trainer.train()
         return logged(trainer)[0], params(trainer)
@@ -129,8 +154,14 @@ def test_reward_swap_and_accumulation(tmp_path):
     one, p_one = run(
         RobustRewardTrainer, RobustRewardConfig, "one", per_device_train_batch_size=8, **robust
     )
-    acc, p_acc = run(RobustRewardTrainer, RobustRewardConfig, "acc", per_device_train_batch_size=2,
-                     gradient_accumulation_steps=4, **robust)  # fmt: skip
+    acc, p_acc = run(
+        RobustRewardTrainer,
+        RobustRewardConfig,
+        "acc",
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        **robust,
+    )
     assert one["loss"] > plain["loss"]
     assert acc["loss"] == pytest.approx(one["loss"], rel=1e-5)
     torch.testing.assert_close(p_acc, p_one, rtol=0, atol=1e-6)
@@ -144,8 +175,16 @@ def test_trl_options_compose_with_the_robust_path(policy_path, tmp_path):
         loss_type=["sigmoid", "ipo", "hinge"], loss_weights=[3.0, 0.5, 1.0], use_weighting=True
     )
     plain = dpo(DPOTrainer, DPOConfig, policy_path, tmp_path / "p", ref_model=ref, **options)
-    ours = dpo(RobustDPOTrainer, RobustDPOConfig, policy_path, tmp_path / "o", ref_model=ref,
-               divergence="tv", radius=0.0, **options)  # fmt: skip
+    ours = dpo(
+        RobustDPOTrainer,
+        RobustDPOConfig,
+        policy_path,
+        tmp_path / "o",
+        ref_model=ref,
+        divergence="tv",
+        radius=0.0,
+        **options,
+    )
     batch = next(iter(plain.get_train_dataloader()))
     with torch.no_grad():
         expected = plain.compute_loss(plain.model, dict(batch))
@@ -171,27 +210,39 @@ def test_trl_options_compose_with_the_robust_path(policy_path, tmp_path):
         (
             lambda p, o: dict(
                 args=RobustDPOConfig(output_dir=o, divergence="kl", radius=0.1, loss_type=["aot"], **CPU)
-            ),  # fmt: skip
+            ),
             "loss_type 'aot' sorts the batch",
         ),
         (
             lambda p, o: dict(
                 args=RobustDPOConfig(output_dir=o, divergence="kl", radius=0.1, ld_alpha=0.5, **CPU)
-            ),  # fmt: skip
+            ),
             "ld_alpha",
         ),
     ],
 )
 def test_former_silent_no_ops_raise_at_construction(policy_path, tmp_path, make, match):
     with pytest.raises(ValueError, match=match):
-        RobustDPOTrainer(model=policy_path, train_dataset=pairs(), processing_class=tiny_policy()[1],
-                         **make(policy_path, str(tmp_path)))  # fmt: skip
+        RobustDPOTrainer(
+            model=policy_path,
+            train_dataset=pairs(),
+            processing_class=tiny_policy()[1],
+            **make(policy_path, str(tmp_path)),
+        )
 
 
 def test_micro_batch_worst_case_warns_below_eight(policy_path, tmp_path):
     with pytest.warns(UserWarning, match="dro_batch='micro'"):
-        dpo(RobustDPOTrainer, RobustDPOConfig, policy_path, tmp_path, divergence="kl", radius=0.5,
-            dro_batch="micro", per_device_train_batch_size=2)  # fmt: skip
+        dpo(
+            RobustDPOTrainer,
+            RobustDPOConfig,
+            policy_path,
+            tmp_path,
+            divergence="kl",
+            radius=0.5,
+            dro_batch="micro",
+            per_device_train_batch_size=2,
+        )
 
 
 def test_configs_show_in_hf_argument_parser():
@@ -218,11 +269,37 @@ def test_cli_trains_on_a_local_jsonl_with_trl_flags_and_saves_the_adapter(tmp_pa
     data = tmp_path / "my_pairs.jsonl"
     data.write_text("\n".join(json.dumps(row) for row in pairs(8).to_list()))
     out = tmp_path / "run"
-    argv = ["dpo", "--model", "tiny-llama", "--dataset", str(data), "--save-model", "true",
-            "--loss", "group_eg", "--train-domains", "math,code", "--eval-domains", "reasoning",
-            "--trl-args", "per_device_train_batch_size=2,gradient_accumulation_steps=2",
-            "--steps", "2", "--lora-layers", "1", "--lora-rank", "2", "--n-eval", "2",
-            "--n-generate", "1", "--max-new-tokens", "2", "--out", str(out)]  # fmt: skip
+    argv = [
+        "dpo",
+        "--model",
+        "tiny-llama",
+        "--dataset",
+        str(data),
+        "--save-model",
+        "true",
+        "--loss",
+        "group_eg",
+        "--train-domains",
+        "math,code",
+        "--eval-domains",
+        "reasoning",
+        "--trl-args",
+        "per_device_train_batch_size=2,gradient_accumulation_steps=2",
+        "--steps",
+        "2",
+        "--lora-layers",
+        "1",
+        "--lora-rank",
+        "2",
+        "--n-eval",
+        "2",
+        "--n-generate",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] == 8 and len(metrics["history"]) == 2
@@ -241,9 +318,29 @@ def test_rm_cli_trains_on_own_pairs_and_saves_the_model(tmp_path):
     data = tmp_path / "pairs.parquet"
     pairs(8).to_parquet(str(data))
     out = tmp_path / "rm"
-    argv = ["rm", "--model", "tiny-bert", "--dataset", str(data), "--save-model", "true",
-            "--divergence", "tv", "--radius", "0.5", "--level", "group", "--batch-size", "2",
-            "--trl-args", "gradient_accumulation_steps=4", "--n-eval", "2", "--out", str(out)]  # fmt: skip
+    argv = [
+        "rm",
+        "--model",
+        "tiny-bert",
+        "--dataset",
+        str(data),
+        "--save-model",
+        "true",
+        "--divergence",
+        "tv",
+        "--radius",
+        "0.5",
+        "--level",
+        "group",
+        "--batch-size",
+        "2",
+        "--trl-args",
+        "gradient_accumulation_steps=4",
+        "--n-eval",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history and {"dro/weight_mass/code", "dro/weight_mass/math"} <= set(history[0])
