@@ -21,8 +21,8 @@ CASES = {
     "tv": lambda per, g: losses.robust_loss(per, "tv", 0.3),
     "cvar": lambda per, g: losses.robust_loss(per, "cvar", 0.4),
     "tv_groups": lambda per, g: losses.robust_loss(per, "tv", 0.3, groups=g),
-    "kldpo": lambda per, g: losses.kldpo_loss(per, tau=0.5),
-    "dr_dpo": lambda per, g: losses.dr_dpo_loss(per, beta_prime=0.5),
+    "kldpo": lambda per, g: losses.kldpo_loss(per, reg=0.5),
+    "dr_dpo": lambda per, g: losses.dr_dpo_loss(per, reg=0.5),
     "group_robust": lambda per, g: losses.group_robust_loss(per, g, Q),
 }
 

@@ -113,16 +113,16 @@ def test_dpo_by_hand():
 def test_dr_dpo_limits_weights_and_gradient():
     per_example = _losses().requires_grad_()
     detached = per_example.detach()
-    big = losses.dr_dpo_loss(per_example, beta_prime=1e7)
+    big = losses.dr_dpo_loss(per_example, reg=1e7)
     assert big.loss.item() == pytest.approx(detached.mean().item(), rel=1e-6)
-    small = losses.dr_dpo_loss(per_example, beta_prime=1e-4)
+    small = losses.dr_dpo_loss(per_example, reg=1e-4)
     assert small.loss.item() == pytest.approx(detached.min().item(), abs=1e-3)
-    out = losses.dr_dpo_loss(per_example, beta_prime=0.7)
+    out = losses.dr_dpo_loss(per_example, reg=0.7)
     assert torch.allclose(out.weights, torch.softmax(-detached / 0.7, 0))
     (grad,) = torch.autograd.grad(out.loss, per_example)
     assert torch.allclose(grad, out.weights, rtol=1e-12)
     assert out.metrics["dro/robust_loss"] < out.metrics["dro/mean_loss"]  # soft-min: below the mean
-    huge = losses.dr_dpo_loss(torch.tensor([1000.0, 2000.0], dtype=torch.float64), beta_prime=1e-3)
+    huge = losses.dr_dpo_loss(torch.tensor([1000.0, 2000.0], dtype=torch.float64), reg=1e-3)
     assert huge.loss.item() == pytest.approx(1000.0 + 1e-3 * math.log(2))
 
 
@@ -133,13 +133,13 @@ def test_kldpo_weights_formula_and_clamp():
     raw = torch.exp((detached - detached.mean()) / tau)
     assert raw.max() > 10  # the clamp is active for the largest loss
     raw = raw.clamp(max=10.0)
-    out = losses.kldpo_loss(per_example, tau=tau)
+    out = losses.kldpo_loss(per_example, reg=tau)
     assert out.loss.item() == pytest.approx(float((raw * detached).mean()), rel=1e-12)
     assert torch.allclose(out.weights, raw / raw.sum())
     (grad,) = torch.autograd.grad(out.loss, per_example)
     assert torch.allclose(grad, raw / 4, rtol=1e-12)  # detached, not renormalised
     assert out.metrics["dro/max_raw_weight"] == 10.0
-    loose = losses.kldpo_loss(per_example, tau=tau, clamp=1e9)
+    loose = losses.kldpo_loss(per_example, reg=tau, clamp=1e9)
     assert loose.metrics["dro/max_raw_weight"] > 10.0
 
 
@@ -178,8 +178,8 @@ def test_group_robust_loss_by_hand_and_absent_groups():
     ("call", "name"),
     [
         (lambda x: losses.dpo_loss(x, x, x, x, beta=0.0), "beta"),
-        (lambda x: losses.dr_dpo_loss(x, beta_prime=-1.0), "beta_prime"),
-        (lambda x: losses.kldpo_loss(x, tau=0.0), "tau"),
+        (lambda x: losses.dr_dpo_loss(x, reg=-1.0), "reg"),
+        (lambda x: losses.kldpo_loss(x, reg=0.0), "reg"),
         (lambda x: losses.eg_update(torch.ones(2) / 2, torch.ones(2), step=0.0), "step"),
         (lambda x: losses.bradley_terry_loss(x, x[:2]), "rejected_rewards"),
         (lambda x: losses.dpo_loss(x, x, x[:1], x), "ref_chosen_logps"),

@@ -24,46 +24,42 @@ from drostudy.losses.robust import (
 )
 
 
-def dr_dpo_loss(per_example: Tensor, beta_prime: float) -> RobustLoss:
+def dr_dpo_loss(per_example: Tensor, reg: float) -> RobustLoss:
     """Dr. DPO (Wu et al., 2025): L = -beta' log mean_i exp(-l_i / beta'), a soft minimum of the losses.
 
-    per_example: (n,) with grad; beta_prime: beta' > 0. L -> mean l as beta' -> inf and -> min l as
-    beta' -> 0. Its gradient is sum_i w_i grad l_i with w = softmax(-l / beta') (returned as `weights`),
+    per_example: (n,) with grad; reg: the temperature beta' > 0. L -> mean l as beta' -> inf and -> min l
+    as beta' -> 0. Its gradient is sum_i w_i grad l_i with w = softmax(-l / beta') (returned as `weights`),
     which *down*-weights high losses. Computed with logsumexp (stable for any beta'); global batch under
     torch.distributed.
     """
-    check_positive(beta_prime, "beta_prime")
+    check_positive(reg, "reg")
     check_per_example(per_example)
     global_losses, local = distributed.gather_losses(per_example)
-    global_w = torch.softmax(-global_losses / beta_prime, dim=0)
+    global_w = torch.softmax(-global_losses / reg, dim=0)
     out = weighted_loss(per_example, global_losses, global_w, local)
-    value = -beta_prime * (
-        torch.logsumexp(-global_losses / beta_prime, 0) - math.log(global_losses.numel())
-    )
+    value = -reg * (torch.logsumexp(-global_losses / reg, 0) - math.log(global_losses.numel()))
     if distributed.world_size() == 1:
         # The closed form itself, so the value is exact and autograd needs no Danskin argument.
-        loss = -beta_prime * (
-            torch.logsumexp(-per_example / beta_prime, 0) - math.log(per_example.numel())
-        )
+        loss = -reg * (torch.logsumexp(-per_example / reg, 0) - math.log(per_example.numel()))
     else:
         loss = distributed.ddp_objective(per_example, out.weights, value)
     out.metrics["dro/robust_loss"] = float(value)
     return out._replace(loss=loss)
 
 
-def kldpo_loss(per_example: Tensor, tau: float, clamp: float = 10.0) -> RobustLoss:
+def kldpo_loss(per_example: Tensor, reg: float, clamp: float = 10.0) -> RobustLoss:
     """KLDPO (Xu et al., 2025): loss = mean_i(v_i l_i), v_i = min(exp((l_i - mean l) / tau), clamp).
 
-    per_example: (n,) with grad; tau > 0 is the temperature, clamp > 0 the cap on v. The raw v is
+    per_example: (n,) with grad; reg: the temperature tau > 0; clamp > 0 the cap on v. The raw v is
     detached and NOT renormalised (that is the paper's estimator); `weights` reports v / sum(v) so that
     it sums to 1 like every other RobustLoss, i.e. loss == (sum v / n) * sum(weights * l). Under
     torch.distributed both means run over the global batch (the paper averages over all processes).
     """
-    check_positive(tau, "tau")
+    check_positive(reg, "reg")
     check_positive(clamp, "clamp")
     check_per_example(per_example)
     global_losses, local = distributed.gather_losses(per_example)
-    raw = torch.exp((global_losses - global_losses.mean()) / tau).clamp(max=clamp)
+    raw = torch.exp((global_losses - global_losses.mean()) / reg).clamp(max=clamp)
     value = (raw * global_losses).mean()
     loss = distributed.ddp_objective(per_example, raw[local] / raw.numel(), value)
     global_w = raw / raw.sum()
