@@ -1,6 +1,6 @@
 """figures/README.md, generated: each figure with the question of the notebook that made it and the cell.
 
-`drostudy.plotting.save_figure` calls `register` for every figure it writes: a small entry in
+`drostudy.figure_files.save_figure` (drostudy.plotting's) calls `register` for every figure it writes: a small entry in
 <figures>/.index/<name>.json (its title, and the cell that saved it: `In [N]` of the executing notebook)
 and a rewrite of <figures>/README.md from all entries whose files still exist. So `make study` (and any
 notebook run in JupyterLab) leaves an index a reader can follow from a figure to the cell that made it.

@@ -211,7 +211,7 @@ def update_readme(readme: str | Path, results: str | Path) -> str:
 
 
 def main(argv=None) -> int:
-    from drostudy.analysis.results import results_dir
+    from drostudy.analysis.tidy import results_dir
 
     parser = argparse.ArgumentParser(
         description="write README's 'What the study found' from the results"

@@ -26,7 +26,7 @@ import hashlib
 from pathlib import Path
 
 from drostudy.analysis.provenance import notebook_entry, write_provenance
-from drostudy.analysis.results import results_dir
+from drostudy.analysis.tidy import results_dir
 from drostudy.codehash import notebook_fingerprint
 from drostudy.config import usage_errors
 from drostudy.io import notebook_paths

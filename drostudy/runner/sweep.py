@@ -11,8 +11,8 @@ Each run goes to runs/<sweep-name>/<run-id>/ (run-id: the swept parameters sorte
 or the command's metrics.json, and at the end either done.json (written atomically, last: the run is
 finished) or error.txt (the tail of the log). A rerun skips finished runs and redoes the missing and failed
 ones. Notebook runs write their results/ and figures/ inside their run folder. All runs' results land in one
-tidy table, runs/<sweep-name>/results.{parquet,csv} (drostudy.analysis.results), with each run's parameters, status
-and timings, rewritten as each run ends: an interrupted sweep's finished runs are already in it. Notebook
+tidy table, runs/<sweep-name>/results.{parquet,csv} (drostudy.analysis.tidy), with each run's parameters,
+status and timings, rewritten as each run ends: an interrupted sweep's finished runs are already in it. Notebook
 05 reads every runs/*/results.parquet as a stage of its own (`rm @default`).
 
 The default grid (PRESETS) runs notebook 02 on its split A without label noise, once per headline TV
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from drostudy.analysis import results
+from drostudy.analysis import tidy
 from drostudy.codehash import code_fingerprint, notebook_fingerprint
 from drostudy.config import usage_errors
 from drostudy.io import atomic_write_text, notebook_paths, notebooks_dir
@@ -71,7 +71,7 @@ def results_table(tasks: list[Task], records: list[dict]) -> pd.DataFrame:
         done = json.loads((task.run_dir / DONE).read_text()) if (task.run_dir / DONE).exists() else {}
         info = {**{k: done.get(k) for k in ("wall_s", "run_s", "overhead_s")}, **record}
         info["status"] = "ok" if record["status"] == "skipped" else record["status"]
-        rows = results.collect(task.run_dir) if task.run_dir.exists() else pd.DataFrame()
+        rows = tidy.collect(task.run_dir) if task.run_dir.exists() else pd.DataFrame()
         rows = rows if len(rows) else pd.DataFrame([{"run_dir": str(task.run_dir)}])
         for name, value in task.params.items():  # a column the metrics filled wins over the parameter
             rows[name] = rows[name].where(rows[name].notna(), value) if name in rows else value
@@ -82,7 +82,7 @@ def results_table(tasks: list[Task], records: list[dict]) -> pd.DataFrame:
         )
     seen: set = set()
     table = pd.concat([drop_repeated_runs(f, seen) for f in frames], ignore_index=True)
-    return table.reindex(columns=list(dict.fromkeys([*results.COLUMNS, *table.columns])))
+    return table.reindex(columns=list(dict.fromkeys([*tidy.COLUMNS, *table.columns])))
 
 
 def drop_repeated_runs(frame: pd.DataFrame, seen: set) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def drop_repeated_runs(frame: pd.DataFrame, seen: set) -> pd.DataFrame:
     with the same numbers: kept once, under the first, or notebook 05 would count its copies as seeds."""
     if "run" not in frame or frame["run"].isna().all():
         return frame
-    keys = [c for c in (*results.RUN_KEYS, "domain", "metric", "value") if c in frame]
+    keys = [c for c in (*tidy.RUN_KEYS, "domain", "metric", "value") if c in frame]
     repeated = []
     for run, rows in frame.groupby("run", sort=False):
         signature = tuple(sorted(map(str, rows[keys].itertuples(index=False))))
