@@ -17,7 +17,7 @@ A run is reused only while both its config and the code that computed it (the tr
 and every drostudy module it depends on) are unchanged: after an edit to a loss, a grader or a data stream,
 the runs that depend on it are trained again and the others are kept.
 
-`drostudy.analysis.results` turns such files into one tidy table.
+`drostudy.analysis.tidy` turns such files into one tidy table.
 """
 
 from __future__ import annotations
