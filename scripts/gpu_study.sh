@@ -9,7 +9,7 @@
 #      under gpu_study/ so a GPU run never mixes with the CPU runs;
 #   2. a check that torch sees a CUDA device (FULL is meant for one; without it the script stops);
 #   3. notebook 04 with FULL=True (the exact testbed at its default size, then SmolLM2 RLOO at
-#      drostudy.rl.study.LLM["full"]), then notebook 03 with FULL=True (drostudy.dpo.study.FULL), each
+#      drostudy.rl.study.LLM["full"]), then notebook 03 with FULL=True (drostudy.dpo.study.PRESETS), each
 #      through `python -m drostudy.runner.notebooks` under `timeout`, sharing the time box (default 10
 #      minutes; 04 gets 60% of it). Every training run is resumable (config-hashed folders): a notebook
 #      stopped by the time box keeps its finished runs, and running the script again continues from them.
