@@ -45,7 +45,7 @@ def paired_02(results):
         dict(stage=stage, setting=setting, seed=seed, split=split, domain=domain, metric="accuracy")
         | dict(value=0.6 + gain * (split == "ood") + rng.normal(0, 0.01))
         for stage in ("rm A", "rm B", "rm A noise 0.1")
-        for setting, gain in (("ordinary", 0.0), ("robust tv 0.5", 0.03))
+        for setting, gain in (("ordinary", 0.0), ("tv 0.5", 0.03))
         for seed in range(4)
         for split, domain in (("id", "math"), ("ood", "safety"))
     ]
@@ -55,9 +55,10 @@ def paired_02(results):
     domains = ["math"] * 5 + ["safety"] * 5
     margins = [
         {"label": f"rm A | {s}", "seed": 0, "margins": rng.normal(0.2, 1, 10).tolist()}
-        for s in ("ordinary", "robust tv 0.5")
+        for s in ("ordinary", "tv 0.5")
     ]
     return {
+        "primary": ["rm A", "tv 0.5"],
         "severity": {"rm A": 0.1, "rm B": 0.2, "rm A noise 0.1": 0.12},
         "splits": {"A": [["math"], ["safety"]]},
         "test_domains": domains,
@@ -66,7 +67,8 @@ def paired_02(results):
 
 
 def run(tmp_path, results, **params):
-    """Execute 05 as a sweep or the study would (a papermill process of its own); return what it printed."""
+    """Execute 05 as a sweep or the study would (a papermill process of its own); return what it printed
+    and the Markdown it displayed."""
     task = Task(
         "notebook",
         str(NOTEBOOK),
@@ -75,7 +77,11 @@ def run(tmp_path, results, **params):
     )
     record = run_task(task, env={"DROSTUDY_FIGURES": str(tmp_path / "figures"), "DROSTUDY_NO_PNG": "1"})
     assert record["status"] == "ok", (task.run_dir / "error.txt").read_text()
-    return printed_text(task.run_dir / NOTEBOOK.name)
+    executed = task.run_dir / NOTEBOOK.name
+    cells = json.loads(executed.read_text())["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    return printed_text(executed), shown
 
 
 def test_notebook_05_on_recorded_results(tmp_path):
@@ -92,7 +98,9 @@ def test_notebook_05_on_recorded_results(tmp_path):
     (tmp_path / "runs" / "s").mkdir(parents=True)
     collect(tmp_path / "sweep" / "r").to_parquet(tmp_path / "runs" / "s" / "results.parquet")
 
-    printed = run(tmp_path, results, SWEEP_TABLES=str(tmp_path / "runs" / "*" / "results.parquet"))
+    printed, shown = run(
+        tmp_path, results, SWEEP_TABLES=str(tmp_path / "runs" / "*" / "results.parquet")
+    )
     assert "04_*.json missing: run notebooks/04" in printed  # the missing input is named, the rest runs
     record = json.loads((results / "05_ood_analysis.json").read_text())
     assert record["n_runs"] == 9 + 2 + 1
@@ -102,13 +110,13 @@ def test_notebook_05_on_recorded_results(tmp_path):
     assert rm["id_cost"] == pytest.approx(0.05)
     assert rm["ood_intervals_overlap"] is False
     assert {c["stage"] for c in record["comparisons"]} == {"rm", "dpo"}  # "rm @s" has no ordinary run
-    assert (
-        record["conclusion"] in printed and "[rm] best OOD accuracy: robust (tv, radius 0.1)" in printed
-    )
+    # the findings, Markdown from the numbers: every conclusion line, the primary the record names, the table
+    assert all(f"- {line}" in shown for line in record["conclusion"].splitlines())
+    assert "- [rm] best OOD accuracy: robust (tv, radius 0.1)" in shown
+    assert "| 02 | rm A | tv 0.5 | accuracy | 4 | +0.0" in shown
+    assert [(p["notebook"], p["setting"]) for p in record["primaries"]] == [("02", "tv 0.5")]
     assert "03_*.comparisons.csv missing: run notebooks/03" in printed  # the paired map names it too
-    assert (
-        "| rm B | robust tv 0.5 | accuracy | 4 |" in printed
-    )  # the generated findings table, from the CSV
+    assert "| rm B | tv 0.5 | accuracy | 4 |" in shown  # the generated findings table, from the CSV
     names = {p.name for p in (tmp_path / "figures").glob("05_*.html")}
     assert {
         "05_ood_analysis_when_robustness_pays.html",
@@ -119,7 +127,7 @@ def test_notebook_05_on_recorded_results(tmp_path):
 
 
 def test_notebook_05_without_inputs_says_what_to_run(tmp_path):
-    printed = run(tmp_path, tmp_path / "empty", SWEEP_TABLES="none")
+    printed, shown = run(tmp_path, tmp_path / "empty", SWEEP_TABLES="none")
     assert "02_*.json missing: run notebooks/02" in printed and "`make study`" in printed
-    assert "Nothing to analyse yet" in printed
+    assert "Nothing to analyse yet" in printed and "No comparisons recorded yet" in shown
     assert not (tmp_path / "empty" / "05_ood_analysis.json").exists()
