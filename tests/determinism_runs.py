@@ -42,16 +42,17 @@ def dpo(out: Path) -> dict:
 
 
 def rl_testbed(out: Path) -> dict:
-    from drostudy.analysis import testbed_study as tb
     from drostudy.rl.testbed import BanditConfig
     from drostudy.rl.testbed_data import DataConfig, load_bandits
+    from drostudy.rl.testbed_experiments import TestbedRun
+    from drostudy.rl.testbed_plan import BASELINE, run_testbed
 
     data = DataConfig()
     train, test, _ = load_bandits(data, ("math", "code", "reasoning", "knowledge", "safety"))
     bandit = BanditConfig(divergence="tv", radius=0.2, steps=20, full_steps=100, seed=1)
-    settings = ((tb.BASELINE, "tv", 0.0), ("tv 0.2", "tv", 0.2))
-    run = tb.TestbedRun("paired", bandit, data, settings=settings, per_domain=40)
-    (metrics,) = tb.run_testbed([("paired", run)], None, train, test, "paired")
+    settings = ((BASELINE, "tv", 0.0), ("tv 0.2", "tv", 0.2))
+    run = TestbedRun("paired", bandit, data, settings=settings, per_domain=40)
+    (metrics,) = run_testbed([("paired", run)], None, train, test, "paired")
     return metrics
 
 
@@ -60,8 +61,10 @@ def rl_llm(out: Path) -> dict:
     from drostudy.rl.reward import train_reward_for_rl
     from drostudy.rl.run import train_rl
 
-    reward_dir = train_reward_for_rl(out / "reward", **study.reward_sizes("smoke"))
-    config = study.llm_config("smoke", reward_dir, 1e-2, divergence="tv", radius=0.2, seed=1)
+    sizes = study.pick(smoke=True)
+    reward_dir = train_reward_for_rl(out / "reward", **dataclasses.asdict(sizes.reward))
+    configs = study.llm_configs(sizes.llm, reward_dir, "tv", 0.2)
+    (config,) = [c for method, c in configs if method == "robust" and c.seed == 1]
     return train_rl(config)
 
 

@@ -141,7 +141,7 @@ def test_which_stages_of_drostudy_a_change_reruns(tmp_path, changed, stale):
     roots = {
         "reward": ["drostudy.reward.cached_runs"],
         "dpo": ["drostudy.dpo.study"],
-        "rl": ["drostudy.analysis.testbed_study", "drostudy.rl.run"],
+        "rl": ["drostudy.rl.testbed_plan", "drostudy.rl.run"],
     }
     root = copy_of_drostudy(tmp_path)
     before = {stage: code_fingerprint(r, root)["fingerprint"] for stage, r in roots.items()}

@@ -4,6 +4,7 @@ trainer's device, steps and evaluates. Only the model and the counts that set th
 and held-out sizes) are swapped; every other FULL field (LoRA layers, batch sizes, lengths, rates, domains) is
 the one a GPU run uses."""
 
+import dataclasses
 import math
 
 import pytest
@@ -20,11 +21,11 @@ def _finite(per_domain: dict) -> bool:
 
 @pytest.mark.parametrize("radius", [0.0, 0.2])
 def test_full_rl_config_steps_on_tiny_models(radius):
-    config = rl_sizes.llm_config(
-        "full", "tiny-bert", 1e-2, model="tiny-llama", steps=1, n_eval=2, radius=radius
-    )
-    full = rl_sizes.SIZES["full"][0]
-    assert config.n_train == full["n_train"] and config.learning_rate == pytest.approx(1e-2 / 3)
+    full = rl_sizes.pick(smoke=False, full=True).llm
+    tiny = dataclasses.replace(full, model="tiny-llama", steps=1, n_eval=2)
+    configs = rl_sizes.llm_configs(tiny, "tiny-bert", "tv", 0.2)
+    (config,) = [c for _, c in configs if c.seed == 0 and c.radius == radius]
+    assert config.n_train == full.n_train and config.learning_rate == pytest.approx(1e-2 / 3)
     metrics = train_rl(config)
     assert set(metrics["per_domain"]) == {*config.train_domains, *config.eval_domains}
     assert len(metrics["history"]) == 1 and _finite(metrics["per_domain"])
