@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 
+from drostudy.config import RENAMED_DEST, dataclass_from_args
 from drostudy.runner.notebooks import check_parameters, notebook_parameters
 from drostudy.runner.tasks import COMMANDS, flag_value
 
@@ -83,13 +84,13 @@ def _check_config(module, parser: argparse.ArgumentParser, combo: dict) -> None:
     """Build the command's config dataclass from one grid point, so its own checks (an unknown divergence,
     a radius out of range) fail now rather than in every run. Skipped when the module has no single one."""
     argv = [*itertools.chain(*((f"--{k.replace('_', '-')}", flag_value(v)) for k, v in combo.items()))]
-    args = vars(parser.parse_args([*argv, "--out", "-"]))
-    dests = set(args) - {"out"}
+    args = parser.parse_args([*argv, "--out", "-"])
+    dests = {k for k in vars(args) if k != "out" and not k.startswith(RENAMED_DEST)}  # old flags aside
     found = [c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)]
     found = [c for c in found if {f.name for f in dataclasses.fields(c)} == dests]
     if len(found) == 1:
         try:
-            found[0](**{k: args[k] for k in dests})
+            dataclass_from_args(found[0], args)  # converts a deprecated flag's value as the command does
         except (ValueError, TypeError) as err:
             raise ValueError(f"grid point {combo}: {err}") from None
 
