@@ -277,7 +277,7 @@ RL_ARGS = [
     "tv",
     "--radius",
     "0.3",
-    "--prompts-per-step",
+    "--batch-size",
     "2",
 ]
 

@@ -43,12 +43,26 @@ def toy_prompts(groups: bool = False) -> Dataset:
 
 def make_trainer(cls, out, data=None, **kwargs):
     config_cls = RobustGRPOConfig if cls is RobustGRPOTrainer else GRPOConfig
-    fields = dict(output_dir=str(out), per_device_train_batch_size=4 * G, num_generations=G,
-                  max_completion_length=4, max_steps=2, learning_rate=5e-2, logging_steps=1, seed=0,
-                  gradient_checkpointing=False, **CPU)  # fmt: skip
+    fields = dict(
+        output_dir=str(out),
+        per_device_train_batch_size=4 * G,
+        num_generations=G,
+        max_completion_length=4,
+        max_steps=2,
+        learning_rate=5e-2,
+        logging_steps=1,
+        seed=0,
+        gradient_checkpointing=False,
+        **CPU,
+    )
     policy, tok = load_policy("tiny-llama")  # the same random weights every call
-    return cls(model=policy, reward_funcs=base_reward, args=config_cls(**(fields | kwargs)),
-               train_dataset=data if data is not None else toy_prompts(), processing_class=tok)  # fmt: skip
+    return cls(
+        model=policy,
+        reward_funcs=base_reward,
+        args=config_cls(**(fields | kwargs)),
+        train_dataset=data if data is not None else toy_prompts(),
+        processing_class=tok,
+    )
 
 
 def generation_batch(groups: bool = False):
@@ -76,8 +90,11 @@ def test_group_helpers_by_hand():
 
 def test_radius_zero_is_trl_and_a_robust_run_differs(tmp_path):
     runs = {}
-    for name, cls, kw in [("plain", GRPOTrainer, {}), ("zero", RobustGRPOTrainer, dict(divergence="tv")),
-                          ("robust", RobustGRPOTrainer, dict(divergence="tv", radius=0.3))]:  # fmt: skip
+    for name, cls, kw in [
+        ("plain", GRPOTrainer, {}),
+        ("zero", RobustGRPOTrainer, dict(divergence="tv")),
+        ("robust", RobustGRPOTrainer, dict(divergence="tv", radius=0.3)),
+    ]:
         trainer = make_trainer(cls, tmp_path / name, max_steps=3, **kw)
         trainer.train()
         rows = [row for row in trainer.state.log_history if "loss" in row]
@@ -105,9 +122,15 @@ def test_weights_reach_the_advantages_after_group_normalisation(tmp_path):
 def test_weights_cover_the_whole_generation_batch(tmp_path, monkeypatch):
     """1 prompt per micro-batch, 4 micro-batches per generation, 2 per optimizer step: the worst case is
     over the 4 prompts of the generation, computed once for both optimizer steps."""
-    trainer = make_trainer(RobustGRPOTrainer, tmp_path, divergence="tv", radius=0.2,
-                           per_device_train_batch_size=G, steps_per_generation=4,
-                           gradient_accumulation_steps=2)  # fmt: skip
+    trainer = make_trainer(
+        RobustGRPOTrainer,
+        tmp_path,
+        divergence="tv",
+        radius=0.2,
+        per_device_train_batch_size=G,
+        steps_per_generation=4,
+        gradient_accumulation_steps=2,
+    )
     seen = []
     original = trainer._prompt_weights
     monkeypatch.setattr(
@@ -180,8 +203,19 @@ def test_trainer_refuses_a_plain_config_and_a_missing_group_column(tmp_path):
 
 def test_config_shows_in_hf_argument_parser_and_settings():
     parser = HfArgumentParser(RobustGRPOConfig)
-    argv = ["--output_dir", "x", "--level", "difficulty", "--difficulty_bins", "4", "--group_step", "0.5",
-            "--use_cpu", "--bf16", "False"]  # fmt: skip
+    argv = [
+        "--output_dir",
+        "x",
+        "--level",
+        "difficulty",
+        "--difficulty_bins",
+        "4",
+        "--group_step",
+        "0.5",
+        "--use_cpu",
+        "--bf16",
+        "False",
+    ]
     (args,) = parser.parse_args_into_dataclasses(argv)
     assert (args.level, args.difficulty_bins, args.group_step) == ("difficulty", 4, 0.5)
     assert args.is_robust() and "pass rate" in parser.format_help()
@@ -198,11 +232,45 @@ def test_rl_command_takes_trainer_grpo(tmp_path):
     from drostudy.__main__ import main
 
     out = tmp_path / "run"
-    argv = ["rl", "--trainer", "grpo", "--model", "tiny-llama", "--reward-model", "tiny-bert",
-            "--divergence", "tv", "--radius", "0.3", "--train-domains", "math", "--eval-domains", "safety",
-            "--steps", "1", "--n-train", "2", "--batch-size", "2", "--num-generations", "2",
-            "--max-completion-length", "3", "--n-eval", "2", "--max-new-tokens", "3", "--lora-layers", "1",
-            "--max-length", "120", "--trl-args", "loss_type=grpo", "--out", str(out)]  # fmt: skip
+    argv = [
+        "rl",
+        "--trainer",
+        "grpo",
+        "--model",
+        "tiny-llama",
+        "--reward-model",
+        "tiny-bert",
+        "--divergence",
+        "tv",
+        "--radius",
+        "0.3",
+        "--train-domains",
+        "math",
+        "--eval-domains",
+        "safety",
+        "--steps",
+        "1",
+        "--n-train",
+        "2",
+        "--batch-size",
+        "2",
+        "--num-generations",
+        "2",
+        "--max-completion-length",
+        "3",
+        "--n-eval",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--lora-layers",
+        "1",
+        "--max-length",
+        "120",
+        "--trl-args",
+        "loss_type=grpo",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["trainer"] == "grpo" and metrics["method"] == "robust"

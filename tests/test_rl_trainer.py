@@ -66,8 +66,16 @@ def toy_prompts() -> Dataset:
 
 
 def make_trainer(cls, tmp_path, steps=2, radius=0.0, **kwargs):
-    config = rl.RLConfig(reward_model="tiny-bert", model="tiny-llama", lora_layers=1, lora_rank=2,
-                         batch_size=4, num_generations=G, max_completion_length=4, steps=steps)  # fmt: skip
+    config = rl.RLConfig(
+        reward_model="tiny-bert",
+        model="tiny-llama",
+        lora_layers=1,
+        lora_rank=2,
+        batch_size=4,
+        num_generations=G,
+        max_completion_length=4,
+        steps=steps,
+    )
     policy, tok = load_policy("tiny-llama")  # the same random weights every call
     return cls(
         model=policy,
@@ -190,11 +198,40 @@ def test_n_eval_zero_means_every_held_out_prompt():
 def test_cli_writes_metrics_and_resumes(tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     rl.add_cli_arguments(parser)
-    argv = ["--model", "tiny-llama", "--reward-model", "tiny-bert", "--divergence", "tv", "--radius", "0.3",
-            "--train-domains", "math", "--eval-domains", "safety", "--steps", "1", "--n-train", "2",
-            "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "3",
-            "--n-eval", "2", "--max-new-tokens", "3", "--lora-layers", "1", "--max-length", "120",
-            "--out", str(tmp_path / "run")]  # fmt: skip
+    argv = [
+        "--model",
+        "tiny-llama",
+        "--reward-model",
+        "tiny-bert",
+        "--divergence",
+        "tv",
+        "--radius",
+        "0.3",
+        "--train-domains",
+        "math",
+        "--eval-domains",
+        "safety",
+        "--steps",
+        "1",
+        "--n-train",
+        "2",
+        "--batch-size",
+        "2",
+        "--num-generations",
+        "2",
+        "--max-completion-length",
+        "3",
+        "--n-eval",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--lora-layers",
+        "1",
+        "--max-length",
+        "120",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     args = parser.parse_args(argv)
     assert rl.cli_main(args) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
