@@ -13,8 +13,17 @@ from drostudy.reward.run import RMConfig
 from drostudy.rl.run import RLConfig
 
 CONFIGS = (RMConfig, DPORunConfig, RLConfig)
-SHARED = ("model", "learning_rate", "n_eval", "n_train", "seed", "divergence", "radius",
-          "train_domains", "eval_domains")  # fmt: skip
+SHARED = (
+    "model",
+    "learning_rate",
+    "n_eval",
+    "n_train",
+    "seed",
+    "divergence",
+    "radius",
+    "train_domains",
+    "eval_domains",
+)
 
 
 @pytest.mark.parametrize("cls", CONFIGS)

@@ -346,8 +346,12 @@ def test_half_precision_losses_match_float32(divergence, dtype, n):
     the input's dtype, equal to the float32 weights of the same rounded losses, summing to 1."""
     generator = torch.Generator().manual_seed(n)
     losses = (torch.randn(n, generator=generator) * 3).to(dtype)  # rounding to half precision makes ties
-    radii = {"tv": (0.0, 0.1, 0.6), "kl": (0.0, 0.05, 2.0), "chi2": (0.0, 0.3, 20.0),
-             "cvar": (1.0, 0.5, 0.05)}[divergence]  # fmt: skip
+    radii = {
+        "tv": (0.0, 0.1, 0.6),
+        "kl": (0.0, 0.05, 2.0),
+        "chi2": (0.0, 0.3, 20.0),
+        "cvar": (1.0, 0.5, 0.05),
+    }[divergence]
     for radius in radii:
         weights = worst_case_weights(losses, divergence, radius)
         assert weights.dtype == dtype and weights.shape == (n,)
