@@ -11,8 +11,9 @@ import pandas as pd
 import plotly.express as px
 
 from drostudy.analysis import testbed_study
-from drostudy.analysis.results import mean_pm, summary, t_interval, tidy
+from drostudy.analysis.results import mean_pm, summary, t_interval
 from drostudy.analysis.stats import RESULT_COLUMNS, add_domain_mean
+from drostudy.analysis.tidy import tidy
 from drostudy.config import setting_label
 from drostudy.plotting import color_map
 
