@@ -66,6 +66,7 @@ def test_notebook_03_smoke(tmp_path, notebook_env):
     for line in record["conclusion"].splitlines():  # every sentence of the record, rendered
         assert line in findings
     assert "Primary: tv 0.3 - ordinary" in record["conclusion"] and "target <= 0.03" in findings
+    assert record["primary"] == ["dpo", "tv 0.3"]  # what notebook 05 reads
     assert "ordinary DPO" in record["conclusion"]
     assert "notebook time" in printed_text(out)
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
