@@ -52,20 +52,35 @@ def pairs(n: int) -> Dataset:
                 "rejected": " I do not know that." * (1 + i % 3),
             }
             for i in range(n)
-        ]  # fmt: skip
+        ]
     )
 
 
 def step_times(policy: str, robust: dict, batch: int, accumulation: int, steps: int) -> list[float]:
     model, tok = load_policy(policy)
     with tempfile.TemporaryDirectory() as out:
-        args = RobustDPOConfig(output_dir=out, per_device_train_batch_size=batch, max_steps=steps,
-                               gradient_accumulation_steps=accumulation, precompute_ref_log_probs=True,
-                               use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                               disable_tqdm=True, max_length=96, **robust)  # fmt: skip
+        args = RobustDPOConfig(
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            gradient_accumulation_steps=accumulation,
+            precompute_ref_log_probs=True,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            max_length=96,
+            **robust,
+        )
         timer = StepTimer()
-        trainer = RobustDPOTrainer(model=model, args=args, processing_class=tok, callbacks=[timer],
-                                   train_dataset=pairs(batch * accumulation * steps))  # fmt: skip
+        trainer = RobustDPOTrainer(
+            model=model,
+            args=args,
+            processing_class=tok,
+            callbacks=[timer],
+            train_dataset=pairs(batch * accumulation * steps),
+        )
         trainer.train()
     return timer.times[1:]  # the first step carries warm-up
 

@@ -101,25 +101,34 @@ def check_same_batch(trainer, batch, pairs, config) -> float:
                 ref,
             )[0].loss
         )
-    return abs(quick - slow) / abs(slow)  # fmt: skip
+    return abs(quick - slow) / abs(slow)
 
 
 def eval_times(model, tokenizer, rows, config, layers: int) -> dict:
     """Seconds per held-out pair: slow sequence_stats vs cached evaluate_pairs (and its one-off costs)."""
     prompts = [r["prompt"] for r in rows]
-    slow = _timed(lambda: (
-        evaluate.sequence_stats(model, tokenizer, prompts, [r["chosen"] for r in rows]),
-        evaluate.sequence_stats(model, tokenizer, prompts, [r["rejected"] for r in rows], with_reference=False),
-    ))  # fmt: skip
+    slow = _timed(
+        lambda: (
+            evaluate.sequence_stats(model, tokenizer, prompts, [r["chosen"] for r in rows]),
+            evaluate.sequence_stats(
+                model, tokenizer, prompts, [r["rejected"] for r in rows], with_reference=False
+            ),
+        )
+    )
     pairs, _ = fast.encode_pairs(tokenizer, rows, None)
     cache = fast.TrunkCache(model, max(0, layers - config.lora_layers))
     fill = _timed(lambda: cache.fill([s for p in pairs for s in p]))
     ref = _timed(lambda: cache.reference_logps(pairs))
     cached = _timed(lambda: fast_run.evaluate_pairs(model, cache, pairs, config.beta))
     n = len(pairs)
-    return {"eval_pairs": n, "slow_s_per_pair": slow / n, "fast_s_per_pair": cached / n,
-            "fast_once_s_per_pair": (fill + ref) / n, "eval_speedup": slow / cached,
-            "eval_speedup_with_fill": slow / (cached + fill + ref)}  # fmt: skip
+    return {
+        "eval_pairs": n,
+        "slow_s_per_pair": slow / n,
+        "fast_s_per_pair": cached / n,
+        "fast_once_s_per_pair": (fill + ref) / n,
+        "eval_speedup": slow / cached,
+        "eval_speedup_with_fill": slow / (cached + fill + ref),
+    }
 
 
 def weight_spread(per_example: torch.Tensor, groups: torch.Tensor, settings: dict) -> dict:
@@ -154,8 +163,10 @@ def spread(config: DPORunConfig, checkpoints: list[int], batch_size: int) -> dic
         f"kldpo tau={t}": (lambda x, g, t=t: dro_losses.kldpo_loss(x, t))
         for t in (0.003, 0.01, 0.03, 0.1, 1.0)
     }
-    settings |= {f"robust {d} radius={r}": (lambda x, g, d=d, r=r: dro_losses.robust_loss(x, d, r))
-                 for d, r in (("tv", 0.2), ("kl", 0.1), ("chi2", 0.5))}  # fmt: skip
+    settings |= {
+        f"robust {d} radius={r}": (lambda x, g, d=d, r=r: dro_losses.robust_loss(x, d, r))
+        for d, r in (("tv", 0.2), ("kl", 0.1), ("chi2", 0.5))
+    }
     result = {}
 
     def measure(step: int) -> None:
@@ -179,7 +190,7 @@ def spread(config: DPORunConfig, checkpoints: list[int], batch_size: int) -> dic
             "loss_std_within_batch": statistics.mean(float(per_pair[b].std()) for b in batches),
             "group_mean_gap": statistics.mean(gaps),
             "max_w_times_n, ess_over_n": means,
-        }  # fmt: skip
+        }
 
     measure(0)
     fast_train.train(
@@ -201,8 +212,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--spread-batch", type=int, default=16)
     parser.add_argument("--out", default=None, help="write the result JSON here too")
     args = parser.parse_args(argv)
-    config = FastDPORunConfig(model=args.policy, batch_size=args.batch_size, max_length=args.max_length,
-                          n_train=args.batch_size, n_eval=args.eval_pairs)  # fmt: skip
+    config = FastDPORunConfig(
+        model=args.policy,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        n_train=args.batch_size,
+        n_eval=args.eval_pairs,
+    )
     model, tokenizer = load_policy(config.model)
     layers = model.config.num_hidden_layers
     train, test = build_data(config, tokenizer)

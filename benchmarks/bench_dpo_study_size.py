@@ -37,10 +37,17 @@ def cpu(fn) -> float:
 
 def measure(args) -> dict:
     config = fast_run.FastDPORunConfig(
-        model=args.policy, train_domains=("math", "code"), eval_domains=("reasoning", "knowledge"),
-        n_train=2 * args.batch_size, batch_size=args.batch_size, steps=2, n_eval=args.eval_pairs,
-        lora_layers=4, max_length=112, learning_rate=3e-3,
-    )  # fmt: skip
+        model=args.policy,
+        train_domains=("math", "code"),
+        eval_domains=("reasoning", "knowledge"),
+        n_train=2 * args.batch_size,
+        batch_size=args.batch_size,
+        steps=2,
+        n_eval=args.eval_pairs,
+        lora_layers=4,
+        max_length=112,
+        learning_rate=3e-3,
+    )
     seed_everything(0)
     model, tokenizer = load_policy(config.model)
     train_rows, test = build_data(config, tokenizer)

@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     tokenizer = load_policy(config.model)[1]
     args_ = (tokenizer, config.max_length, config.system_prompt)
-    rows = prompt_rows(
-        load_suite()["train"], "math", config.batch_size * args.repeats, *args_, seed=0
-    )
+    rows = prompt_rows(load_suite()["train"], "math", config.batch_size * args.repeats, *args_, seed=0)
     reward = rl.load_reward(config)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {

@@ -43,7 +43,10 @@ def smollm2_sample(table, n: int, times: dict) -> None:
     """SmolLM2 log-probs of n candidates, uncached, and the extrapolation to every candidate."""
     rows = table.sample(n, random_state=0)
     model, tok = timed("smollm2_load", times, load_policy)
-    chats = [[{"role": "system", "content": testbed_features.SYSTEM_PROMPT}, {"role": "user", "content": p}] for p in rows.prompt]  # fmt: skip
+    chats = [
+        [{"role": "system", "content": testbed_features.SYSTEM_PROMPT}, {"role": "user", "content": p}]
+        for p in rows.prompt
+    ]
     timed(
         "smollm2_sample",
         times,
@@ -84,26 +87,54 @@ def main() -> None:
         "candidates_test", times, testbed_data.candidates, "test", testbed_data.DOMAINS, data_config
     )
     timed(
-        "features_test", times, testbed_features.reward_features, list(tables.prompt), list(tables.response)
+        "features_test",
+        times,
+        testbed_features.reward_features,
+        list(tables.prompt),
+        list(tables.response),
     )
     if args.smollm2_sample:
         smollm2_sample(tables, args.smollm2_sample, times)
     train, test, _ = timed("load_bandits", times, testbed_data.load_bandits, data_config)
     config = BanditConfig(steps=args.steps)
-    table = timed("paired_runs", times, paired_runs, train, test, config, SETTINGS, tuple(range(args.seeds)), args.per_domain)  # fmt: skip
-    gaps, optimum = timed("convergence", times, convergence_table, train, BanditConfig(steps=args.steps, radius=0.2), (8, 32, 128))  # fmt: skip
+    table = timed(
+        "paired_runs",
+        times,
+        paired_runs,
+        train,
+        test,
+        config,
+        SETTINGS,
+        tuple(range(args.seeds)),
+        args.per_domain,
+    )
+    gaps, optimum = timed(
+        "convergence",
+        times,
+        convergence_table,
+        train,
+        BanditConfig(steps=args.steps, radius=0.2),
+        (8, 32, 128),
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "paired.csv", index=False)
     gaps.to_csv(out / "convergence.csv", index=False)
     last = gaps[gaps.step == gaps.step.max()].set_index("batch_size").gap.round(4).to_dict()
     report = {
-        "sizes": {"train_prompts": len(train.mask), "test_prompts": len(test.mask), "K": train.mask.shape[1],
-                  "dim": train.phi.shape[-1], "seeds": args.seeds, "steps": args.steps, "per_domain": args.per_domain},
+        "sizes": {
+            "train_prompts": len(train.mask),
+            "test_prompts": len(test.mask),
+            "K": train.mask.shape[1],
+            "dim": train.phi.shape[-1],
+            "seeds": args.seeds,
+            "steps": args.steps,
+            "per_domain": args.per_domain,
+        },
         "times": times,
         "ood_mean_difference_vs_plain": paired_differences(table, SETTINGS),
         "convergence": {"optimum": round(optimum, 4), "final_gap_by_batch": last},
-    }  # fmt: skip
+    }
     print(json.dumps(report, indent=1))
 
 
