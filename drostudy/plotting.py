@@ -36,13 +36,14 @@ METHOD_COLORS = {
     "chi2": "#009E73",
     "cvar": "#D55E00",
     "group": "#CC79A7",
+    "group_eg": "#CC79A7",
     "dr_dpo": "#0072B2",
     "kldpo": "#F0E442",
     "wdpo": "#999999",
     "rdpo": "#7F7F7F",
 }
 # Peers that share a hue with another method are told apart by the line dash.
-METHOD_DASH = {"rdpo": "dash", "kldpo": "dashdot"}
+METHOD_DASH = {"rdpo": "dash", "kldpo": "dashdot", "group_eg": "dot"}
 
 FONT_SIZE = 15
 
