@@ -1,14 +1,13 @@
 """Notebook 02 end to end (SMOKE, tiny BERT): the paired grid runs, writes its comparisons CSV with paired
 differences for every stage, records its parameters and margins, saves its figures and shows its findings."""
 
-import json
-
 import pandas as pd
 import pytest
 
 from drostudy.analysis import stats
 from drostudy.analysis.records import read_record
 from drostudy.runner.notebooks import (
+    displayed_markdown,
     execute_notebook,
     notebook_parameters,
     notebooks_dir,
@@ -65,15 +64,8 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     assert set(record["severity"]) == {"rm A", "rm B", "rm A noise 0.1"}
 
     assert "targets met:" in printed_text(out)
-    assert record["conclusion"] in markdown_outputs(out)  # the findings, shown as Markdown
+    assert record["conclusion"] in "".join(displayed_markdown(out))  # the findings, shown as Markdown
     assert record["conclusion"].startswith("**Primary** (tv 0.3 vs ordinary, rm A, OOD mean")
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in ("radius", "shift", "noise", "curves"):
         assert f"02_reward_model_robustness_{what}.html" in figures
-
-
-def markdown_outputs(path) -> str:
-    """The Markdown the cells of an executed notebook displayed (IPython.display.Markdown)."""
-    cells = json.loads(path.read_text())["cells"]
-    outputs = [o for c in cells for o in c.get("outputs", [])]
-    return "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)

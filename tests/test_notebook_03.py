@@ -2,14 +2,12 @@
 figures are saved, the results file holds sane per-domain numbers, the comparisons CSV holds one paired row
 per setting and endpoint, and the findings, rendered as Markdown, state the primary comparison."""
 
-import json
-
 import pandas as pd
 import pytest
 
 from drostudy.analysis import stats
 from drostudy.analysis.records import read_record
-from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import displayed_markdown, execute_notebook, notebooks_dir, printed_text
 
 NOTEBOOK = notebooks_dir() / "03_dpo_robustness.ipynb"
 METHODS = {"tv", "kl", "chi2", "dr_dpo", "kldpo", "group_eg", "rdpo", "wdpo"}  # besides ordinary
@@ -72,10 +70,3 @@ def test_notebook_03_smoke(tmp_path, notebook_env):
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in ("accuracy", "kl"):
         assert f"03_dpo_robustness_{what}.html" in figures
-
-
-def displayed_markdown(out_path) -> list[str]:
-    """The Markdown the executed notebook's cells displayed (IPython.display.Markdown), in cell order."""
-    cells = json.loads(out_path.read_text())["cells"]
-    outputs = [o for c in cells for o in c.get("outputs", [])]
-    return ["".join(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]

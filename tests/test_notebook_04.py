@@ -2,24 +2,15 @@
 methods on tiny random models; it writes the comparisons CSV (both stages), its figures, its parameters and
 its findings, Markdown computed from the numbers."""
 
-import json
-
 import pandas as pd
 import pytest
 
 from drostudy.analysis.records import read_record
 from drostudy.analysis.stats import COLUMNS, VERDICTS
-from drostudy.runner.notebooks import execute_notebook, notebooks_dir, printed_text
+from drostudy.runner.notebooks import displayed_markdown, execute_notebook, notebooks_dir, printed_text
 
 pytestmark = pytest.mark.slow  # about a minute on a free 2-core machine
 NOTEBOOK = notebooks_dir() / "04_rl_robustness.ipynb"
-
-
-def markdown_shown(out_path) -> str:
-    """Every Markdown the cells of an executed notebook displayed (IPython.display.Markdown)."""
-    cells = json.loads(out_path.read_text())["cells"]
-    outputs = [o for c in cells for o in c.get("outputs", [])]
-    return "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
 
 
 def test_notebook_04_smoke(tmp_path, notebook_env):
@@ -63,7 +54,7 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
     assert record["primary"]["setting"] == "tv 0.4"
     assert set(table[table.stage == "rl_llm"].setting) == {"tv 0.4"}
 
-    assert record["conclusion"] and record["conclusion"] == markdown_shown(out)
+    assert record["conclusion"] and record["conclusion"] == "".join(displayed_markdown(out))
     assert record["conclusion"].startswith("**Primary (testbed): tv 0.4 vs ordinary")
     assert "| setting - ordinary | ood correct |" in record["conclusion"]
     assert "LLM part (SmolLM2 RLOO, 2 seeds, 2 steps): tv 0.4 - ordinary" in record["conclusion"]

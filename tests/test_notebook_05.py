@@ -9,7 +9,7 @@ import pytest
 from drostudy.analysis import stats
 from drostudy.analysis.results import collect
 from drostudy.io import atomic_write_json
-from drostudy.runner.notebooks import notebooks_dir, printed_text
+from drostudy.runner.notebooks import displayed_markdown, notebooks_dir, printed_text
 from drostudy.runner.tasks import Task, run_task
 
 pytestmark = pytest.mark.slow
@@ -78,9 +78,7 @@ def run(tmp_path, results, **params):
     record = run_task(task, env={"DROSTUDY_FIGURES": str(tmp_path / "figures"), "DROSTUDY_NO_PNG": "1"})
     assert record["status"] == "ok", (task.run_dir / "error.txt").read_text()
     executed = task.run_dir / NOTEBOOK.name
-    cells = json.loads(executed.read_text())["cells"]
-    outputs = [o for c in cells for o in c.get("outputs", [])]
-    shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    shown = "".join(displayed_markdown(executed))
     return printed_text(executed), shown
 
 

@@ -126,6 +126,13 @@ def printed_text(out_path: str | os.PathLike) -> str:
     return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 
 
+def displayed_markdown(out_path: str | os.PathLike) -> list[str]:
+    """The Markdown the cells of an executed notebook displayed (IPython.display.Markdown), in cell order."""
+    cells = json.loads(Path(out_path).read_text())["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    return ["".join(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a sweep worker process (one notebook run)."""
     # jsonschema (via nbformat) imports rfc3987_syntax when installed, which builds a grammar at import:

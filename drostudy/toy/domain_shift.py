@@ -70,7 +70,7 @@ def domain_shift_check(
     """Ordinary vs robust models under the in-ball domain shift that hurts the ordinary model most.
 
     Models (exact optima by cvxpy): "ordinary" (ERM), "robust" (ball over pairs, Mandal et al., 2025) and
-    "group_robust" (ball over the domain mix). The shift is the ordinary model's worst domain mix in the
+    "group" (ball over the domain mix). The shift is the ordinary model's worst domain mix in the
     ball around the training mix (exact, from drostudy.weights with the mix as prior), checked separately
     to lie inside; spread uniformly within domains it is inside the pair-level ball too. Losses are
     measured on fresh data (`seed`). Returns the mixes, the shift's divergence and, per model, per-domain,
@@ -79,7 +79,7 @@ def domain_shift_check(
     thetas = {
         "ordinary": solve_full_robust(data, "tv", 0.0, l2)[0],
         "robust": solve_full_robust(data, divergence, radius, l2, "example")[0],
-        "group_robust": solve_full_robust(data, divergence, radius, l2, "group")[0],
+        "group": solve_full_robust(data, divergence, radius, l2, "group")[0],
     }
     per_domain = {name: domain_losses(theta, domains, seed=seed) for name, theta in thetas.items()}
     nominal = data.mix

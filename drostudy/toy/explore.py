@@ -217,7 +217,7 @@ def conclusion_text(record: dict) -> str:
     lines.append(
         f"Domain shift inside the ball (divergence {s['shift_divergence']:.3g} <= {p['RADIUS']:g} for "
         f"{p['DIVERGENCE']}; mix {_mix(s['nominal_mix'])} -> {_mix(s['shifted_mix'])}): "
-        f"{verdict('robust')}; {verdict('group_robust')}."
+        f"{verdict('robust')}; {verdict('group')}."
     )
     return "\n".join(lines)
 

@@ -153,7 +153,7 @@ def shift_figure(result: dict, divergence: str, radius: float) -> go.Figure:
     colors = {
         "ordinary": METHOD_COLORS["ordinary"],
         "robust": method_color(divergence),
-        "group_robust": METHOD_COLORS["group"],
+        "group": METHOD_COLORS["group"],
     }
     fig = go.Figure()
     for model, per_domain in result["per_domain"].items():
