@@ -41,57 +41,17 @@ DPO_REF_CACHE = "dpo_ref_logps"
 # Tiny models, a few steps. tiny-llama: its random reward head already separates the pairs (tiny-bert's
 # rewards tie to 1e-6 at the start, which would leave the worst case to rounding). tv radius 0.3: with a
 # global batch of 8 (rm) or 4 (dpo) the weights are far from uniform (max weight 1/N + 0.3).
-RM_ARGS = [
-    "--model",
-    "tiny-llama",
-    "--train-domains",
-    "math,code",
-    "--eval-domains",
-    "reasoning",
-    "--n-train",
-    "32",
-    "--n-eval",
-    "4",
-    "--divergence",
-    "tv",
-    "--radius",
-    "0.3",
-    "--learning-rate",
-    "3e-3",
-    "--truncate-length",
-    "64",
-    "--steps",
-    "4",
-    "--logging-steps",
-    "1",
-]
+RM_ARGS = (
+    "--model tiny-llama --train-domains math,code --eval-domains reasoning "
+    "--n-train 32 --n-eval 4 --divergence tv --radius 0.3 --learning-rate 3e-3 "
+    "--truncate-length 64 --steps 4 --logging-steps 1"
+).split()
 RM_GLOBAL_BATCH = 8
-DPO_ARGS = [
-    "--model",
-    "tiny-llama",
-    "--loss",
-    "robust",
-    "--divergence",
-    "tv",
-    "--radius",
-    "0.3",
-    "--train-domains",
-    "math",
-    "--eval-domains",
-    "code",
-    "--n-train",
-    "12",
-    "--n-eval",
-    "4",
-    "--n-generate",
-    "1",
-    "--max-new-tokens",
-    "2",
-    "--lora-layers",
-    "2",
-    "--learning-rate",
-    "1e-2",
-]
+DPO_ARGS = (
+    "--model tiny-llama --loss robust --divergence tv --radius 0.3 "
+    "--train-domains math --eval-domains code --n-train 12 --n-eval 4 --n-generate 1 "
+    "--max-new-tokens 2 --lora-layers 2 --learning-rate 1e-2"
+).split()
 DPO_GLOBAL_BATCH = 4
 DPO_STEPS = 3  # step 1 has policy == reference: every loss is log 2, the weights uniform
 DRO_KEYS = ("dro/robust_loss", "dro/mean_loss", "dro/max_weight", "dro/effective_sample_size")
@@ -250,36 +210,12 @@ def test_dpo_two_processes_train_and_evaluate_like_one(tmp_path):
 
 # --- rl ------------------------------------------------------------------------------------------------
 
-RL_ARGS = [
-    "--model",
-    "tiny-llama",
-    "--reward-model",
-    "tiny-bert",
-    "--train-domains",
-    "math",
-    "--eval-domains",
-    "code",
-    "--n-train",
-    "8",
-    "--steps",
-    "2",
-    "--num-generations",
-    "2",
-    "--max-completion-length",
-    "4",
-    "--n-eval",
-    "2",
-    "--max-new-tokens",
-    "2",
-    "--lora-layers",
-    "2",
-    "--divergence",
-    "tv",
-    "--radius",
-    "0.3",
-    "--batch-size",
-    "2",
-]
+RL_ARGS = (
+    "--model tiny-llama --reward-model tiny-bert --train-domains math "
+    "--eval-domains code --n-train 8 --steps 2 --num-generations 2 "
+    "--max-completion-length 4 --n-eval 2 --max-new-tokens 2 --lora-layers 2 "
+    "--divergence tv --radius 0.3 --batch-size 2"
+).split()
 
 
 @pytest.mark.slow

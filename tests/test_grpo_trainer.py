@@ -203,19 +203,9 @@ def test_trainer_refuses_a_plain_config_and_a_missing_group_column(tmp_path):
 
 def test_config_shows_in_hf_argument_parser_and_settings():
     parser = HfArgumentParser(RobustGRPOConfig)
-    argv = [
-        "--output_dir",
-        "x",
-        "--level",
-        "difficulty",
-        "--difficulty_bins",
-        "4",
-        "--group_step",
-        "0.5",
-        "--use_cpu",
-        "--bf16",
-        "False",
-    ]
+    argv = (
+        "--output_dir x --level difficulty --difficulty_bins 4 --group_step 0.5 --use_cpu --bf16 False"
+    ).split()
     (args,) = parser.parse_args_into_dataclasses(argv)
     assert (args.level, args.difficulty_bins, args.group_step) == ("difficulty", 4, 0.5)
     assert args.is_robust() and "pass rate" in parser.format_help()
@@ -233,42 +223,13 @@ def test_rl_command_takes_trainer_grpo(tmp_path):
 
     out = tmp_path / "run"
     argv = [
-        "rl",
-        "--trainer",
-        "grpo",
-        "--model",
-        "tiny-llama",
-        "--reward-model",
-        "tiny-bert",
-        "--divergence",
-        "tv",
-        "--radius",
-        "0.3",
-        "--train-domains",
-        "math",
-        "--eval-domains",
-        "safety",
-        "--steps",
-        "1",
-        "--n-train",
-        "2",
-        "--batch-size",
-        "2",
-        "--num-generations",
-        "2",
-        "--max-completion-length",
-        "3",
-        "--n-eval",
-        "2",
-        "--max-new-tokens",
-        "3",
-        "--lora-layers",
-        "1",
-        "--max-length",
-        "120",
-        "--trl-args",
-        "loss_type=grpo",
-        "--out",
+        *(
+            "rl --trainer grpo --model tiny-llama --reward-model tiny-bert --divergence tv "
+            "--radius 0.3 --train-domains math --eval-domains safety --steps 1 --n-train 2 "
+            "--batch-size 2 --num-generations 2 --max-completion-length 3 --n-eval 2 "
+            "--max-new-tokens 3 --lora-layers 1 --max-length 120 --trl-args loss_type=grpo "
+            "--out"
+        ).split(),
         str(out),
     ]
     assert main(argv) == 0

@@ -28,14 +28,10 @@ from drostudy.weights import worst_case_weights
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = "01_worst_case_weights.ipynb"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [  # no sandbox as root; no background traffic to a network this machine does not have
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = (
+    "--no-sandbox --disable-gpu --disable-background-networking "
+    "--disable-component-update --disable-sync --no-first-run"
+).split()
 
 pytestmark = [
     pytest.mark.browser,

@@ -291,17 +291,7 @@ def test_cli_writes_metrics_and_skips_finished_run(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(reward_data, "prepare_splits", splits)
     monkeypatch.setattr(reward_cached, "prepare_splits", splits)
-    argv = [
-        "rm",
-        "--model",
-        "tiny-bert",
-        "--divergence",
-        "tv",
-        "--radius",
-        "0.2",
-        "--train-domains",
-        "code,math",
-    ]
+    argv = "rm --model tiny-bert --divergence tv --radius 0.2 --train-domains code,math".split()
     argv += [
         "--eval-domains",
         "math",

@@ -199,37 +199,12 @@ def test_cli_writes_metrics_and_resumes(tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     rl.add_cli_arguments(parser)
     argv = [
-        "--model",
-        "tiny-llama",
-        "--reward-model",
-        "tiny-bert",
-        "--divergence",
-        "tv",
-        "--radius",
-        "0.3",
-        "--train-domains",
-        "math",
-        "--eval-domains",
-        "safety",
-        "--steps",
-        "1",
-        "--n-train",
-        "2",
-        "--batch-size",
-        "2",
-        "--num-generations",
-        "2",
-        "--max-completion-length",
-        "3",
-        "--n-eval",
-        "2",
-        "--max-new-tokens",
-        "3",
-        "--lora-layers",
-        "1",
-        "--max-length",
-        "120",
-        "--out",
+        *(
+            "--model tiny-llama --reward-model tiny-bert --divergence tv --radius 0.3 "
+            "--train-domains math --eval-domains safety --steps 1 --n-train 2 --batch-size 2 "
+            "--num-generations 2 --max-completion-length 3 --n-eval 2 --max-new-tokens 3 "
+            "--lora-layers 1 --max-length 120 --out"
+        ).split(),
         str(tmp_path / "run"),
     ]
     args = parser.parse_args(argv)
