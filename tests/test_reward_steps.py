@@ -58,7 +58,9 @@ def test_steps_reproduce_the_epoch_runs(name):
     metrics = train_reward_model(config)
     assert [metrics["per_domain"][d]["accuracy"] for d in DOMAINS] == list(accuracy)
     got = [metrics["per_domain"][d]["margin"] for d in DOMAINS]
-    np.testing.assert_allclose(got, margin, rtol=1e-4, atol=1e-10)
+    # the margins are ~1e-5; the TRL path's float32 sums move them by up to ~5e-9 with the thread count and
+    # numerics settings the suite runs under (a step more or less moves them by ~1e-5)
+    np.testing.assert_allclose(got, margin, rtol=1e-4, atol=2e-8)
     np.testing.assert_allclose([row["loss"] for row in metrics["history"]], losses, rtol=1e-6)
 
 
