@@ -99,11 +99,12 @@ def one_process(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
 
 def two_processes(cmd: str, args: list[str], out: Path, cache: Path) -> dict:
     """metrics.json of the command under `accelerate launch` with configs/accelerate/cpu_2proc.yaml."""
+    config = str(CONFIGS / "cpu_2proc.yaml")
     launch = [
         str(ACCELERATE),
         "launch",
         "--config_file",
-        str(CONFIGS / "cpu_2proc.yaml"),
+        config,
         "--main_process_port",
         str(_free_port()),
     ]
@@ -226,19 +227,8 @@ def test_rl_two_processes_weight_the_prompts_of_both(tmp_path):
     Not compared with one process: TRL's RLOOTrainer seeds sampling per process (set_seed(seed,
     device_specific=True)), so 2 processes draw other completions than one process does.
     """
-    launch = [
-        str(ACCELERATE),
-        "launch",
-        "--config_file",
-        str(CONFIGS / "cpu_2proc.yaml"),
-        "--main_process_port",
-        str(_free_port()),
-    ]
-    out = tmp_path / "two"
-    _run(
-        [*launch, "-m", "drostudy", "rl", *RL_ARGS, "--out", str(out)], _fresh_cache(tmp_path / "cache")
-    )
-    history = json.loads((out / "metrics.json").read_text())["history"]
+    cache = _fresh_cache(tmp_path / "cache")
+    history = two_processes("rl", RL_ARGS, tmp_path / "two", cache)["history"]
     assert [row["step"] for row in history] == [1, 2]
     assert max(row["dro/max_weight"] for row in history) == pytest.approx(1 / 4 + 0.3)
 
