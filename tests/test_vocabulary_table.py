@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from drostudy.config import add_dataclass_arguments, renamed_fields
+from drostudy.config import add_dataclass_arguments, dataclass_from_args, renamed_fields
 from drostudy.dpo.run import DPORunConfig
 from drostudy.reward.run import RMConfig
 from drostudy.rl.run import RLConfig
@@ -78,12 +78,21 @@ def test_old_names_are_the_deprecated_flags():
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_deprecated_flags_parse_into_their_new_field(stage):
+    """Each old flag, given a value that differs from the field's default, sets the new field to it (in the
+    new unit where the class converts it: rm's --epochs 2 is two passes of batches)."""
     cls = STAGES[stage]
     parser = argparse.ArgumentParser()
     add_dataclass_arguments(parser, cls)
-    for old in renamed_fields(cls):
-        flag = "--" + old.replace("_", "-")
-        assert flag in parser._option_string_actions, flag
+    required = ["--reward-model", "tiny-bert"] if cls is RLConfig else []
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for old, new in renamed_fields(cls).items():
+        value = {str: "tiny-llama", int: 2, float: 0.25}[type(defaults[new])]
+        assert value != defaults[new]
+        with pytest.warns(FutureWarning, match=f"--{old.replace('_', '-')} is deprecated"):
+            args = parser.parse_args([f"--{old.replace('_', '-')}", str(value), *required])
+        config = dataclass_from_args(cls, args)
+        expected = cls.from_renamed(old, value, defaults) if hasattr(cls, "from_renamed") else value
+        assert getattr(config, new) == expected, (stage, old, new)
 
 
 def parameter_names(notebook: Path) -> set[str]:
