@@ -67,7 +67,8 @@ def mode(smoke: bool, full: bool = False) -> str:
 def pick_sizes(presets: dict, smoke: bool, full: bool = False, **overrides):
     """The one SMOKE/FULL mechanism of the notebooks: the frozen sizes dataclass of the mode in `presets`
     (keys among MODES), with every override that is not None (a notebook parameter left at None keeps the
-    mode's value)."""
+    mode's value). A tuple field takes a tuple, a list, one item, or the comma-separated string a notebook
+    parameter or a sweep passes ("0.1,0.2"; "" for none), its items converted to the field's item type."""
     name = mode(smoke, full)
     if name not in presets:
         raise ValueError(f"this notebook has no {name!r} sizes; expected one of {list(presets)}")
@@ -76,7 +77,22 @@ def pick_sizes(presets: dict, smoke: bool, full: bool = False, **overrides):
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown size overrides {unknown}; expected some of {sorted(fields)}")
-    return dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+    hints = typing.get_type_hints(type(sizes))
+    given = {k: _as_field_value(hints[k], v) for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(sizes, **given)
+
+
+def _as_field_value(tp: Any, value: Any) -> Any:
+    """`value` as a field annotated `tp` holds it: tuple fields from a comma-separated string, a list or
+    one item (why: papermill and the sweeps pass lists as strings); any other field unchanged."""
+    if typing.get_origin(tp) is not tuple:
+        return value
+    (item, *_) = typing.get_args(tp) or (str,)
+    if isinstance(value, str):
+        value = [x.strip() for x in value.split(",") if x.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    return tuple(item(x) for x in value)
 
 
 class UsageError(ValueError):

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from drostudy.config import add_dataclass_arguments, ball_is_point, dataclass_from_args
+from drostudy.config import add_dataclass_arguments, ball_is_point, dataclass_from_args, pick_sizes
 from drostudy.dpo.run import DPORunConfig
 from drostudy.reward.run import RMConfig
 from drostudy.rl.run import RLConfig
@@ -71,3 +71,34 @@ def test_renamed_flags_parse_with_a_warning(cls, old, new, value, parsed):
     assert getattr(dataclass_from_args(cls, args), new) == parsed
     new_args = parser.parse_args([f"--{new.replace('_', '-')}", value])
     assert getattr(new_args, new) == parsed
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sizes:
+    seeds: int = 3
+    radii: tuple[float, ...] = (0.1, 0.2)
+    names: tuple[str, ...] = ("a",)
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({"radii": "0.5, 0.7"}, {"radii": (0.5, 0.7)}),  # a notebook parameter or sweep value
+        ({"radii": ""}, {"radii": ()}),  # "" means none
+        ({"radii": 0.3}, {"radii": (0.3,)}),  # one item
+        ({"radii": [1, "2"]}, {"radii": (1.0, 2.0)}),  # a list, items converted
+        ({"names": "x,y", "seeds": 5}, {"names": ("x", "y"), "seeds": 5}),
+        ({"seeds": None, "radii": None}, {"seeds": 3, "radii": (0.1, 0.2)}),  # None keeps the mode's
+    ],
+)
+def test_pick_sizes_converts_tuple_fields_from_their_annotation(given, expected):
+    sizes = pick_sizes({"smoke": _Sizes(), "default": _Sizes(seeds=9)}, True, **given)
+    for name, value in expected.items():
+        assert getattr(sizes, name) == value
+
+
+def test_pick_sizes_refuses_unknown_fields_and_modes():
+    with pytest.raises(ValueError, match="unknown size overrides"):
+        pick_sizes({"smoke": _Sizes()}, True, radius=1)
+    with pytest.raises(ValueError, match="no 'default' sizes"):
+        pick_sizes({"smoke": _Sizes()}, False)

@@ -129,9 +129,6 @@ PRESETS = {
 def pick(smoke: bool, full: bool = False, **overrides) -> Sizes:
     """The sizes of the notebook's mode (drostudy.config.pick_sizes) with each override that is not None;
     `methods` and `eval_domains` may be given comma-separated, as the notebook's parameters are."""
-    for name in ("methods", "eval_domains"):
-        if isinstance(overrides.get(name), str):
-            overrides[name] = tuple(x for x in overrides[name].split(",") if x)
     sizes = pick_sizes(PRESETS, smoke, full, **overrides)
     unknown = sorted(set(sizes.methods) - set(METHODS))
     if unknown:

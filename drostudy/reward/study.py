@@ -96,20 +96,11 @@ PRESETS = {
     ),
     "default": Sizes(),
 }
-_LISTS = {"tv_radii": float, "smooth_radii": float, "splits": str, "noise": float}
 
 
 def pick(smoke: bool, **overrides) -> Sizes:
     """The sizes of the mode (drostudy.config.pick_sizes) with every override that is not None; a list
     field also takes a comma-separated string ("0.1,0.2"; "" for none), as a sweep passes it."""
-    for name, item in _LISTS.items():
-        value = overrides.get(name)
-        if isinstance(value, str):
-            overrides[name] = tuple(item(x) for x in value.split(",") if x.strip())
-        elif isinstance(value, (int, float)):
-            overrides[name] = (item(value),)
-        elif value is not None:
-            overrides[name] = tuple(item(x) for x in value)
     return pick_sizes(PRESETS, smoke, **overrides)
 
 

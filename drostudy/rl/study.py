@@ -179,8 +179,6 @@ def pick(
 ) -> Sizes:
     """The sizes of the notebook's mode (drostudy.config.pick_sizes on each part's presets), with each of
     the notebook's size parameters that is not None; convergence_batches may be comma-separated."""
-    if isinstance(convergence_batches, str):
-        convergence_batches = tuple(int(b) for b in convergence_batches.split(",") if b)
     testbed = pick_sizes(
         TESTBED,
         smoke,

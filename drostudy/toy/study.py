@@ -36,6 +36,4 @@ PRESETS = {
 
 def pick(smoke: bool, **overrides) -> Sizes:
     """The sizes of the mode, with every override that is not None (batch_sizes may be "8,64")."""
-    if isinstance(overrides.get("batch_sizes"), str):
-        overrides["batch_sizes"] = tuple(int(b) for b in overrides["batch_sizes"].split(",") if b)
     return pick_sizes(PRESETS, smoke, **overrides)
