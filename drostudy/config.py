@@ -46,12 +46,14 @@ def method_label(divergence: str, radius: float, robust: str = "robust") -> str:
 def setting_label(method: str, divergence: str = "", radius: float = 0.0, **knobs: float) -> str:
     """A setting's name in every results table: `ordinary`, `tv 0.5` (the example-level ball),
     `<method> tv 0.5` for another method over a ball (`group tv 0.5`, `doro tv 0.5 eps 0.1`), or the
-    method's own name (`dr_dpo`, `wdpo`); keyword knobs are appended as `name value`."""
+    method's own name (`dr_dpo`, `wdpo`); keyword knobs are appended as `name value`, so ordinary training
+    moved along its own knob reads `ordinary beta 0.4` (at the stage's default knob it is `ordinary`)."""
+    knob_words = [f"{k} {v:g}" for k, v in knobs.items()]
     if method == "ordinary":
-        return "ordinary"
+        return " ".join(["ordinary", *knob_words])
     ball = f"{divergence} {radius:g}" if divergence else ""
     head = ball if method == "robust" else " ".join(x for x in (method, ball) if x)
-    return " ".join([head, *(f"{k} {v:g}" for k, v in knobs.items())])
+    return " ".join([head, *knob_words])
 
 
 MODES = ("smoke", "default", "full")
