@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from drostudy.analysis import provenance, reward_grid, stats
+from drostudy.analysis import matched_findings, provenance, reward_grid, stats
 from drostudy.analysis.records import record_files
+from drostudy.analysis.stats import QUALITY_METRICS
 from drostudy.io import atomic_write_text
 
 FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
 EXPECTED = {"02": "reward models", "03": "DPO", "04": "RL"}
 MAP_FIGURE = "figures/05_ood_analysis_when_robustness_pays.html"
-# each stage's quality endpoint: preference accuracy (reward models, DPO), reference-graded correctness (RL);
-# margins, KL and learned reward have other directions and scales, and stay in the CSVs
-QUALITY_METRICS = ("accuracy", "correct")
 
 
 def load_comparisons(results: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -53,7 +51,8 @@ def recorded_severity(results: str | Path) -> dict[str, float]:
 def gain_map(table: pd.DataFrame, severity: dict[str, float]) -> pd.DataFrame:
     """OOD-mean paired gains in each stage's quality metric (QUALITY_METRICS) with stage/setting parsed, shift
     severity (NaN if unrecorded) and a `series` label `<stage kind> <ambiguity set>` for the figures."""
-    ood = reward_grid.ood_mean(table[table.metric.isin(QUALITY_METRICS)])
+    plain = table[matched_findings.is_plain(table)]  # the matched rows have their own table
+    ood = reward_grid.ood_mean(plain[plain.metric.isin(QUALITY_METRICS)])
     ood["severity"] = ood.stage.map(severity)
     ood["series"] = ood.stage_kind + " " + ood.ambiguity
     return ood
@@ -150,7 +149,8 @@ def findings_markdown(
     numbers come from (`provenance`, and the notebooks `stale` since, from drostudy.analysis.provenance)."""
     if table.empty:
         return "No comparisons recorded yet: run the study (`make study`), then regenerate this section."
-    ood = table[(table.split == "ood") & (table.domain == "mean") & table.metric.isin(QUALITY_METRICS)]
+    plain = table[matched_findings.is_plain(table)]
+    ood = plain[(plain.split == "ood") & (plain.domain == "mean") & plain.metric.isin(QUALITY_METRICS)]
     counts = ood.verdict.value_counts().reindex(list(stats.VERDICTS), fill_value=0)
     lines = [
         "Paired gain in the out-of-distribution mean of each stage's quality metric (preference accuracy for "
@@ -173,6 +173,18 @@ def findings_markdown(
         f"Resolved: {counts['better']} better, {counts['worse']} worse; {counts['not resolved']} not resolved.",
     ]
     lines += [f"Not yet recorded: {m}." for m in missing]
+    matched = matched_findings.matched_markdown(table)
+    if matched:
+        lines += [
+            "",
+            "**Is robustness more than regularisation?** Each robust setting's OOD gain against plain "
+            "ordinary training, beside its gain against ordinary training moved along its own knob to the "
+            "same in-distribution quality (or KL to the reference) on the same seed, interpolated "
+            "monotonically in the knob (drostudy.analysis.matched; seeds outside ordinary's range are left "
+            "out, not extrapolated; Holm over each stage's robust settings):",
+            "",
+            matched,
+        ]
     png = str(
         Path(figure).with_suffix(".png")
     )  # committed with the results; the HTML is made by make study

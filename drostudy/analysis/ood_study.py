@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import plotly.express as px
 
-from drostudy.analysis import findings, reward_grid, robustness
+from drostudy.analysis import findings, matched_findings, reward_grid, robustness
 from drostudy.analysis.records import record_files
+from drostudy.analysis.stats import QUALITY_METRICS
 
 PRIMARY_COLUMNS = ("notebook", "stage", "setting")
 CURVE_RADII = (0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
@@ -39,15 +40,16 @@ def primaries(results: str | Path) -> pd.DataFrame:
 
 
 def primary_table(paired: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
-    """The OOD-mean row in each stage's quality metric (findings.QUALITY_METRICS) of every named primary
-    comparison, from the pooled comparisons tables (`findings.load_comparisons`); NaN where the notebook's
-    comparisons table is missing."""
+    """The plain OOD-mean row (against ordinary) in each stage's quality metric (stats.QUALITY_METRICS) of
+    every named primary comparison, from the pooled comparisons tables (`findings.load_comparisons`); NaN
+    where the notebook's comparisons table is missing."""
     if "notebook" not in paired:  # no comparisons table found
         paired = paired.assign(notebook=pd.Series(dtype=str))
     quality = paired[
         (paired.split == "ood")
         & (paired.domain == "mean")
-        & paired.metric.isin(findings.QUALITY_METRICS)
+        & paired.metric.isin(QUALITY_METRICS)
+        & matched_findings.is_plain(paired)
     ]
     return named.merge(quality, on=list(PRIMARY_COLUMNS), how="left")
 

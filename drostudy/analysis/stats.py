@@ -21,6 +21,9 @@ import pandas as pd
 from drostudy.analysis.paired import Comparison, holm, paired_comparison, verdict
 from drostudy.io import atomic_write_text
 
+# each stage's quality endpoint: preference accuracy (reward models, DPO), reference-graded correctness (RL);
+# margins, KL and learned reward have other directions and scales, and stay in the CSVs
+QUALITY_METRICS = ("accuracy", "correct")
 DISTRIBUTIONS = ("id", "ood")  # the values of the `split` column: in or out of the training distribution
 COLUMNS = (
     "stage",

@@ -56,8 +56,13 @@ def _is_number(value) -> bool:
 def tidy(metrics: dict, run_dir: str | None = None) -> list[dict]:
     """One row per (domain, metric) of `metrics["per_domain"]`, carrying the run's keys (see `COLUMNS`).
 
-    `in_distribution` is True for the run's training domains. Non-numeric metric values are left out.
+    `in_distribution` is True for the run's training domains. Non-numeric metric values are left out. A run
+    with a `knob` (ordinary training at another beta, weight decay, ...) gives no rows.
     """
+    if _field(metrics, "knob"):
+        # ordinary training moved along its own knob (issue 24): read by its notebook's matched comparison,
+        # never pooled with the radius-0 "ordinary" runs it shares stage, method and radius with
+        return []
     train = _domains(_field(metrics, "train_domains"))
     base = {k: _field(metrics, k) for k in ("stage", "method", "divergence", "radius", "seed")}
     base.update(
