@@ -30,10 +30,13 @@ def text_key(*texts: str) -> str:
     return hashlib.sha1("\0".join(texts).encode()).hexdigest()
 
 
-def embed(texts: list[str], left: bool, batch_size: int = 64) -> np.ndarray:
+def embed(texts: list[str], left: bool) -> np.ndarray:
     """(n, 384) float32 unit-norm mean-pooled MiniLM embeddings at 128 tokens, cached on disk by text.
 
-    `left` truncates from the left (prompts: the question is at the end).
+    `left` truncates from the left (prompts: the question is at the end). Each text missing from the cache
+    is encoded alone (a batch of one, no padding), so its cached vector is the same bitwise whatever the
+    cache held before and whatever other texts were asked for with it (a padded batch's shape, and so its
+    last float digits, depended on both).
     """
     from transformers import AutoModel, AutoTokenizer
 
@@ -47,14 +50,12 @@ def embed(texts: list[str], left: bool, batch_size: int = 64) -> np.ndarray:
             str(minilm_path()), truncation_side="left" if left else "right"
         )
         model = AutoModel.from_pretrained(str(minilm_path())).eval()
-        for start in tqdm(range(0, len(todo), batch_size), desc="MiniLM", leave=False):
-            chunk = todo[start : start + batch_size]
-            enc = tok(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        for text in tqdm(todo, desc="MiniLM", leave=False):
+            enc = tok([text], truncation=True, max_length=128, return_tensors="pt")
             with torch.no_grad():
-                hidden = model(**enc).last_hidden_state  # (B, T, 384)
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-            store.update({text_key(t): v for t, v in zip(chunk, pooled.numpy(), strict=True)})
+                hidden = model(**enc).last_hidden_state  # (1, T, 384), no padding
+            pooled = torch.nn.functional.normalize(hidden.mean(1), dim=-1)
+            store[text_key(text)] = pooled[0].numpy()
         _save(path, store)
     return np.stack([store[text_key(t)] for t in texts])
 
@@ -67,8 +68,11 @@ def _save(path, store: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def smollm2_logps(prompts: list[str], responses: list[str], batch_size: int = 16) -> np.ndarray:
-    """(n,) SmolLM2-135M-Instruct summed log-probs of each response to its chat prompt, cached by text."""
+def smollm2_logps(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """(n,) SmolLM2-135M-Instruct summed log-probs of each response to its chat prompt, cached by text.
+
+    Each missing (prompt, response) is scored alone (batch of one), so a cached value does not depend on
+    which other pairs were missing with it (as `embed`)."""
     path = cache_dir() / "testbed" / "smollm2_logps.npz"
     store = dict(zip(*np.load(path).values(), strict=True)) if path.exists() else {}
     keys = [text_key(SYSTEM_PROMPT, p, r) for p, r in zip(prompts, responses, strict=True)]
@@ -81,7 +85,7 @@ def smollm2_logps(prompts: list[str], responses: list[str], batch_size: int = 16
         system = {"role": "system", "content": SYSTEM_PROMPT}
         chats = [[system, {"role": "user", "content": prompts[i]}] for i in index]
         logps = evaluate.reference_logps(
-            model, tok, chats, [responses[i] for i in index], model, batch_size
+            model, tok, chats, [responses[i] for i in index], model, batch_size=1
         )
         store.update({k: v for (k, _), v in zip(todo, logps.double().numpy(), strict=True)})
         _save(path, store)
