@@ -1,6 +1,7 @@
-"""Notebook 04 end to end in SMOKE mode: the exact testbed (paired seeds, convergence, curves) and both LLM
-methods on tiny random models; it writes the comparisons CSV (both stages), its figures, its parameters and
-its findings, Markdown computed from the numbers."""
+"""Notebook 04 end to end in SMOKE mode: the exact testbed (paired seeds, ordinary along beta and the matched
+rows, convergence, curves) and both LLM methods on tiny random models; it writes the comparisons CSV (both
+stages, the matched rows), its figures, its parameters and its findings, Markdown computed from the
+numbers."""
 
 import pandas as pd
 import pytest
@@ -30,14 +31,23 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
         assert run["stage"] == "rl" and set(run["per_domain"]) == {"math", "safety"}
         folders = (tmp_path / "runs" / "04_rl_smoke").glob(f"{method}-s{seed}-*/metrics.json")
         assert len(list(folders)) == 1
-    # the testbed's paired runs: one resumable folder per seed
-    assert (
-        len(list((tmp_path / "runs" / "04_rl_smoke" / "testbed").glob("paired-s*-*/metrics.json"))) == 3
-    )
+    # the testbed's paired runs: per seed one resumable folder of the balls, one of ordinary's other betas
+    testbed_runs = tmp_path / "runs" / "04_rl_smoke" / "testbed"
+    assert len(list(testbed_runs.glob("paired-s*-*/metrics.json"))) == 3
+    assert len(list(testbed_runs.glob("knob-s*-*/metrics.json"))) == 3
 
     table = pd.read_csv(tmp_path / "results" / "04_rl_robustness.comparisons.csv")
     assert tuple(table.columns) == COLUMNS and set(table.verdict) <= set(VERDICTS)
-    assert set(table.stage) == {"rl_testbed", "rl_llm"} and set(table.baseline) == {"ordinary"}
+    assert set(table.stage) == {"rl_testbed", "rl_llm"}
+    matched_baselines = {"ordinary matched on id correct (beta)", "ordinary matched on ood kl (beta)"}
+    assert set(table.baseline) == {"ordinary"} | matched_baselines
+    # the matched rows: every ball against ordinary moved along beta, on the OOD-mean correctness
+    matched = table[table.baseline != "ordinary"]
+    assert set(matched.stage) == {"rl_testbed"} and len(matched) == 2 * 4
+    assert {"tv 0.1", "tv 0.2", "tv 0.4", "kl 0.5"} == set(matched.setting)
+    assert set(matched.split + " " + matched.domain + " " + matched.metric) == {"ood mean correct"}
+    assert (matched.n_seeds <= 3).all()
+    table = table[table.baseline == "ordinary"]
     testbed = table[table.stage == "rl_testbed"]
     assert {"tv 0.1", "tv 0.2", "tv 0.4", "kl 0.5"} == set(testbed.setting)
     assert {"correct", "reward", "kl", "chosen"} == set(testbed.metric)
@@ -52,12 +62,25 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
         len(primary) == 1 and primary.ci_low.item() <= primary.mean_diff.item() <= primary.ci_high.item()
     )
     assert record["primary"]["setting"] == "tv 0.4"
+    assert record["matched_primary"]["setting"] == "tv 0.4"
+    assert record["matched_primary"]["text"].startswith(
+        "Matched primary (testbed): tv 0.4 vs ordinary matched on id correct (beta)"
+    )
+    assert record["parameters"]["BETAS"] == "0.05,0.2,0.4,0.8,1.6,3.2"
     assert set(table[table.stage == "rl_llm"].setting) == {"tv 0.4"}
 
     assert record["conclusion"] and record["conclusion"] == "".join(displayed_markdown(out))
     assert record["conclusion"].startswith("**Primary (testbed): tv 0.4 vs ordinary")
     assert "| setting - ordinary | ood correct |" in record["conclusion"]
     assert "LLM part (SmolLM2 RLOO, 2 seeds, 2 steps): tv 0.4 - ordinary" in record["conclusion"]
+    assert (
+        "**Matched primary (testbed): tv 0.4 vs ordinary matched on id correct" in record["conclusion"]
+    )
+    assert "Below the reference policy (OOD-mean correctness" in record["conclusion"]
+    assert (
+        "Frontier, ID vs OOD correctness (robust point vs ordinary's beta curve): "
+        in (record["conclusion"])
+    )
     assert "Primary (testbed): tv 0.4 vs ordinary" in printed_text(out)
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for what in (
@@ -65,6 +88,8 @@ def test_notebook_04_smoke(tmp_path, notebook_env):
         "testbed_domains",
         "testbed_paired",
         "overoptimisation",
+        "testbed_frontier",
+        "testbed_frontier_kl",
         "per_domain",
         "training",
     ):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,19 @@ KINDS = ("paired", "convergence", "curves")
 STAGE = "rl_testbed"  # the stage of the testbed's rows in a comparisons table
 
 
+class Setting(NamedTuple):
+    """One setting of the paired runs: its name, its ball and its KL coefficient."""
+
+    name: str
+    """the setting's name in every results table (drostudy.config.setting_label)"""
+    divergence: str
+    """the ball over prompt distributions (drostudy.weights)"""
+    radius: float
+    """the ball's size; 0: the plain algorithm"""
+    beta: float | None = None
+    """its own KL coefficient (ordinary training moved along its knob); None: the run's config's"""
+
+
 def subsample(bandit: Bandit, per_domain: int | None, seed: int) -> Bandit:
     """At most `per_domain` prompts of every domain, drawn by `seed` (None: all), in a seeded order (drawn on
     the CPU by a CPU generator, the same on every device)."""
@@ -45,13 +59,14 @@ def paired_runs(
     train: Bandit,
     test: Bandit,
     config: BanditConfig,
-    settings: dict[str, tuple[str, float]],
+    settings: dict[str, tuple],
     seeds: tuple[int, ...],
     per_domain: int | None = None,
 ) -> pd.DataFrame:
-    """Every setting {name: (divergence, radius)} for every seed, paired: per seed the same training prompts
-    (`per_domain` of each train domain, drawn by the seed), the same init (theta = 0) and the same batch
-    order and draws; only the ball differs. Also the reference policy (setting "reference", theta = 0).
+    """Every setting {name: (divergence, radius) or (divergence, radius, beta)} for every seed, paired: per
+    seed the same training prompts (`per_domain` of each train domain, drawn by the seed), the same init
+    (theta = 0) and the same batch order and draws; only the ball (and, where given and not None, the KL
+    coefficient beta, else `config`'s) differs. Also the reference policy (setting "reference", theta = 0).
 
     Returns a long DataFrame: stage ("rl_testbed"), setting, seed, split ("id": a domain `train` holds
     prompts of, else "ood"), domain (and "mean": the unweighted mean over the split's domains), metric
@@ -62,8 +77,11 @@ def paired_runs(
     for seed in seeds:
         prompts = subsample(train, per_domain, seed)
         runs = {"reference": train.phi.new_zeros(train.phi.shape[-1])}
-        for name, (divergence, radius) in settings.items():
-            run_config = dataclasses.replace(config, divergence=divergence, radius=radius, seed=seed)
+        for name, (divergence, radius, *beta) in settings.items():
+            own = {"beta": beta[0]} if beta and beta[0] is not None else {}
+            run_config = dataclasses.replace(
+                config, divergence=divergence, radius=radius, seed=seed, **own
+            )
             runs[name], _ = run_minibatch(prompts, run_config)
         for name, theta in runs.items():
             table = evaluate_policy(theta, test)
@@ -123,8 +141,8 @@ class TestbedRun:
     """the minibatch algorithm's config (its seed is the run's seed; curves and convergence: its ball)"""
     data: DataConfig = DataConfig()
     """the real data behind the bandits (recorded so that another data config gets another folder)"""
-    settings: tuple[tuple[str, str, float], ...] = ()
-    """paired: (name, divergence, radius) of every setting; the baseline is radius 0"""
+    settings: tuple[Setting, ...] = ()
+    """paired: every setting (name, divergence, radius, beta); the baseline is radius 0 at the config's beta"""
     per_domain: int | None = None
     """paired: training prompts per train domain drawn by the seed (None: all)"""
     batch_sizes: tuple[int, ...] = ()
@@ -145,7 +163,8 @@ def compute(run: TestbedRun, train: Bandit, test: Bandit) -> dict:
     """The rows of one `TestbedRun` on the loaded bandits: {"stage", "kind", "rows"} (and "optimum" for
     convergence)."""
     if run.kind == "paired":
-        settings = {name: (div, radius) for name, div, radius in run.settings}
+        chosen = [Setting(*s) for s in run.settings]  # tuples read back from a record too
+        settings = {s.name: (s.divergence, s.radius, s.beta) for s in chosen}
         table = paired_runs(train, test, run.bandit, settings, (run.seed,), run.per_domain)
         extra = {}
     elif run.kind == "convergence":

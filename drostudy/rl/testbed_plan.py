@@ -2,7 +2,7 @@
 the functions that run them, each piece a resumable drostudy.rl.testbed_experiments.TestbedRun.
 
     plan = testbed_plan.build(sizes.testbed, "math,code", "tv", 0.2, radii="0.1,0.2,0.4", kl_radius=0.5,
-                              beta=0.1, batch_size=32, samples=4)
+                              betas="0.2,0.4,0.8,1.6", beta=0.1, batch_size=32, samples=4)
     train, test = testbed_plan.load(plan, "math,code", "reasoning,knowledge,safety")
     conv, optimum = testbed_plan.run_convergence(plan, folder, train, test)
     paired = testbed_plan.run_paired(plan, folder, train, test)   # every setting on every seed
@@ -19,7 +19,7 @@ from drostudy.config import method_label, setting_label
 from drostudy.rl.study import TestbedSizes, domains
 from drostudy.rl.testbed import BanditConfig
 from drostudy.rl.testbed_data import DataConfig, load_bandits
-from drostudy.rl.testbed_experiments import TestbedRun, compute
+from drostudy.rl.testbed_experiments import Setting, TestbedRun, compute
 from drostudy.runs import run_all
 from drostudy.threads import torch_threads
 
@@ -34,8 +34,9 @@ class TestbedPlan:
     """the real data behind the bandits (train domains, reference policy)"""
     bandit: BanditConfig
     """the minibatch algorithm at the primary ball (seed 0); every run replaces its ball and seed"""
-    settings: tuple[tuple[str, str, float], ...]
-    """(name, divergence, radius) of every setting, the baseline (radius 0) first"""
+    settings: tuple[Setting, ...]
+    """every setting (name, divergence, radius, beta), the baseline (radius 0, the plan's beta) first, then
+    the balls, then ordinary training at its other KL coefficients (its knob, `knobs`)"""
     primary: str
     """the primary setting's name, compared with the baseline on the OOD-mean expected correctness"""
     seeds: int
@@ -47,15 +48,50 @@ class TestbedPlan:
 
 
 def testbed_settings(
-    divergence: str, radius: float, radii: str | tuple[float, ...], kl_radius: float = 0.0
-) -> tuple[tuple[str, str, float], ...]:
-    """(name, divergence, radius) of every setting: the baseline (`BASELINE`: the primary ball at radius 0,
-    the plain algorithm), TV at every radius of `radii` (comma-separated or a tuple) and a KL ball of
-    `kl_radius` (0: none), each named by drostudy.config.setting_label."""
-    if isinstance(radii, str):
-        radii = tuple(float(r) for r in radii.split(",") if r)
-    balls = [("tv", float(r)) for r in radii] + ([("kl", float(kl_radius))] if kl_radius else [])
-    return ((BASELINE, divergence, 0.0), *((_name(div, r), div, r) for div, r in balls))
+    divergence: str,
+    radius: float,
+    radii: str | tuple[float, ...],
+    kl_radius: float = 0.0,
+    betas: str | tuple[float, ...] = (),
+    beta: float = 0.1,
+) -> tuple[Setting, ...]:
+    """Every Setting: the baseline (`BASELINE`: the primary ball at radius 0, the plain algorithm, beta None:
+    the config's), TV at every radius of `radii` (comma-separated or a tuple), a KL ball of `kl_radius`
+    (0: none), and ordinary training at each KL coefficient of `betas` other than the default `beta`
+    ("ordinary beta 0.4": its own beta), each named by drostudy.config.setting_label."""
+    radii, betas = _floats(radii), _floats(betas)
+    balls = [("tv", r) for r in radii] + ([("kl", float(kl_radius))] if kl_radius else [])
+    knob = [
+        Setting(setting_label("ordinary", beta=b), divergence, 0.0, b)
+        for b in sorted(set(betas) - {float(beta)})
+    ]
+    return (
+        Setting(BASELINE, divergence, 0.0),
+        *(Setting(_name(div, r), div, r) for div, r in balls),
+        *knob,
+    )
+
+
+def _floats(values: str | tuple[float, ...]) -> tuple[float, ...]:
+    if isinstance(values, str):
+        return tuple(float(v) for v in values.split(",") if v)
+    return tuple(float(v) for v in values)
+
+
+def knobs(plan: TestbedPlan) -> dict[str, float]:
+    """Ordinary training's KL-coefficient curve: {setting: beta} of the baseline and every "ordinary beta"
+    setting (drostudy.analysis.matched's `knobs`)."""
+    return {
+        s.name: plan.bandit.beta if s.beta is None else s.beta
+        for s in plan.settings
+        if s.name == BASELINE or s.name.startswith(BASELINE + " ")
+    }
+
+
+def compared(plan: TestbedPlan) -> list[str]:
+    """The settings of the plain comparison family: the baseline and the balls (not the knob settings)."""
+    knob = set(knobs(plan)) - {BASELINE}
+    return [s.name for s in plan.settings if s.name not in knob]
 
 
 def _name(divergence: str, radius: float) -> str:
@@ -70,11 +106,13 @@ def build(
     radii: str | tuple[float, ...],
     kl_radius: float = 0.0,
     reference: str = "uniform",
+    betas: str | tuple[float, ...] = (),
     **bandit_fields,
 ) -> TestbedPlan:
     """The testbed part of the notebook: `sizes`, the data (train domains, `reference` policy), the primary
     ball (`divergence`, `radius`: one of the settings), the exploratory balls (`radii`, `kl_radius`, as
-    `testbed_settings`) and the other BanditConfig `bandit_fields` (beta, batch_size, samples)."""
+    `testbed_settings`), ordinary training's KL coefficients (`betas`) and the other BanditConfig
+    `bandit_fields` (beta, batch_size, samples)."""
     data = DataConfig(train_domains=domains(train_domains), reference=reference)
     bandit = BanditConfig(
         divergence=divergence,
@@ -83,9 +121,9 @@ def build(
         full_steps=sizes.full_steps,
         **bandit_fields,
     )
-    settings = testbed_settings(divergence, radius, radii, kl_radius)
+    settings = testbed_settings(divergence, radius, radii, kl_radius, betas, bandit.beta)
     primary = _name(divergence, radius)
-    if primary not in {name for name, _, _ in settings}:
+    if primary not in {s.name for s in settings}:
         raise ValueError(f"the primary ball {primary!r} must be among the settings {settings}")
     return TestbedPlan(
         data, bandit, settings, primary, sizes.seeds, sizes.per_domain, sizes.convergence_batches
@@ -119,27 +157,36 @@ def run_convergence(plan: TestbedPlan, folder, train, test) -> tuple[pd.DataFram
 
 
 def run_paired(plan: TestbedPlan, folder, train, test) -> pd.DataFrame:
-    """Every setting on every seed, one resumable run per seed; the long table of
-    drostudy.rl.testbed_experiments.paired_runs (with the reference policy's rows, setting "reference")."""
+    """Every setting on every seed, paired; the long table of drostudy.rl.testbed_experiments.paired_runs
+    (with the reference policy's rows, setting "reference"). Per seed one resumable run of the baseline and
+    the balls ("paired") and one of ordinary's other KL coefficients ("knob"), so that another beta grid
+    reruns only the latter; the seed alone fixes the prompts, batch order and draws, so both are paired."""
+    groups = {"paired": compared(plan)}
+    groups["knob"] = [s.name for s in plan.settings if s.name not in groups["paired"]]
     runs = []
     for seed in range(plan.seeds):
         bandit = dataclasses.replace(plan.bandit, seed=seed)
-        run = TestbedRun("paired", bandit, plan.data, settings=plan.settings, per_domain=plan.per_domain)
-        runs.append(("paired", run))
-    return rows(run_testbed(runs, folder, train, test, "paired seeds"))
+        for label, names in groups.items():
+            chosen = tuple(s for s in plan.settings if s.name in names)
+            if chosen:
+                run = TestbedRun(
+                    "paired", bandit, plan.data, settings=chosen, per_domain=plan.per_domain
+                )
+                runs.append((label, run))
+    table = rows(run_testbed(runs, folder, train, test, "paired seeds"))
+    # the knob runs repeat the reference policy's rows: keep one copy per seed
+    return table.drop_duplicates(["setting", "seed", "split", "domain", "metric"], ignore_index=True)
 
 
 def run_curves(plan: TestbedPlan, folder, train, test) -> pd.DataFrame:
     """The training curves (seed 0) of the baseline and the primary setting: step, domain, metric, value,
     setting, split (id: a train domain, else ood)."""
-    chosen = [(name, div, r) for name, div, r in plan.settings if name in (BASELINE, plan.primary)]
+    chosen = [s for s in plan.settings if s.name in (BASELINE, plan.primary)]
     runs = []
-    for name, div, r in chosen:
-        bandit = dataclasses.replace(plan.bandit, divergence=div, radius=r)
-        runs.append((f"curves {name}", TestbedRun("curves", bandit, plan.data)))
+    for s in chosen:
+        bandit = dataclasses.replace(plan.bandit, divergence=s.divergence, radius=s.radius)
+        runs.append((f"curves {s.name}", TestbedRun("curves", bandit, plan.data)))
     metrics = run_testbed(runs, folder, train, test, "curves")
-    curves = pd.concat(
-        [rows([m]).assign(setting=name) for (name, _, _), m in zip(chosen, metrics, strict=True)]
-    )
+    curves = pd.concat([rows([m]).assign(setting=s.name) for s, m in zip(chosen, metrics, strict=True)])
     curves["split"] = curves.domain.map(lambda d: "id" if d in plan.data.train_domains else "ood")
     return curves
