@@ -1,9 +1,9 @@
 """CUDA checks (issue 27), run by scripts/gpu_check.sh on the lent GPU machine: the real CUDA code paths on
 tiny random models. Worst-case weights and robust losses on CUDA tensors equal the CPU results (float32,
 float64; bf16 losses at a bf16 tolerance); each Robust* TRL drop-in trains a few steps on the GPU (fp32 and
-bf16) and at radius 0 equals the plain TRL trainer; the DPO fast path equals RobustDPOTrainer on the GPU;
-the RL testbed on GPU tensors equals the CPU run; a robust vs plain step timing is printed (`gpu-timing:`
-lines), not asserted.
+bf16) and at radius 0 equals the plain TRL trainer (GRPO's test is in tests/test_grpo_trainer.py, which
+gpu_check.sh also runs); the DPO fast path equals RobustDPOTrainer on the GPU; the RL testbed on GPU
+tensors equals the CPU run; a robust vs plain step timing is printed (`gpu-timing:` lines), not asserted.
 
 Without CUDA every test here is collected and skipped with its reason (tests/conftest.py). With
 DROSTUDY_GPU_TESTS_ON_CPU=1 they run on the CPU instead ("cpu" against "cpu", slow on a laptop): a

@@ -1,6 +1,7 @@
 """The prompt-robust GRPO trainer: the group helpers by hand, radius 0 is TRL's GRPOTrainer, the weights
-reach the advantages and cover the whole generation batch, group and difficulty levels, the config checks,
-the example and the command line. Tiny random models, short prompts and completions."""
+reach the advantages and cover the whole generation batch, every TRL loss_type gives each prompt its share,
+group and difficulty levels, the config checks, the example and the command line, and (gpu-marked, run by
+scripts/gpu_check.sh) radius 0 equal to TRL on the GPU. Tiny random models, short prompts and completions."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from transformers import HfArgumentParser
 from trl import GRPOConfig, GRPOTrainer
 
 from drostudy import RobustGRPOConfig, RobustGRPOTrainer
+from drostudy.dropin.grpo_config import GRPO_LOSS_TYPES
 from drostudy.models import load_policy
 from drostudy.rl.grpo import difficulty_bins, eg_prompt_weights, group_values, pass_rates
 
@@ -143,6 +145,37 @@ def test_weights_cover_the_whole_generation_batch(tmp_path, monkeypatch):
     assert weights.sum().item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("loss_type", GRPO_LOSS_TYPES)
+def test_each_loss_type_gives_each_prompt_its_share(tmp_path, loss_type):
+    """What RobustGRPOTrainer relies on (drostudy.rl.grpo, "Which loss_type"): TRL's loss with prompt p's
+    advantages scaled by s_p >= 0 is sum_p s_p (the loss with only prompt p's advantages), off-policy (old
+    log-probs shifted, so that clipping, SAPO's gates and VESPO's weights act), beta 0."""
+    level = "sequence" if loss_type == "luspo" else "token"  # what TRL requires of each type
+    trainer = make_trainer(GRPOTrainer, tmp_path, loss_type=loss_type, importance_sampling_level=level)
+    inputs = score(trainer)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which this bypasses
+    logps = []
+    original = trainer._get_per_token_logps_and_entropies
+    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (
+        logps.append(original(*a, **k)) or logps[-1]
+    )
+
+    def loss(advantages: torch.Tensor) -> float:
+        with torch.no_grad():
+            return trainer.compute_loss(trainer.model, inputs | {"advantages": advantages}).item()
+
+    loss(inputs["advantages"])  # records the current log-probs (B, T)
+    noise = torch.randn(logps[0][0].shape, generator=torch.Generator().manual_seed(0))
+    inputs["old_per_token_logps"] = logps[0][0].detach() + 0.3 * noise
+    advantages, prompt = inputs["advantages"], torch.arange(len(PROMPTS)).repeat_interleave(G)
+    scale = torch.tensor([3.0, 0.0, 0.5, 1.5])  # one factor per prompt, one of them zero
+    parts = [loss(advantages * (prompt == p)) for p in range(len(PROMPTS))]
+    assert loss(advantages * scale[prompt]) == pytest.approx(
+        sum(s * part for s, part in zip(scale.tolist(), parts, strict=True)), rel=1e-5, abs=1e-7
+    )
+    assert sum(abs(part) for part in parts) > 1e-4  # so the equality says something
+
+
 @pytest.mark.parametrize(
     "level, kwargs, key",
     [
@@ -238,16 +271,45 @@ def test_rl_command_takes_trainer_grpo(tmp_path):
     assert "dro/max_weight" in metrics["history"][0]
 
 
+# radius 0 against TRL on the device (tests/test_gpu.py's tolerances): with deterministic kernels the same
+# code runs in the same order, so fp32 agrees to a few ulps and bf16 to bf16 rounding; the robust run's
+# parameters must differ from TRL's by more than MOVED x the parameter tolerance
+LOSS_REL, PARAM_ATOL, MOVED = {False: 1e-5, True: 1e-2}, {False: 1e-5, True: 5e-4}, 4
+
+
 @pytest.mark.gpu
-def test_grpo_steps_on_cuda(tmp_path):
-    """A few robust GRPO steps on the GPU (tests/conftest.py skips it without CUDA; with
-    DROSTUDY_GPU_TESTS_ON_CPU=1 it rehearses on the CPU)."""
+@pytest.mark.parametrize("bf16", [pytest.param(False, id="fp32"), pytest.param(True, id="bf16")])
+def test_grpo_trains_on_device_and_radius_zero_is_trl(tmp_path, bf16):
+    """A few GRPO steps on the GPU: TRL's GRPOTrainer, the drop-in with DRO off, at radius 0 and robust (kl
+    0.5). tests/conftest.py skips it without CUDA; DROSTUDY_GPU_TESTS_ON_CPU=1 rehearses it on the CPU."""
     on_cpu = os.environ.get("DROSTUDY_GPU_TESTS_ON_CPU") == "1"
     if not (on_cpu or torch.cuda.is_available()):
         pytest.skip("needs a CUDA GPU: torch.cuda.is_available() is False")
-    trainer = make_trainer(RobustGRPOTrainer, tmp_path, divergence="kl", radius=0.5, use_cpu=on_cpu)
-    assert trainer.accelerator.device.type == ("cpu" if on_cpu else "cuda")
-    trainer.train()
-    rows = [row for row in trainer.state.log_history if "loss" in row]
-    assert len(rows) == 2 and all(math.isfinite(row["loss"]) for row in rows)
-    assert rows[0]["dro/max_weight"] > 0.25  # the hard prompt got more than its share, on the device
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    settings = {
+        "plain": (GRPOTrainer, {}),
+        "off": (RobustGRPOTrainer, {}),
+        "zero": (RobustGRPOTrainer, dict(divergence="tv", radius=0.0)),
+        "robust": (RobustGRPOTrainer, dict(divergence="kl", radius=0.5)),
+    }
+    runs = {}
+    try:
+        for name, (cls, robust) in settings.items():
+            trainer = make_trainer(cls, tmp_path / name, use_cpu=on_cpu, bf16=bf16, **robust)
+            trainer.train()
+            rows = [row for row in trainer.state.log_history if "loss" in row]
+            params = torch.cat([p.detach().float().flatten().cpu() for p in trainer.model.parameters()])
+            on_device = {p.device.type for p in trainer.model.parameters()}
+            runs[name] = ([row["loss"] for row in rows], params, rows, on_device)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    assert all(run[3] == {"cpu" if on_cpu else "cuda"} for run in runs.values())
+    plain_losses, plain_params = runs["plain"][:2]
+    assert len(plain_losses) == 2 and all(math.isfinite(v) for run in runs.values() for v in run[0])
+    for name in ("off", "zero"):
+        assert runs[name][0] == pytest.approx(plain_losses, rel=LOSS_REL[bf16], abs=1e-6), name
+        torch.testing.assert_close(runs[name][1], plain_params, rtol=0, atol=PARAM_ATOL[bf16], msg=name)
+    assert (runs["robust"][1] - plain_params).abs().max() > MOVED * PARAM_ATOL[bf16]
+    assert runs["robust"][2][0]["dro/max_weight"] > 0.25  # the hard prompt got more than its share
