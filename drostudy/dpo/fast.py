@@ -83,17 +83,23 @@ def run_blocks(backbone, hidden: Tensor, attention: Tensor, blocks) -> Tensor:
 
 class TrunkCache:
     """States entering block `first_trainable` of `model`, one (length, H) tensor per token sequence, computed
-    once without grad and kept in memory (keyed by the ids, so runs sharing data share the work)."""
+    once without grad and kept in memory (keyed by the ids, so runs sharing data share the work).
 
-    def __init__(self, model, first_trainable: int, batch_size: int = 32):
+    Each sequence's states and reference log-probs are computed on their own, unpadded (`batch_size` 1, the
+    default): padded batches of the missing sequences made a value depend, in its last float32 digits, on
+    which sequences were missing when it was computed (the batch it was padded with), so a run depended on
+    the runs before it. `batch_size` > 1 batches by length as before (benchmarks/bench_dpo_trunk_fill.py
+    measures both)."""
+
+    def __init__(self, model, first_trainable: int, batch_size: int = 1):
         self.model, self.first, self.batch_size = model, first_trainable, batch_size
         self._store: dict[tuple[int, ...], Tensor] = {}
         self._reference: dict[Sequence, Tensor] = {}
 
     @torch.no_grad()
     def fill(self, sequences) -> None:
-        """Compute the states of every sequence not cached yet, batched by length (little padding)."""
-        missing = sorted({s.ids for s in sequences} - set(self._store), key=len)
+        """Compute the states of every sequence not cached yet (alone, or batched by length)."""
+        missing = sorted({s.ids for s in sequences} - set(self._store), key=lambda ids: (len(ids), ids))
         _, backbone = _parts(self.model)
         device = backbone.embed_tokens.weight.device
         for start in range(0, len(missing), self.batch_size):
@@ -122,8 +128,10 @@ class TrunkCache:
     @torch.no_grad()
     def reference_logps(self, pairs) -> tuple[Tensor, Tensor]:
         """Reference (adapters off) summed completion log-probs (chosen (n,), rejected (n,)) of `pairs`,
-        each sequence computed once (the reference never changes)."""
-        missing = sorted({s for p in pairs for s in p} - set(self._reference), key=lambda s: len(s.ids))
+        each sequence computed once (the reference never changes), alone or batched as `fill`."""
+        missing = sorted(
+            {s for p in pairs for s in p} - set(self._reference), key=lambda s: (len(s.ids), s)
+        )
         model = self.model
         off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
         with off:
