@@ -1,5 +1,6 @@
 """Notebook 02 end to end (SMOKE, tiny BERT): the paired grid runs, writes its comparisons CSV with paired
-differences for every stage, records its parameters and margins, saves its figures and shows its findings."""
+differences for every stage and the matched rows (ordinary training along its own knobs, matched on ID
+accuracy), records its parameters and margins, saves its figures and shows its findings."""
 
 import pandas as pd
 import pytest
@@ -37,8 +38,24 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     results = tmp_path / "results"
     record = read_record(results / "02_reward_model_robustness.json")
     assert record["parameters"] | params == record["parameters"]  # the parameters reached the kernel
-    table = pd.read_csv(results / "02_reward_model_robustness.comparisons.csv")
-    assert tuple(table.columns) == stats.COLUMNS
+    both = pd.read_csv(results / "02_reward_model_robustness.comparisons.csv")
+    assert tuple(both.columns) == stats.COLUMNS
+    table, matched = both[both.baseline == "ordinary"], both[both.baseline != "ordinary"]
+    assert not table.setting.str.startswith("ordinary").any()  # the knob settings are not compared here
+    knobs = ("weight_decay", "steps", "label_smoothing")
+    assert set(matched.baseline) == {f"ordinary matched on id accuracy ({k})" for k in knobs}
+    robust_a = {"tv 0.3", "group tv 0.3", "doro tv 0.3 eps 0.125", "kl 0.5"}
+    for _, part in matched.groupby("baseline"):
+        assert set(part.setting) == robust_a and set(part.stage) == {"rm A"}
+        assert set(part.split) == {"ood"} and set(part.domain) == {"mean"}
+    assert (matched.n_seeds <= 3).all() and set(matched.verdict) <= set(stats.VERDICTS)
+    resolved = matched.dropna(subset=["mean_diff"])
+    assert (resolved.n_seeds >= 2).all()
+    assert (resolved.ci_low <= resolved.mean_diff).all() and (
+        resolved.mean_diff <= resolved.ci_high
+    ).all()
+    assert len(record["matched"]) == len(matched) and record["primary_matched"]["knob"] == "steps"
+    assert len(record["matched_diagnostics"]) == len(matched)
     headline = {"tv 0.3", "group tv 0.3", "doro tv 0.3 eps 0.125"}
     assert set(table.stage) == {"rm A", "rm B", "rm A noise 0.1"}
     for _, part in table.groupby("stage"):
@@ -52,8 +69,16 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     # paired differences: robust settings really differ from ordinary on some pairs
     assert (table.mean_diff != 0).any()
     runs = record["runs"]
-    # 13 settings (5 on A, 4 on B, 4 noisy on A) x 2 seeds + a 3rd seed of ordinary and the headline on A
-    assert len(runs) == 2 * 13 + 4
+    # 13 settings (5 on A, 4 on B, 4 noisy on A) x 2 seeds + a 3rd seed of ordinary and the headline on A,
+    # + ordinary along its knobs on A (weight decay 30, steps 1 and 6, label smoothing 0.2) x 3 seeds
+    assert len(runs) == 2 * 13 + 4 + 4 * 3
+    along = {r["label"] for r in runs if r["label"].startswith("rm A | ordinary ")}
+    assert along == {
+        "rm A | ordinary weight_decay 30",
+        "rm A | ordinary steps 1",
+        "rm A | ordinary steps 6",
+        "rm A | ordinary label_smoothing 0.2",
+    }
     for run in runs:
         assert set(run["per_domain"]) == {"math", "code", "reasoning", "knowledge", "safety"}
         assert all(d["n"] == 16 for d in run["per_domain"].values())  # N_EVAL per domain, all domains
@@ -66,6 +91,10 @@ def test_notebook_02_smoke(tmp_path, notebook_env):
     assert "targets met:" in printed_text(out)
     assert record["conclusion"] in "".join(displayed_markdown(out))  # the findings, shown as Markdown
     assert record["conclusion"].startswith("**Primary** (tv 0.3 vs ordinary, rm A, OOD mean")
+    assert (
+        "**Matched** (tv 0.3 vs ordinary at the same ID-mean accuracy along steps"
+        in record["conclusion"]
+    )
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
-    for what in ("radius", "shift", "noise", "curves"):
+    for what in ("radius", "shift", "noise", "curves", "frontier"):
         assert f"02_reward_model_robustness_{what}.html" in figures

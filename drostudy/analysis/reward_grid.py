@@ -15,7 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from drostudy import plotting
-from drostudy.analysis import stats
+from drostudy.analysis import matched as matched_lib
+from drostudy.analysis import paired, stats
 from drostudy.weights import DIVERGENCES
 
 # method names in the setting labels of results recorded before drostudy.config.setting_label
@@ -43,7 +44,10 @@ def result_rows(runs: list[dict]) -> pd.DataFrame:
 
 def comparisons(rows: pd.DataFrame, primary: tuple[str, str]) -> pd.DataFrame:
     """stats.paired_comparisons of every setting against ordinary, Holm-corrected per endpoint, except the
-    `primary` (stage, setting) comparison on the OOD mean, named before the run: its verdict is unadjusted."""
+    `primary` (stage, setting) comparison on the OOD mean, named before the run: its verdict is unadjusted.
+    Ordinary training moved along its own knobs (`ordinary <knob> <value>`) is left out: it is the matched
+    baseline (`matched`), not a setting of this family."""
+    rows = rows[~is_knob_setting(rows.setting)]
     # settings run on fewer seeds than ordinary: compared on the seeds they share
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="dropping unpaired seeds")
@@ -60,6 +64,41 @@ def comparisons(rows: pd.DataFrame, primary: tuple[str, str]) -> pd.DataFrame:
         stats.verdict(r.mean_diff, r.p_value) for r in table[is_primary].itertuples()
     ]
     return table
+
+
+def is_knob_setting(settings: pd.Series) -> pd.Series:
+    """Whether each setting is ordinary training moved along a knob (`ordinary steps 94`)."""
+    return settings.str.startswith("ordinary ")
+
+
+def knob_rows(rows: pd.DataFrame, stage: str, curve: dict[str, float]) -> pd.DataFrame:
+    """`stage`'s rows with every knob setting but those of `curve` (setting -> knob value) left out: the
+    robust settings and one knob's curve, what drostudy.analysis.matched reads."""
+    keep = ~is_knob_setting(rows.setting) | rows.setting.isin(list(curve))
+    return rows[(rows.stage == stage) & keep]
+
+
+def matched(
+    rows: pd.DataFrame, stage: str, curves: dict[str, dict[str, float]], primary: tuple[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(comparisons, diagnostics) of every robust setting of `stage` against ordinary training matched on
+    ID-mean accuracy along each knob of `curves` (knob -> {setting: knob value}), on the OOD mean
+    (matched.matched_comparisons, Holm within each knob; stats.COLUMNS) and their seeds left out
+    (matched.matched_diagnostics). The `primary` (stage, setting), named before the run, gets its
+    unadjusted verdict, as the plain primary does."""
+    tables, notes = [], []
+    for knob, curve in curves.items():
+        part = knob_rows(rows, stage, curve)
+        table = matched_lib.matched_comparisons(part, curve, knob_name=knob)
+        points = matched_lib.matched_points(part, curve)
+        own = points[(points.setting == primary[1]) & points.bracketed & (points.stage == primary[0])]
+        at = (table.stage == primary[0]) & (table.setting == primary[1])
+        if len(own) >= 2 and at.any():
+            p = paired.paired_comparison(own.y, own.y_matched).p_value
+            table.loc[at, "verdict"] = paired.verdict(float(table.loc[at, "mean_diff"].iloc[0]), p)
+        tables.append(table)
+        notes.append(matched_lib.matched_diagnostics(part, curve, knob_name=knob))
+    return pd.concat(tables, ignore_index=True), pd.concat(notes, ignore_index=True)
 
 
 def severity(rows: pd.DataFrame) -> pd.Series:
@@ -158,3 +197,64 @@ def findings_markdown(
         f"per-domain {met[met.domain != 'mean'].half_width.max():.4f})."
     )
     return "\n".join(lines)
+
+
+def frontier_markdown(
+    points: pd.DataFrame,
+    matched: pd.DataFrame,
+    primary: tuple[str, str],
+    primary_knob: str,
+    target: float = 0.015,
+) -> str:
+    """What the matched rows (`matched`, its OOD-mean rows) and the frontier (`points`,
+    drostudy.analysis.frontier.frontier_points) say, as Markdown: the named matched comparison, per knob
+    how many robust settings lie above or below ordinary's curve after Holm and how many seeds it left out,
+    the TV radius curve's highest point, and the half-widths against `target` (with the seeds it would take)."""
+    ood = matched[(matched.split == "ood") & (matched.domain == "mean")]
+    name = f"({primary_knob})"
+    p = ood[(ood.setting == primary[1]) & ood.baseline.str.endswith(name)].iloc[0]
+    lines = [
+        f"**Matched** ({primary[1]} vs ordinary at the same ID-mean accuracy along {primary_knob}, "
+        f"{primary[0]}, OOD mean, {p.n_seeds} bracketed seeds): {p.mean_diff:+.4f} "
+        f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}], MDE {p.mde:.4f}: **{p.verdict}**.",
+        "",
+    ]
+    for baseline, part in ood.groupby("baseline", sort=False):
+        counts = {v: int((part.verdict == v).sum()) for v in ("better", "worse", "not resolved")}
+        resolved = part.dropna(subset=["mean_diff"])
+        spread = (
+            f"matched gains {resolved.mean_diff.min():+.3f} to {resolved.mean_diff.max():+.3f}"
+            if len(resolved)
+            else "no setting bracketed on 2 seeds"
+        )
+        lines.append(
+            f"- {baseline}: {counts['better']} robust settings above ordinary's curve, {counts['worse']} "
+            f"below, {counts['not resolved']} not resolved (Holm); {spread}; seeds used "
+            f"{int(part.n_seeds.sum())}."
+        )
+    tv = points[points.curve.str.startswith("tv")].sort_values("y_mean")
+    if len(tv):
+        top = tv.iloc[-1]
+        lines.append(
+            f"- TV radius curve: highest OOD-mean accuracy {top.y_mean:.4f} at {top.setting} (ID "
+            f"{top.x_mean:.4f}); ordinary's knob curves reach OOD {_knob_top(points):.4f} at best."
+        )
+    half = stats.half_width(resolved_rows := ood.dropna(subset=["mean_diff"]))
+    if len(resolved_rows):
+        worst = resolved_rows.loc[half.idxmax()]
+        need = int(-(-worst.n_seeds * (half.max() / target) ** 2 // 1))
+        lines.append(
+            f"- Matched half-widths (OOD mean): {half.min():.4f} to {half.max():.4f} against the target "
+            f"{target}; {int((half <= target).sum())} of {len(half)} met"
+            + (
+                f" (the widest, {worst.setting}, would need about {need} seeds)."
+                if half.max() > target
+                else "."
+            )
+        )
+    return "\n".join(lines)
+
+
+def _knob_top(points: pd.DataFrame) -> float:
+    """The highest OOD-mean accuracy of ordinary training's knob curves."""
+    return float(points[points.curve.str.startswith("ordinary")].y_mean.max())

@@ -176,7 +176,7 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
     pair_weights (n,): mean of n_batch * w_i over the steps that saw pair i (1 everywhere when ordinary).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     n, bs, total = len(chosen), config.batch_size, config.steps
     per_pass = math.ceil(n / bs)  # batches per pass over the pairs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
@@ -203,6 +203,7 @@ def train_on_cache(config, model, train, chosen, rejected) -> tuple[list[dict], 
             config.level,
             groups[idx],
             outlier_fraction=config.outlier_fraction,
+            label_smoothing=config.label_smoothing,
         )
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from drostudy.losses import RobustLoss, robust_bradley_terry_loss
+from drostudy.losses import RobustLoss, robust_bradley_terry_loss, robust_loss
 from drostudy.weights import LEVELS
 
 
@@ -39,15 +40,27 @@ def bradley_terry_objective(
     groups: torch.Tensor | None = None,
     margin: torch.Tensor | None = None,
     outlier_fraction: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> RobustLoss:
     """The (robust) Bradley-Terry loss of one minibatch: rewards (B,) each, groups (B,) integer domain ids.
 
     level "example": the worst case over the pairs; "group": over the mix of the `groups` in the batch.
     outlier_fraction > 0 (DORO, level "example" only): the largest losses are dropped before the worst case.
+    label_smoothing eps > 0: each pair's loss is `smoothed_bradley_terry_loss` (no `margin` then).
     """
     check_choice("level", level, LEVELS)
     if level == "group" and groups is None:
         raise ValueError("level='group' needs a `group` column in the dataset (integer domain ids)")
+    if label_smoothing:
+        if margin is not None:
+            raise ValueError("label_smoothing > 0 takes no `margin`")
+        losses = smoothed_bradley_terry_loss(rewards_chosen, rewards_rejected, label_smoothing)
+        level_groups = groups if level == "group" else None
+        out = robust_loss(losses, divergence, radius, level_groups, outlier_fraction)
+        diff = (rewards_chosen - rewards_rejected).detach()
+        out.metrics["rewards/accuracy"] = float((diff > 0).double().mean())
+        out.metrics["rewards/margins"] = float(diff.double().mean())
+        return out
     return robust_bradley_terry_loss(
         rewards_chosen,
         rewards_rejected,
@@ -57,6 +70,18 @@ def bradley_terry_objective(
         margin=margin,
         outlier_fraction=outlier_fraction,
     )
+
+
+def smoothed_bradley_terry_loss(
+    rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
+    """Per-pair Bradley-Terry loss with label smoothing eps: -(1 - eps) log sigma(m) - eps log sigma(-m) on
+    the margin m = r_chosen - r_rejected; rewards (B,) each -> (B,). The label says "chosen wins" with
+    probability 1 - eps, so the loss stops rewarding margins past log((1 - eps) / eps) (a regulariser)."""
+    if isinstance(label_smoothing, bool) or not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be a number in [0, 0.5); got {label_smoothing!r}")
+    margin = rewards_chosen - rewards_rejected
+    return -(1 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)
 
 
 def weight_mass(

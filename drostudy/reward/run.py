@@ -56,6 +56,11 @@ class RMConfig:
     """fraction of training pairs with chosen and rejected swapped (drawn from the seed, not from the model's)"""
     learning_rate: float = 5e-5
     """AdamW learning rate (linear decay to 0, as TRL's default schedule)"""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay on the trained parameters (0 = TRL's default: none)"""
+    label_smoothing: float = 0.0
+    """eps in [0, 0.5) of the Bradley-Terry loss -(1 - eps) log sigma(m) - eps log sigma(-m) on the margin
+    m (0 = ordinary Bradley-Terry; cached engine only)"""
     steps: int = 47
     """optimiser steps; the pairs are reshuffled at each new pass over them (47: one pass of 750 at 16)"""
     batch_size: int = 16
@@ -123,6 +128,13 @@ class RMConfig:
             raise ValueError(f"label_noise must be a number in [0, 0.5); got {noise!r}")
         object.__setattr__(self, "label_noise", float(noise))
         check_choice("engine", self.engine, ENGINES)
+        for name, high in (("weight_decay", math.inf), ("label_smoothing", 0.5)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+                raise ValueError(f"{name} must be a number in [0, {high:g}); got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.label_smoothing and self.engine != "cached":
+            raise ValueError("label_smoothing > 0 needs engine='cached' (the TRL path has no smoothing)")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate!r}")
         for name in ("n_train", "steps", "batch_size", "truncate_length", "logging_steps"):
@@ -146,8 +158,13 @@ class RMConfig:
     @property
     def setting(self) -> str:
         """The objective's name in a results table (drostudy.config.setting_label): `ordinary`, `tv 0.5`,
-        `group tv 0.5`, `doro tv 0.5 eps 0.1`; the data (kinds, label noise) is not part of it."""
+        `group tv 0.5`, `doro tv 0.5 eps 0.1`, ordinary moved along a regularisation knob `ordinary
+        weight_decay 0.01`, `ordinary label_smoothing 0.1` (each knob named where it is not 0); the data
+        (kinds, label noise) and the number of steps are not part of it (drostudy.reward.study names steps)."""
         knobs = {"eps": self.outlier_fraction} if self.outlier_fraction > 0 else {}
+        for name in ("weight_decay", "label_smoothing"):
+            if getattr(self, name):
+                knobs[name] = getattr(self, name)
         return setting_label(self._objective(), self.divergence, self.radius, **knobs)
 
     def _objective(self) -> str:

@@ -138,6 +138,7 @@ def trl_args(config, output_dir: str, **overrides) -> RobustRewardConfig:
     kwargs = trl_run_fields(config, output_dir) | dict(
         per_device_train_batch_size=config.batch_size,
         max_steps=config.steps,
+        weight_decay=config.weight_decay,
         logging_steps=config.logging_steps,
         logging_first_step=True,  # so that even a run shorter than logging_steps has a history
         max_length=None,  # pairs are truncated when tokenised, so TRL must not drop any
