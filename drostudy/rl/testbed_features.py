@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from drostudy import evaluate
 from drostudy.io import cache_dir
+from drostudy.threads import torch_threads
 
 SYSTEM_PROMPT = "Answer briefly."  # as drostudy.rl.run.RLConfig: the chat SmolLM2 scores under
 
@@ -34,9 +35,9 @@ def embed(texts: list[str], left: bool) -> np.ndarray:
     """(n, 384) float32 unit-norm mean-pooled MiniLM embeddings at 128 tokens, cached on disk by text.
 
     `left` truncates from the left (prompts: the question is at the end). Each text missing from the cache
-    is encoded alone (a batch of one, no padding), so its cached vector is the same bitwise whatever the
-    cache held before and whatever other texts were asked for with it (a padded batch's shape, and so its
-    last float digits, depended on both).
+    is encoded alone (a batch of one, no padding, on one thread), so its cached vector is the same bitwise
+    whatever the cache held before and whatever other texts were asked for with it (a padded batch's
+    shape, and so its last float digits, depended on both).
     """
     from transformers import AutoModel, AutoTokenizer
 
@@ -50,12 +51,15 @@ def embed(texts: list[str], left: bool) -> np.ndarray:
             str(minilm_path()), truncation_side="left" if left else "right"
         )
         model = AutoModel.from_pretrained(str(minilm_path())).eval()
-        for text in tqdm(todo, desc="MiniLM", leave=False):
-            enc = tok([text], truncation=True, max_length=128, return_tensors="pt")
-            with torch.no_grad():
+        # one thread: a single short text gains nothing from more (measured: 10x the CPU time with 2
+        # threads on a busy machine, spent waiting at each op's barrier), and its bits then do not depend on
+        # the thread count either
+        with torch_threads(1), torch.no_grad():
+            for text in tqdm(todo, desc="MiniLM", leave=False):
+                enc = tok([text], truncation=True, max_length=128, return_tensors="pt")
                 hidden = model(**enc).last_hidden_state  # (1, T, 384), no padding
-            pooled = torch.nn.functional.normalize(hidden.mean(1), dim=-1)
-            store[text_key(text)] = pooled[0].numpy()
+                pooled = torch.nn.functional.normalize(hidden.mean(1), dim=-1)
+                store[text_key(text)] = pooled[0].numpy()
         _save(path, store)
     return np.stack([store[text_key(t)] for t in texts])
 
