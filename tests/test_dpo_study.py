@@ -56,6 +56,26 @@ def test_plan_labels_every_run_by_its_setting_seeds_outermost():
     assert study.as_parameters(sizes)["METHODS"] == ",".join(sizes.methods)
 
 
+def test_ordinary_dpo_moves_along_beta_on_the_same_seeds_under_its_own_labels():
+    sizes = study.pick(True, methods="tv,wdpo", betas="0.4,0.1,1.6")
+    base = study.base_config(sizes, "math,code", beta=0.1)
+    plan = study.plan(base, study.select_methods(study.method_overrides(RADII, 3.0), sizes.methods), 2)
+    knob_plan = study.plan(
+        base, study.select_methods(study.method_overrides(RADII, 3.0), "tv,wdpo"), 2, sizes.betas
+    )
+    labels = ["ordinary", "tv 0.2", "wdpo", "ordinary beta 0.4", "ordinary beta 1.6"]
+    assert [label for label, _ in knob_plan] == labels * 2  # beta 0.1 is the plain baseline
+    assert [c for _, c in knob_plan if c.beta == 0.1] == [c for _, c in plan]  # the plain runs unchanged
+    knobs = study.beta_knobs(knob_plan)
+    assert knobs == {"ordinary": 0.1, "ordinary beta 0.4": 0.4, "ordinary beta 1.6": 1.6}
+    assert study.knob_settings(knob_plan) == {"ordinary beta 0.4", "ordinary beta 1.6"}
+    for label, config in knob_plan:
+        assert config.method == ("ordinary" if "ordinary" in label else config.method)
+        if label.startswith("ordinary beta"):
+            assert config.loss == "ordinary" and config.wdpo_radius == 0 and config.beta == knobs[label]
+    assert study.as_parameters(sizes)["BETAS"] == "0.4,0.1,1.6"
+
+
 def _finite(per_domain: dict) -> bool:
     return all(math.isfinite(v) for values in per_domain.values() for v in values.values())
 

@@ -12,7 +12,12 @@ take the exact fast path (drostudy.dpo.fast_run) and share one trunk cache.
 How the default size was chosen (2 CPU cores, about 25 minutes for the notebook): the first default run (5
 seeds, pairs up to 80 tokens) missed the primary interval's half-width target (0.036 > 0.03) and kept only
 88 knowledge test pairs; an 8-seed run with pairs up to 112 tokens met it (0.015) but took 25.7 minutes;
-its per-run times put 7 seeds at 22.8 minutes. The full size (one GPU, scripts/gpu_study.sh) has not run
+its per-run times put 7 seeds at 22.8 minutes. Issue #24 added ordinary DPO at larger betas on the same
+seeds (the matched comparison) and took the peers Dr. DPO and WDPO out of the default (they stay in SMOKE
+and FULL, and run with METHODS): the 7-seed study of the previous release found Dr. DPO below ordinary
+DPO at a larger KL (0.46 vs 0.34 nats; a larger beta moves away from it, so neither matching would
+bracket it) and WDPO at ordinary DPO's own point (OOD-mean accuracy -0.006 [-0.013, +0.001], KL 0.31 vs
+0.34: matched to ordinary DPO it is the plain comparison again); the run count stays 28. The full size (one GPU, scripts/gpu_study.sh) has not run
 yet: its counts are estimates.
 
 The peers' settings (the notebook's parameters): Dr. DPO's beta' and KLDPO's tau (`reg`) at 0.1, where
@@ -28,7 +33,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from drostudy.config import pick_sizes
+from drostudy.config import pick_sizes, setting_label
 from drostudy.dpo import fast_run
 from drostudy.dpo.fast_train import FastDPORunConfig
 from drostudy.runs import run_all
@@ -53,6 +58,9 @@ class Sizes:
     """paired seeds per method: the per-seed differences to ordinary DPO give the intervals"""
     methods: tuple[str, ...]
     """the methods run besides ordinary DPO, among METHODS"""
+    betas: tuple[float, ...]
+    """ordinary DPO's own knob: the KL coefficients it also runs at (besides the notebook's BETA), on the
+    same seeds, for the comparison matched on ID accuracy and on KL (issue #24); () for none"""
     eval_domains: tuple[str, ...]
     """held-out domains (out of distribution), never trained on"""
     lora_layers: int
@@ -81,7 +89,8 @@ class Sizes:
 DEFAULT = Sizes(
     model="smollm2-135m-instruct",
     seeds=7,
-    methods=("tv", "dr_dpo", "wdpo"),
+    methods=("tv",),
+    betas=(0.4, 1.6),
     eval_domains=("reasoning", "knowledge"),
     lora_layers=4,
     steps=6,  # one pass over n_train pairs
@@ -98,6 +107,7 @@ PRESETS = {
     # the test suite's: a tiny random model, numbers meaningless (about a minute)
     "smoke": dataclasses.replace(
         DEFAULT,
+        methods=("tv", "dr_dpo", "wdpo"),
         model="tiny-llama",
         seeds=2,
         steps=2,
@@ -106,7 +116,7 @@ PRESETS = {
         n_generate=2,
         max_new_tokens=4,
     ),
-    "default": DEFAULT,  # 2 CPU cores, about 25 minutes
+    "default": DEFAULT,  # 2 CPU cores, about 25 minutes (28 runs)
     # one GPU: every method, longer training at a lower rate, greedy answers, safety held out too
     "full": dataclasses.replace(
         DEFAULT,
@@ -142,7 +152,7 @@ def base_config(sizes: Sizes, train_domains: str | tuple[str, ...], **fields) ->
     if isinstance(train_domains, str):
         train_domains = tuple(train_domains.split(","))
     size_fields = {f.name: getattr(sizes, f.name) for f in dataclasses.fields(sizes)}
-    for name in ("seeds", "methods"):  # the plan's, not a run's
+    for name in ("seeds", "methods", "betas"):  # the plan's, not a run's
         size_fields.pop(name)
     return FastDPORunConfig(train_domains=train_domains, **size_fields, **fields)
 
@@ -166,16 +176,33 @@ def select_methods(methods: dict[str, dict], names) -> dict[str, dict]:
 
 
 def plan(
-    base: FastDPORunConfig, methods: dict[str, dict], seeds: int
+    base: FastDPORunConfig, methods: dict[str, dict], seeds: int, betas=()
 ) -> list[tuple[str, FastDPORunConfig]]:
-    """(setting label, config) for every method and seed, seeds outermost (a partial run covers every
-    method); the label is the config's `setting` (`ordinary`, `tv 0.2`, `dr_dpo`, ...)."""
-    configs = [
-        dataclasses.replace(base, seed=seed, **overrides)
-        for seed in range(seeds)
-        for overrides in methods.values()
-    ]
-    return [(config.setting, config) for config in configs]
+    """(setting label, config) for every method and seed, then ordinary DPO at each of `betas` (other than
+    base's), seeds outermost (a partial run covers every method); the label is the config's `setting`
+    (`ordinary`, `tv 0.2`, `dr_dpo`, ...), and `ordinary beta 0.4` for ordinary DPO moved along its knob."""
+    knob_runs = [b for b in dict.fromkeys(betas) if b != base.beta]
+    labelled = []
+    for seed in range(seeds):
+        for overrides in methods.values():
+            config = dataclasses.replace(base, seed=seed, **overrides)
+            labelled.append((config.setting, config))
+        for beta in knob_runs:
+            config = dataclasses.replace(base, seed=seed, beta=beta, **methods["ordinary"])
+            labelled.append((setting_label("ordinary", beta=beta), config))
+    return labelled
+
+
+def beta_knobs(configs: list[tuple[str, FastDPORunConfig]]) -> dict[str, float]:
+    """{setting: beta} of ordinary DPO's settings in a plan (plain `ordinary` and its knob runs), the
+    `knobs` of drostudy.analysis.matched."""
+    return {label: c.beta for label, c in configs if c.method == "ordinary"}
+
+
+def knob_settings(configs: list[tuple[str, FastDPORunConfig]]) -> set[str]:
+    """The settings of a plan that move ordinary DPO along its knob (not the plain baseline): they stay out
+    of the plain comparison family (ordinary vs each method)."""
+    return set(beta_knobs(configs)) - {"ordinary"}
 
 
 def run(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path | None) -> list[dict]:
@@ -188,4 +215,4 @@ def run(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path | None) 
 def as_parameters(sizes: Sizes) -> dict:
     """`sizes` as the notebook's parameters, for its record: upper-case names, tuples comma-separated."""
     values = {f.name.upper(): getattr(sizes, f.name) for f in dataclasses.fields(sizes)}
-    return {k: ",".join(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return {k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in values.items()}
