@@ -27,7 +27,8 @@ from drostudy.runs import lora_config
 class TrunkCaches:
     """The `TrunkCache` of each (policy name, first trainable block), for the runs that share it: a study's
     runs fill it in their order, and each run computes with its own model (the blocks below the first
-    trainable one and the reference are the same weights in every run)."""
+    trainable one and the reference are the same weights in every run). A cache computes each sequence
+    alone, so what a run reads from it does not depend on that order (tests/test_dpo_cache_order.py)."""
 
     def __init__(self):
         self._caches: dict[tuple[str, int], fast.TrunkCache] = {}
