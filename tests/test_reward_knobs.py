@@ -146,3 +146,34 @@ def test_matched_rows_per_knob_with_the_primary_unadjusted():
     assert set(diagnostics.setting) == {"tv 0.5", "tv 0.9"}
     primary = table[(table.setting == "tv 0.5") & table.baseline.str.endswith("(weight_decay)")].iloc[0]
     assert primary.mean_diff > 0 and primary.n_seeds >= 2
+
+
+def test_frontier_markdown_names_the_matched_comparison_and_a_knob_that_does_not_bracket():
+    from drostudy.analysis import frontier
+
+    robust = {"ordinary": (0.75, 0.63), "tv 0.5": (0.74, 0.64), "tv 0.9": (0.72, 0.62)}
+    knobs = {"ordinary weight_decay 10": (0.73, 0.62), "ordinary weight_decay 30": (0.70, 0.60)}
+    knobs |= {"ordinary label_smoothing 0.1": (0.76, 0.60)}  # above every robust ID: brackets none
+    curves = {
+        "weight_decay": {
+            "ordinary": 0.0,
+            "ordinary weight_decay 10": 10.0,
+            "ordinary weight_decay 30": 30.0,
+        },
+        "label_smoothing": {"ordinary": 0.0, "ordinary label_smoothing 0.1": 0.1},
+    }
+    rows = long_rows(robust | knobs)
+    with pytest.warns(UserWarning, match="0 bracketed seeds, fewer than 2"):
+        table, diagnostics = rg.matched(rows, "rm A", curves, ("rm A", "tv 0.5"))
+    tv = {"ordinary": 0.0, "tv 0.5": 0.5, "tv 0.9": 0.9}
+    points = frontier.frontier_points(
+        rows, {f"ordinary ({k})": c for k, c in curves.items()} | {"tv": tv}
+    )
+    text = rg.frontier_markdown(points, table, diagnostics, ("rm A", "tv 0.5"), "weight_decay")
+    assert text.startswith(
+        "**Matched** (tv 0.5 vs ordinary at the same ID-mean accuracy along weight_decay"
+    )
+    smoothing = next(line for line in text.splitlines() if "(label_smoothing)" in line)
+    assert "it does not bracket most of them" in smoothing
+    decay = next(line for line in text.splitlines() if "(weight_decay):" in line)
+    assert "does not bracket" not in decay and "brackets 8 of 8" in decay

@@ -202,13 +202,15 @@ def findings_markdown(
 def frontier_markdown(
     points: pd.DataFrame,
     matched: pd.DataFrame,
+    diagnostics: pd.DataFrame,
     primary: tuple[str, str],
     primary_knob: str,
     target: float = 0.015,
 ) -> str:
     """What the matched rows (`matched`, its OOD-mean rows) and the frontier (`points`,
     drostudy.analysis.frontier.frontier_points) say, as Markdown: the named matched comparison, per knob
-    how many robust settings lie above or below ordinary's curve after Holm and how many seeds it left out,
+    how many robust settings lie above or below ordinary's curve after Holm and how many robust runs its
+    curve brackets (`diagnostics`, matched.matched_diagnostics; a knob bracketing under half is named),
     the TV radius curve's highest point, and the half-widths against `target` (with the seeds it would take)."""
     ood = matched[(matched.split == "ood") & (matched.domain == "mean")]
     name = f"({primary_knob})"
@@ -227,10 +229,17 @@ def frontier_markdown(
             if len(resolved)
             else "no setting bracketed on 2 seeds"
         )
+        seen = diagnostics[diagnostics.baseline == baseline]
+        used, runs = int(seen.seeds_bracketed.sum()), int(seen.n_seeds.sum())
         lines.append(
             f"- {baseline}: {counts['better']} robust settings above ordinary's curve, {counts['worse']} "
-            f"below, {counts['not resolved']} not resolved (Holm); {spread}; seeds used "
-            f"{int(part.n_seeds.sum())}."
+            f"below, {counts['not resolved']} not resolved (Holm); {spread}; its curve brackets {used} "
+            f"of {runs} robust runs' ID accuracy"
+            + (
+                " (**it does not bracket most of them**: its rows rest on few seeds)."
+                if used < runs / 2
+                else "."
+            )
         )
     tv = points[points.curve.str.startswith("tv")].sort_values("y_mean")
     if len(tv):
