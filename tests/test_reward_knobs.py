@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from drostudy.analysis import reward_grid as rg
+from drostudy.analysis import stats
 from drostudy.losses import bradley_terry_loss, robust_bradley_terry_loss
 from drostudy.reward import study
 from drostudy.reward.objective import bradley_terry_objective, smoothed_bradley_terry_loss
@@ -177,3 +178,16 @@ def test_frontier_markdown_names_the_matched_comparison_and_a_knob_that_does_not
     assert "it does not bracket most of them" in smoothing
     decay = next(line for line in text.splitlines() if "(weight_decay):" in line)
     assert "does not bracket" not in decay and "brackets 8 of 8" in decay
+
+
+def test_no_knob_grid_gives_no_matched_rows_and_says_so():
+    sizes = study.pick(False, weight_decay_grid="", steps_grid="", label_smoothing_grid="")
+    assert study.knob_curves(sizes) == {}
+    assert not [label for label, _ in study.grid(sizes) if "| ordinary " in label]
+    rows = long_rows({"ordinary": (0.75, 0.63), "tv 0.5": (0.74, 0.64)})
+    table, diagnostics = rg.matched(rows, "rm A", {}, ("rm A", "tv 0.5"))
+    assert table.empty and diagnostics.empty and tuple(table.columns) == stats.COLUMNS
+    text = rg.frontier_markdown(
+        pd.DataFrame(columns=["curve"]), table, diagnostics, ("rm A", "tv 0.5"), "steps"
+    )
+    assert text.startswith("**Matched**: no comparison")

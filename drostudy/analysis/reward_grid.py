@@ -86,7 +86,8 @@ def matched(
     (matched.matched_comparisons, Holm within each knob; stats.COLUMNS) and their seeds left out
     (matched.matched_diagnostics). The `primary` (stage, setting), named before the run, gets its
     unadjusted verdict, as the plain primary does."""
-    tables, notes = [], []
+    tables = [pd.DataFrame(columns=list(stats.COLUMNS))]
+    notes = [pd.DataFrame(columns=list(matched_lib.DIAGNOSTIC_COLUMNS))]  # no knob: empty tables
     for knob, curve in curves.items():
         part = knob_rows(rows, stage, curve)
         table = matched_lib.matched_comparisons(part, curve, knob_name=knob)
@@ -98,7 +99,9 @@ def matched(
             table.loc[at, "verdict"] = paired.verdict(float(table.loc[at, "mean_diff"].iloc[0]), p)
         tables.append(table)
         notes.append(matched_lib.matched_diagnostics(part, curve, knob_name=knob))
-    return pd.concat(tables, ignore_index=True), pd.concat(notes, ignore_index=True)
+    return pd.concat(tables[len(tables) > 1 :], ignore_index=True), pd.concat(
+        notes[len(notes) > 1 :], ignore_index=True
+    )
 
 
 def severity(rows: pd.DataFrame) -> pd.Series:
@@ -214,7 +217,10 @@ def frontier_markdown(
     the TV radius curve's highest point, and the half-widths against `target` (with the seeds it would take)."""
     ood = matched[(matched.split == "ood") & (matched.domain == "mean")]
     name = f"({primary_knob})"
-    p = ood[(ood.setting == primary[1]) & ood.baseline.str.endswith(name)].iloc[0]
+    own = ood[(ood.setting == primary[1]) & ood.baseline.str.endswith(name)]
+    if own.empty:
+        return f"**Matched**: no comparison; ordinary training ran along no knob named {primary_knob}."
+    p = own.iloc[0]
     lines = [
         f"**Matched** ({primary[1]} vs ordinary at the same ID-mean accuracy along {primary_knob}, "
         f"{primary[0]}, OOD mean, {p.n_seeds} bracketed seeds): {p.mean_diff:+.4f} "

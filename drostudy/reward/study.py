@@ -186,6 +186,7 @@ def knob_curves(sizes: Sizes) -> dict[str, dict[str, float]]:
         knob: {"ordinary": defaults[knob]}
         | {setting_label("ordinary", **fields): float(fields[knob]) for fields in settings}
         for knob, settings in knobs(sizes).items()
+        if settings  # an empty grid: no curve along that knob (e.g. the default sweep)
     }
 
 
