@@ -233,6 +233,39 @@ def test_rl_two_processes_weight_the_prompts_of_both(tmp_path):
     assert max(row["dro/max_weight"] for row in history) == pytest.approx(1 / 4 + 0.3)
 
 
+# GRPO: 1 prompt x 2 completions per micro-batch and process, 2 micro-batches per generation
+# (steps_per_generation 2 != gradient_accumulation_steps 1): one generation batch of 2 x 2 = 4 prompts
+# serves the run's 2 optimizer steps.
+GRPO_ARGS = (
+    "--trainer grpo --model tiny-llama --reward-model tiny-bert --train-domains math "
+    "--eval-domains code --n-train 8 --steps 2 --num-generations 2 "
+    "--max-completion-length 4 --n-eval 2 --max-new-tokens 2 --lora-layers 2 "
+    "--divergence tv --radius 0.3 --batch-size 1 --trl-args steps_per_generation=2"
+).split()
+GRPO_GLOBAL_PROMPTS = 4
+
+
+@pytest.mark.slow
+def test_grpo_two_processes_weight_the_prompts_of_both_over_the_generation_batch(tmp_path):
+    """rl --trainer grpo on 2 processes takes its worst case once per generation batch, over the 2 x 2
+    prompts of both processes' micro-batches (tv: max weight 1/4 + 0.3).
+
+    What a wrong batch would log instead: weights over one process's generation batch (2 prompts) or
+    over one micro-batch of both processes (2 prompts) give max weight 1/2 + 0.3 and an effective
+    sample size <= 2 (it is at most the number of weights); here it is above 2 (measured 2.47). Weights
+    recomputed at every step would log dro/ at step 2 too; GRPO generates (and logs dro/) at step 1 only.
+    Checked: the same run with steps_per_generation 1 (a 2-prompt generation batch) logs max weight 0.8,
+    effective sample size 1.47, and dro/ at both steps, failing all three assertions.
+    """
+    cache = _fresh_cache(tmp_path / "cache")
+    history = two_processes("rl", GRPO_ARGS, tmp_path / "two", cache)["history"]
+    assert [row["step"] for row in history] == [1, 2]
+    assert ["dro/max_weight" in row for row in history] == [True, False]
+    weighted = history[0]
+    assert weighted["dro/max_weight"] == pytest.approx(1 / GRPO_GLOBAL_PROMPTS + 0.3)
+    assert 2 < weighted["dro/effective_sample_size"] < 0.7 * GRPO_GLOBAL_PROMPTS
+
+
 # --- the configs ---------------------------------------------------------------------------------------
 
 # config -> (launcher accelerate 1.15 picks, processes in all, processes per machine)
