@@ -191,3 +191,9 @@ def test_no_knob_grid_gives_no_matched_rows_and_says_so():
         pd.DataFrame(columns=["curve"]), table, diagnostics, ("rm A", "tv 0.5"), "steps"
     )
     assert text.startswith("**Matched**: no comparison")
+
+
+def test_seeds_needed_for_a_half_width_target():
+    assert rg.seeds_needed(0.02, 10, 0.0201) == 10  # the target already met: the seeds it has
+    assert rg.seeds_needed(0.02, 10, 0.0199) == 11
+    assert rg.seeds_needed(0.03, 10, 0.015) > 4 * 10 * 0.75  # half the width: about 4x the seeds

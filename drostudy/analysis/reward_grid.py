@@ -9,10 +9,12 @@ seeds of `ordinary`, so drostudy.analysis.stats compares them pair by pair.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pandas as pd
 import plotly.graph_objects as go
+from scipy import stats as scipy_stats
 
 from drostudy import plotting
 from drostudy.analysis import matched as matched_lib
@@ -254,20 +256,34 @@ def frontier_markdown(
             f"- TV radius curve: highest OOD-mean accuracy {top.y_mean:.4f} at {top.setting} (ID "
             f"{top.x_mean:.4f}); ordinary's knob curves reach OOD {_knob_top(points):.4f} at best."
         )
-    half = stats.half_width(resolved_rows := ood.dropna(subset=["mean_diff"]))
-    if len(resolved_rows):
-        worst = resolved_rows.loc[half.idxmax()]
-        need = int(-(-worst.n_seeds * (half.max() / target) ** 2 // 1))
+    rows = ood.dropna(subset=["mean_diff"])
+    half = stats.half_width(rows)
+    own_half = half[rows.baseline.str.endswith(name)]
+    if len(own_half):
+        worst = rows.loc[own_half.idxmax()]
+        need = seeds_needed(own_half.max(), int(worst.n_seeds), target)
         lines.append(
-            f"- Matched half-widths (OOD mean): {half.min():.4f} to {half.max():.4f} against the target "
-            f"{target}; {int((half <= target).sum())} of {len(half)} met"
+            f"- Half-widths of the {primary_knob}-matched rows (OOD mean): {own_half.min():.4f} to "
+            f"{own_half.max():.4f} against the target {target}, {int((own_half <= target).sum())} of "
+            f"{len(own_half)} met (every knob: {int((half <= target).sum())} of {len(half)})"
             + (
-                f" (the widest, {worst.setting}, would need about {need} seeds)."
-                if half.max() > target
+                f"; the widest, {worst.setting} on {worst.n_seeds} bracketed seeds, would need about "
+                f"{need} bracketed seeds."
+                if own_half.max() > target
                 else "."
             )
         )
     return "\n".join(lines)
+
+
+def seeds_needed(half_width: float, n_seeds: int, target: float) -> int:
+    """Paired seeds for a 95% t-interval of half-width `target`, with the spread that gave `half_width` on
+    `n_seeds` seeds (>= 2)."""
+    sd = half_width * math.sqrt(n_seeds) / float(scipy_stats.t.ppf(0.975, n_seeds - 1))
+    n = 2
+    while float(scipy_stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) > target:
+        n += 1
+    return n
 
 
 def _knob_top(points: pd.DataFrame) -> float:
