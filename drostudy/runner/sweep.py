@@ -45,11 +45,15 @@ from drostudy.runner.tasks import COMMANDS, DONE, ERROR, Task, run_tasks
 PRESETS = {
     "default": {
         "notebook": "02_reward_model_robustness.ipynb",
-        # split A only, no noise levels, no TV radius axis: the grid is the axis
+        # split A only, no noise levels, no TV radius axis, no knob grids of ordinary training (#24's
+        # matched comparison is notebook 02's own): the grid is the axis
         "fixed": {
             "SPLITS": "A",
             "NOISE": "",
             "TV_RADII": "",
+            "WEIGHT_DECAY_GRID": "",
+            "STEPS_GRID": "",
+            "LABEL_SMOOTHING_GRID": "",
             "SMOOTH_RADII": "0.3,1",
             "HEADLINE_SEEDS": 10,
         },
