@@ -228,3 +228,30 @@ def test_cli_writes_metrics_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rl, "train_rl", fail)
     assert rl.cli_main(parser.parse_args(argv)) == 0
     assert "skipping" in capsys.readouterr().out
+
+
+def _saved_reward_folder(tmp_path, config: dict):
+    folder = tmp_path / "reward"
+    folder.mkdir(parents=True)
+    (folder / "drostudy-done.json").write_text("{}")  # drostudy.packaged.build_once's completion marker
+    (folder / "rm_metrics.json").write_text(json.dumps({"config": config}))
+    return folder
+
+
+def test_saved_reward_model_is_reused_only_for_its_config(tmp_path):
+    import dataclasses
+
+    from drostudy.reward.run import RMConfig
+    from drostudy.rl.reward import train_reward_for_rl
+
+    fields = dict(engine="cached", frozen_layers=4, model="tiny-bert")
+    wanted = json.loads(json.dumps(dataclasses.asdict(RMConfig(**fields))))
+    # saved before weight_decay and label_smoothing existed: trained at their defaults, reused
+    older = {k: v for k, v in wanted.items() if k not in ("weight_decay", "label_smoothing")}
+    folder = _saved_reward_folder(tmp_path, older)
+    assert train_reward_for_rl(folder, model="tiny-bert") == folder
+    with pytest.raises(ValueError, match="another config"):  # but not for another value of them
+        train_reward_for_rl(folder, model="tiny-bert", weight_decay=0.1)
+    other = _saved_reward_folder(tmp_path / "x", wanted | {"steps": wanted["steps"] + 1})
+    with pytest.raises(ValueError, match="another config"):
+        train_reward_for_rl(other, model="tiny-bert")

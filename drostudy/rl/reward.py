@@ -68,7 +68,8 @@ def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
     rm_fields: RMConfig fields (default here: engine "cached" with 4 frozen layers, the reward stage's fast
     path). The folder gets the model and tokenizer (save_pretrained) and `rm_metrics.json` (the reward stage's
     metrics: per-domain test accuracy, history, config). A folder already holding a model trained with
-    another config is an error, never silently reused.
+    another config is an error, never silently reused; one saved before an RMConfig field existed counts as
+    trained at that field's default.
     """
     from drostudy.models import build_once
     from drostudy.reward import data as reward_data
@@ -91,6 +92,9 @@ def train_reward_for_rl(folder: str | Path, **rm_fields) -> Path:
 
     folder = build_once(Path(folder), build)
     found = json.loads((folder / "rm_metrics.json").read_text())["config"]
+    # a model saved before a field existed was trained at that field's default (e.g. weight_decay 0)
+    defaults = json.loads(json.dumps(dataclasses.asdict(RMConfig())))
+    found = {k: found.get(k, defaults[k]) for k in wanted} if set(found) <= set(wanted) else found
     if found != wanted:
         raise ValueError(
             f"{str(folder)!r} holds a reward model of another config; choose another folder"
