@@ -104,3 +104,12 @@ def test_knob_runs_give_no_rows_to_the_pooled_run_table():
     )
     assert len(tidy(metrics)) == 1
     assert tidy(metrics | {"knob": {"beta": 0.4}}) == []
+
+
+def test_a_setting_without_bracketed_seeds_reads_no_comparison():
+    table = _table()
+    nan = dict(mean_diff=float("nan"), ci_low=float("nan"), ci_high=float("nan"), mde=float("nan"))
+    table.loc[table.baseline == KL_BETA, list(nan)] = list(nan.values())
+    text = matched_findings.matched_markdown(table)
+    assert "| ood kl (beta) | 10 | no comparison |  | not resolved |" in text
+    assert "nan" not in text

@@ -141,7 +141,8 @@ def matched_markdown(table: pd.DataFrame) -> str:
     ]
     lines += [
         f"| {r.stage} | {r.setting} | {r.plain} | {r.plain_verdict} | {r.matched_on} ({r.knob}) | "
-        f"{r.n_seeds} | {r.matched} | {r.mde:.3f} | {r.matched_verdict} | {r.reading} |"
+        f"{r.n_seeds} | {r.matched} | {'' if pd.isna(r.mde) else f'{r.mde:.3f}'} | {r.matched_verdict} | "
+        f"{r.reading} |"
         for r in rows.itertuples()
     ]
     lines += ["", *(f"- {line}" for line in stage_sentences(rows))]
@@ -184,6 +185,8 @@ def _count(block: pd.DataFrame, verdict: str) -> int:
 
 
 def _gain(row) -> str:
+    if pd.isna(row.mean_diff):  # fewer than 2 seeds inside ordinary's range (matched_diagnostics)
+        return "no comparison"
     return f"{row.mean_diff:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]" + (
         " (fragile)" if stats.is_fragile(row.ci_low, row.ci_high) else ""
     )
