@@ -56,24 +56,35 @@ def test_plan_labels_every_run_by_its_setting_seeds_outermost():
     assert study.as_parameters(sizes)["METHODS"] == ",".join(sizes.methods)
 
 
-def test_ordinary_dpo_moves_along_beta_on_the_same_seeds_under_its_own_labels():
-    sizes = study.pick(True, methods="tv,wdpo", betas="0.4,0.1,1.6")
+def test_ordinary_dpo_moves_along_beta_and_steps_on_the_same_seeds_under_its_own_labels():
+    sizes = study.pick(True, methods="tv,wdpo", betas="0.4,0.1,1.6", steps_grid="1,2,4")
+    assert sizes.steps_grid == (1, 2, 4) and sizes.steps == 2
     base = study.base_config(sizes, "math,code", beta=0.1)
-    plan = study.plan(base, study.select_methods(study.method_overrides(RADII, 3.0), sizes.methods), 2)
-    knob_plan = study.plan(
-        base, study.select_methods(study.method_overrides(RADII, 3.0), "tv,wdpo"), 2, sizes.betas
-    )
+    methods = study.select_methods(study.method_overrides(RADII, 3.0), sizes.methods)
+    plan = study.plan(base, methods, 2)
+    knob_plan = study.plan(base, methods, 2, sizes.betas, sizes.steps_grid)
     labels = ["ordinary", "tv 0.2", "wdpo", "ordinary beta 0.4", "ordinary beta 1.6"]
-    assert [label for label, _ in knob_plan] == labels * 2  # beta 0.1 is the plain baseline
-    assert [c for _, c in knob_plan if c.beta == 0.1] == [c for _, c in plan]  # the plain runs unchanged
-    knobs = study.beta_knobs(knob_plan)
-    assert knobs == {"ordinary": 0.1, "ordinary beta 0.4": 0.4, "ordinary beta 1.6": 1.6}
-    assert study.knob_settings(knob_plan) == {"ordinary beta 0.4", "ordinary beta 1.6"}
+    labels += ["ordinary steps 1", "ordinary steps 4"]  # beta 0.1 and 2 steps: the plain baseline
+    assert [label for label, _ in knob_plan] == labels * 2
+    plain = [c for label, c in knob_plan if label in labels[:3]]
+    assert plain == [c for _, c in plan]  # the plain runs unchanged
+    curves = study.knob_curves(knob_plan)
+    assert curves == {
+        "beta": {"ordinary": 0.1, "ordinary beta 0.4": 0.4, "ordinary beta 1.6": 1.6},
+        "steps": {"ordinary": 2.0, "ordinary steps 1": 1.0, "ordinary steps 4": 4.0},
+    }
+    assert study.knob_settings(knob_plan) == set(labels[3:])
     for label, config in knob_plan:
         assert config.method == ("ordinary" if "ordinary" in label else config.method)
-        if label.startswith("ordinary beta"):
-            assert config.loss == "ordinary" and config.wdpo_radius == 0 and config.beta == knobs[label]
+        if label.startswith("ordinary "):  # one knob moved, the other at the plain value
+            assert config.loss == "ordinary" and config.wdpo_radius == 0
+            knob = label.split()[1]
+            assert getattr(config, knob) == curves[knob][label]
+            other = {"beta": ("steps", 2), "steps": ("beta", 0.1)}[knob]
+            assert getattr(config, other[0]) == other[1]
+    assert study.knob_curves(plan) == {}  # nothing moved: no curve
     assert study.as_parameters(sizes)["BETAS"] == "0.4,0.1,1.6"
+    assert study.as_parameters(sizes)["STEPS_GRID"] == "1,2,4"
 
 
 def _finite(per_domain: dict) -> bool:

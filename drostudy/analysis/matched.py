@@ -250,6 +250,34 @@ def matched_diagnostics(
     return pd.DataFrame(rows, columns=list(DIAGNOSTIC_COLUMNS))
 
 
+def matched_by_knob(
+    results: pd.DataFrame,
+    curves: Mapping[str, Mapping[str, float]],
+    matches: Iterable[tuple[str, str]] = (("accuracy", "id"),),
+    outcome: tuple[str, str] = ("accuracy", "ood"),
+    baseline: str = "ordinary",
+    domain: str = "mean",
+    lower_is_better: Iterable[str] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(comparisons, diagnostics): `matched_comparisons` and `matched_diagnostics` of every robust setting
+    along each knob of `curves` (knob name -> {setting: knob value}) on each of `matches` ((metric, split)
+    pairs), knob outermost; each (knob, match) is its own Holm family with its own baseline name, e.g.
+    "ordinary matched on id accuracy (steps)". Along one knob the other knobs' settings are left out: the
+    robust settings (every setting not named `baseline` or `baseline + " ..."`) and that knob's curve."""
+    if not curves:
+        raise ValueError("curves must name at least one knob: {knob: {setting: knob value}}")
+    on_any = set().union(*(set(c) for c in curves.values()))
+    tables, notes = [], []
+    for knob, curve in curves.items():
+        others = on_any - set(curve)
+        part = results[~results.setting.isin(list(others))]
+        for match_on in matches:
+            args = (part, curve, baseline, knob, match_on, outcome, domain)
+            tables.append(matched_comparisons(*args, lower_is_better=lower_is_better))
+            notes.append(matched_diagnostics(*args))
+    return pd.concat(tables, ignore_index=True), pd.concat(notes, ignore_index=True)
+
+
 def _baseline_name(baseline: str, match_on: tuple[str, str], knob_name: str) -> str:
     return f"{baseline} matched on {match_on[1]} {match_on[0]} ({knob_name})"
 

@@ -63,6 +63,9 @@ class Sizes:
     betas: tuple[float, ...]
     """ordinary DPO's own knob: the KL coefficients it also runs at (besides the notebook's BETA), on the
     same seeds, for the comparison matched on ID accuracy and on KL (issue #24); () for none"""
+    steps_grid: tuple[int, ...]
+    """ordinary DPO's second knob: the step counts it also runs at (besides `steps`, at the notebook's
+    BETA), on the same seeds, for the matched comparison where beta does not bracket; () for none"""
     eval_domains: tuple[str, ...]
     """held-out domains (out of distribution), never trained on"""
     lora_layers: int
@@ -93,6 +96,7 @@ DEFAULT = Sizes(
     seeds=11,
     methods=("tv",),
     betas=(0.4, 1.6),
+    steps_grid=(3, 12),
     eval_domains=("reasoning", "knowledge"),
     lora_layers=4,
     steps=6,  # one pass over n_train pairs
@@ -113,6 +117,7 @@ PRESETS = {
         model="tiny-llama",
         seeds=2,
         steps=2,
+        steps_grid=(1,),
         n_train=32,
         n_eval=8,
         n_generate=2,
@@ -127,6 +132,7 @@ PRESETS = {
         eval_domains=(*DEFAULT.eval_domains, "safety"),
         lora_layers=30,
         steps=150,
+        steps_grid=(75, 300),
         n_train=2400,
         learning_rate=5e-4,
         max_length=192,
@@ -154,7 +160,7 @@ def base_config(sizes: Sizes, train_domains: str | tuple[str, ...], **fields) ->
     if isinstance(train_domains, str):
         train_domains = tuple(train_domains.split(","))
     size_fields = {f.name: getattr(sizes, f.name) for f in dataclasses.fields(sizes)}
-    for name in ("seeds", "methods", "betas"):  # the plan's, not a run's
+    for name in ("seeds", "methods", "betas", "steps_grid"):  # the plan's, not a run's
         size_fields.pop(name)
     return FastDPORunConfig(train_domains=train_domains, **size_fields, **fields)
 
@@ -178,33 +184,48 @@ def select_methods(methods: dict[str, dict], names) -> dict[str, dict]:
 
 
 def plan(
-    base: FastDPORunConfig, methods: dict[str, dict], seeds: int, betas=()
+    base: FastDPORunConfig, methods: dict[str, dict], seeds: int, betas=(), steps_grid=()
 ) -> list[tuple[str, FastDPORunConfig]]:
-    """(setting label, config) for every method and seed, then ordinary DPO at each of `betas` (other than
-    base's), seeds outermost (a partial run covers every method); the label is the config's `setting`
-    (`ordinary`, `tv 0.2`, `dr_dpo`, ...), and `ordinary beta 0.4` for ordinary DPO moved along its knob."""
-    knob_runs = [b for b in dict.fromkeys(betas) if b != base.beta]
+    """(setting label, config) for every method and seed, then ordinary DPO at each of `betas` and each of
+    `steps_grid` (other than base's), seeds outermost (a partial run covers every method); the label is the
+    config's `setting` (`ordinary`, `tv 0.2`, `dr_dpo`, ...), and `ordinary beta 0.4` or `ordinary steps 3`
+    for ordinary DPO moved along one of its knobs (the other knob at base's value)."""
+    moves = [{"beta": b} for b in dict.fromkeys(betas) if b != base.beta]
+    moves += [{"steps": int(n)} for n in dict.fromkeys(steps_grid) if int(n) != base.steps]
     labelled = []
     for seed in range(seeds):
         for overrides in methods.values():
             config = dataclasses.replace(base, seed=seed, **overrides)
             labelled.append((config.setting, config))
-        for beta in knob_runs:
-            config = dataclasses.replace(base, seed=seed, beta=beta, **methods["ordinary"])
-            labelled.append((setting_label("ordinary", beta=beta), config))
+        for move in moves:
+            config = dataclasses.replace(base, seed=seed, **methods["ordinary"], **move)
+            labelled.append((setting_label("ordinary", **move), config))
     return labelled
 
 
-def beta_knobs(configs: list[tuple[str, FastDPORunConfig]]) -> dict[str, float]:
-    """{setting: beta} of ordinary DPO's settings in a plan (plain `ordinary` and its knob runs), the
-    `knobs` of drostudy.analysis.matched."""
-    return {label: c.beta for label, c in configs if c.method == "ordinary"}
+KNOBS = ("beta", "steps")  # ordinary DPO's regularisation knobs, in the order the plan moves them
+
+
+def knob_curves(configs: list[tuple[str, FastDPORunConfig]]) -> dict[str, dict[str, float]]:
+    """knob -> {setting: knob value} of ordinary DPO along each knob the plan moves (plain `ordinary`, at
+    both knobs' defaults, on every curve): the `curves` of drostudy.analysis.matched.matched_by_knob."""
+    ordinary = {label: c for label, c in configs if c.method == "ordinary"}
+    curves = {}
+    for knob in KNOBS:
+        on = {
+            label: float(getattr(c, knob))
+            for label, c in ordinary.items()
+            if label == "ordinary" or label.startswith(f"ordinary {knob} ")
+        }
+        if len(on) > 1:  # a knob the plan does not move draws no curve
+            curves[knob] = on
+    return curves
 
 
 def knob_settings(configs: list[tuple[str, FastDPORunConfig]]) -> set[str]:
-    """The settings of a plan that move ordinary DPO along its knob (not the plain baseline): they stay out
+    """The settings of a plan that move ordinary DPO along a knob (not the plain baseline): they stay out
     of the plain comparison family (ordinary vs each method)."""
-    return set(beta_knobs(configs)) - {"ordinary"}
+    return {label for label, c in configs if c.method == "ordinary"} - {"ordinary"}
 
 
 def run(configs: list[tuple[str, FastDPORunConfig]], folder: str | Path | None) -> list[dict]:
