@@ -1,6 +1,7 @@
 """DPO's trunk cache is order independent: a sequence's cached states and reference log-probs, and so a whole
 fast-path run, do not depend on what the cache held before (drostudy.dpo.fast.TrunkCache computes each
-sequence alone; padded batches of the missing sequences made the last float32 digits depend on them)."""
+sequence alone; padded batches of the missing sequences made the last float32 digits depend on them). The
+reference's states at the held-out completions are computed once and are the reference pass itself."""
 
 import dataclasses
 
@@ -51,6 +52,26 @@ def test_states_and_reference_do_not_depend_on_the_fill_order(model_and_pairs):
         assert torch.equal(piecewise._store[key], states)
     for ours, theirs in zip(piecewise.reference_logps(pairs), reference, strict=True):
         assert torch.equal(ours, theirs)
+
+
+def test_reference_states_are_the_reference_pass_and_kept_per_batch(model_and_pairs):
+    model, first, pairs = model_and_pairs
+    cache = fast.TrunkCache(model, first)
+    chosen = [p[0] for p in pairs[:5]]
+    with model.disable_adapter():
+        direct = fast.completion_logits(model, cache.batch(chosen), first)
+    lora_b = {n: w for n, w in model.named_parameters() if "lora_B" in n}
+    saved = {n: w.detach().clone() for n, w in lora_b.items()}
+    with torch.no_grad():  # move the adapters: the reference must not see them
+        for weight in lora_b.values():
+            weight.add_(0.5)
+    states, rows = cache.reference_states(chosen)
+    assert torch.equal(fast.lm_head(model)(states), direct[0]) and torch.equal(rows, direct[2])
+    assert cache.reference_states(list(chosen)) is cache._reference_states[tuple(chosen)]  # kept
+    assert not torch.equal(fast.completion_logits(model, cache.batch(chosen), first)[0], direct[0])
+    with torch.no_grad():
+        for name, weight in lora_b.items():
+            weight.copy_(saved[name])
 
 
 def _numbers(metrics: dict) -> tuple:

@@ -95,6 +95,7 @@ class TrunkCache:
         self.model, self.first, self.batch_size = model, first_trainable, batch_size
         self._store: dict[tuple[int, ...], Tensor] = {}
         self._reference: dict[Sequence, Tensor] = {}
+        self._reference_states: dict[tuple[Sequence, ...], tuple[Tensor, Tensor]] = {}
 
     @torch.no_grad()
     def fill(self, sequences) -> None:
@@ -141,6 +142,25 @@ class TrunkCache:
                 self._reference.update(zip(chunk, logps, strict=True))
         return tuple(torch.stack([self._reference[p[side]] for p in pairs]) for side in (0, 1))
 
+    @torch.no_grad()
+    def reference_states(self, sequences) -> tuple[Tensor, Tensor]:
+        """Reference (adapters off) final-norm states (M, H) at the completion positions of `sequences`,
+        batched together as given, and their row ids (M,): the LM head of these is the reference's
+        completion logits. Kept per batch of sequences, so an evaluation that batches its held-out pairs
+        the same way in every run computes the reference's top blocks once (the same numbers each time)."""
+        key = tuple(sequences)
+        if key not in self._reference_states:
+            model = self.model
+            off = (
+                model.disable_adapter()
+                if hasattr(model, "disable_adapter")
+                else contextlib.nullcontext()
+            )
+            with off:
+                states, _, rows = completion_states(model, self.batch(sequences), self.first)
+            self._reference_states[key] = (states, rows)
+        return self._reference_states[key]
+
     def __len__(self) -> int:
         return len(self._store)
 
@@ -154,19 +174,31 @@ class Batch(NamedTuple):
     labels: Tensor
 
 
-def completion_logits(model, batch: Batch, first_trainable: int, hidden: Tensor | None = None):
-    """Logits (M, V) at the M completion positions of `batch` and their targets (M,) and row ids (M,).
+def completion_states(model, batch: Batch, first_trainable: int, hidden: Tensor | None = None):
+    """Final-norm states (M, H) at the M completion positions of `batch`, their targets (M,) and row ids (M,).
 
-    Runs the top blocks from `hidden` (default `batch.hidden`; pass a tensor with grad for WDPO), the final
-    norm, and the LM head only where a label is scored.
+    Runs the top blocks from `hidden` (default `batch.hidden`; pass a tensor with grad for WDPO) and the
+    final norm; `completion_logits` adds the LM head.
     """
-    lm, backbone = _parts(model)
+    _, backbone = _parts(model)
     hidden = batch.hidden if hidden is None else hidden
     hidden = run_blocks(backbone, hidden, batch.attention, backbone.layers[first_trainable:])
     scored = batch.labels != -100  # (N, T-1)
     states = backbone.norm(hidden)[:, :-1][scored]  # (N, T-1, H) -> (M, H)
     rows = torch.arange(len(batch.labels), device=scored.device)[:, None].expand_as(scored)[scored]
-    return lm.lm_head(states), batch.labels[scored], rows
+    return states, batch.labels[scored], rows
+
+
+def completion_logits(model, batch: Batch, first_trainable: int, hidden: Tensor | None = None):
+    """Logits (M, V) at the M completion positions of `batch`, their targets (M,) and row ids (M,): the LM
+    head only where a label is scored (`completion_states`)."""
+    states, targets, rows = completion_states(model, batch, first_trainable, hidden)
+    return lm_head(model)(states), targets, rows
+
+
+def lm_head(model):
+    """The LM head of a plain or PEFT-wrapped model (LoRA never targets it here)."""
+    return _parts(model)[0].lm_head
 
 
 def sequence_logps(model, batch: Batch, first_trainable: int, hidden: Tensor | None = None) -> Tensor:

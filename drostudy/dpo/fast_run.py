@@ -60,11 +60,11 @@ def evaluate_pairs(model, cache: fast.TrunkCache, pairs, beta: float, batch_size
         chosen.append(logps[: len(chunk)])
         rejected.append(logps[len(chunk) :])
         # the KL is on the chosen completions only: the reference runs on the chosen rows alone (half the
-        # work); their tokens come first in `logp` (rows in order, chosen rows first)
+        # work), its top blocks once per study (the cache keeps their states); the chosen rows' tokens come
+        # first in `logp` (rows in order, chosen rows first)
         on_chosen = rows < len(chunk)
-        with model.disable_adapter():
-            ref_batch = cache.batch([p[0] for p in chunk])
-            ref_logp = fast.completion_logits(model, ref_batch, cache.first)[0].float().log_softmax(-1)
+        ref_states, _ = cache.reference_states([p[0] for p in chunk])
+        ref_logp = fast.lm_head(model)(ref_states).float().log_softmax(-1)
         policy = logp[on_chosen]  # (Mc, V)
         token_kl = (policy.exp() * (policy - ref_logp)).sum(-1)  # (Mc, V) -> (Mc,)
         kl.append(token_kl.new_zeros(len(chunk)).index_add(0, rows[on_chosen], token_kl))
