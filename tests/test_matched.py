@@ -12,6 +12,7 @@ from drostudy.analysis.matched import (
     DIAGNOSTIC_COLUMNS,
     isotonic,
     knob_curve,
+    matched_by_knob,
     matched_comparisons,
     matched_diagnostics,
     matched_points,
@@ -176,3 +177,19 @@ def test_bad_input_raises_naming_the_argument():
     missing = results[~((results.setting == "ordinary beta 0.2") & (results.seed == 2))]
     with pytest.raises(ValueError, match=r"results: .*no run for seeds \[2\]"):
         matched_comparisons(missing, KNOBS)
+
+
+def test_matched_by_knob_reads_each_knob_without_the_others_settings():
+    # a second knob whose curve is the beta curve relabelled: the same matched numbers, under its own name
+    steps = {"ordinary": 6.0, "ordinary steps 4": 4.0, "ordinary steps 2": 2.0, "ordinary steps 1": 1.0}
+    relabel = dict(zip(list(KNOBS)[1:], list(steps)[1:], strict=True))
+    beta_rows = _ordinary()
+    step_rows = [r | {"setting": relabel[r["setting"]]} for r in beta_rows if r["setting"] != "ordinary"]
+    results = _frame(beta_rows, step_rows, _robust("tv", 0.3, ood_shift=0.01))
+    rows, diagnosed = matched_by_knob(results, {"beta": KNOBS, "steps": steps})
+    assert list(rows.baseline) == [NAME, NAME.replace("(beta)", "(steps)")]
+    assert rows.mean_diff.iloc[0] == pytest.approx(rows.mean_diff.iloc[1], abs=1e-12)
+    assert rows.mean_diff.iloc[0] == pytest.approx(0.01, abs=1e-12)
+    assert list(diagnosed.baseline) == list(rows.baseline) and (diagnosed.seeds_left_out == 0).all()
+    with pytest.raises(ValueError, match="curves must name at least one knob"):
+        matched_by_knob(results, {})

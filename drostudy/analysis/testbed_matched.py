@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from drostudy.analysis.frontier import frontier_figure, frontier_points
-from drostudy.analysis.matched import matched_comparisons, matched_diagnostics
+from drostudy.analysis.matched import matched_by_knob
 from drostudy.analysis.paired import paired_comparison
 from drostudy.analysis.stats import half_width
 
@@ -32,33 +32,22 @@ def _trained(results: pd.DataFrame) -> pd.DataFrame:
     return results[results.setting != REFERENCE]
 
 
+def matched(results: pd.DataFrame, knobs: Mapping[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows, diagnostics): the matched comparisons (COLUMNS) of every robust setting on the OOD-mean
+    correctness, once per MATCHES entry, each with its own `baseline` ("ordinary matched on id correct
+    (beta)", ...) and its own Holm family; and per row the seeds ordinary's beta curve brackets and those
+    left out, not extrapolated (drostudy.analysis.matched.matched_by_knob)."""
+    return matched_by_knob(_trained(results), {KNOB: knobs}, MATCHES, OUTCOME, BASELINE)
+
+
 def matched_rows(results: pd.DataFrame, knobs: Mapping[str, float]) -> pd.DataFrame:
-    """The matched comparisons (COLUMNS) of every robust setting on the OOD-mean correctness, once per
-    MATCHES entry; each has its own `baseline` ("ordinary matched on id correct (beta)", ...) and its own
-    Holm family."""
-    return pd.concat(
-        [
-            matched_comparisons(
-                _trained(results), knobs, BASELINE, KNOB, match_on, OUTCOME, domain="mean"
-            )
-            for match_on in MATCHES
-        ],
-        ignore_index=True,
-    )
+    """The rows of `matched`."""
+    return matched(results, knobs)[0]
 
 
 def diagnostics(results: pd.DataFrame, knobs: Mapping[str, float]) -> pd.DataFrame:
-    """matched_diagnostics for every MATCHES entry: per robust setting, the seeds bracketed by ordinary's
-    beta curve and those left out (not extrapolated)."""
-    return pd.concat(
-        [
-            matched_diagnostics(
-                _trained(results), knobs, BASELINE, KNOB, match_on, OUTCOME, domain="mean"
-            )
-            for match_on in MATCHES
-        ],
-        ignore_index=True,
-    )
+    """The diagnostics of `matched`."""
+    return matched(results, knobs)[1]
 
 
 def _row(table: pd.DataFrame, setting: str, baseline: str):
