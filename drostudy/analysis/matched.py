@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from drostudy.analysis.monotone import invert, isotonic
 from drostudy.analysis.paired import holm, paired_comparison, verdict
 from drostudy.analysis.stats import COLUMNS, check_results
 
@@ -52,19 +53,6 @@ DIAGNOSTIC_COLUMNS = (
     "left_out",
     "seeds_isotonic",
 )
-
-
-def isotonic(y: Iterable[float], increasing: bool = True) -> np.ndarray:
-    """Least-squares monotone fit of `y` (in its order) by pool-adjacent-violators, equal weights."""
-    values = np.asarray(list(y), dtype=float) * (1.0 if increasing else -1.0)
-    blocks: list[list[float]] = []  # [mean, size]
-    for v in values:
-        blocks.append([v, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
-    fit = np.concatenate([np.full(int(n), m) for m, n in blocks])
-    return fit * (1.0 if increasing else -1.0)
 
 
 def knob_curve(
@@ -149,7 +137,7 @@ def matched_points(
             for seed in sorted(set(seeds) & set(stage_curves)):
                 c = stage_curves[seed]
                 xr, yr = float(x.loc[seed, setting]), float(y.loc[seed, setting])
-                k = _invert(c.knob.to_numpy(), c.x_fit.to_numpy(), xr, tol)
+                k = invert(c.knob.to_numpy(), c.x_fit.to_numpy(), xr, tol)
                 ym = float(np.interp(k, c.knob, c.y)) if not math.isnan(k) else math.nan
                 rows.append(
                     (stage, setting, seed, xr, yr, k, ym, yr - ym, not math.isnan(k), c.curve.iat[0])
@@ -280,19 +268,6 @@ def matched_by_knob(
 
 def _baseline_name(baseline: str, match_on: tuple[str, str], knob_name: str) -> str:
     return f"{baseline} matched on {match_on[1]} {match_on[0]} ({knob_name})"
-
-
-def _invert(knob: np.ndarray, fit: np.ndarray, x: float, tol: float) -> float:
-    """The middle of {k : fit(k) = x (up to tol)} along the piecewise-linear monotone curve; NaN if x is
-    out of its range."""
-    if fit[-1] < fit[0]:
-        fit, x = -fit, -x
-    if not fit[0] - tol <= x <= fit[-1] + tol:
-        return math.nan
-    lo, hi = int(np.searchsorted(fit, x - tol, "left")), int(np.searchsorted(fit, x + tol, "right")) - 1
-    if lo <= hi:  # knob points whose fit is x (a flat stretch when several)
-        return float((knob[lo] + knob[hi]) / 2)
-    return float(np.interp(x, fit[hi : lo + 1], knob[hi : lo + 1]))  # fit[hi] < x < fit[lo], hi = lo - 1
 
 
 def _values(block: pd.DataFrame, which: tuple[str, str], domain: str) -> pd.DataFrame:
