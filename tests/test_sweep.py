@@ -146,6 +146,11 @@ if json.loads((pathlib.Path(os.environ["DROSTUDY_RESULTS"]) / "01_first.json").r
     raise RuntimeError("02 fails on FULL results")
 """
 
+THIRD = """
+import os, pathlib
+pathlib.Path(os.environ["SWEEP_COUNTER_DIR"], "03").open("a").write("ran\\n")
+"""
+
 
 @pytest.mark.slow
 def test_study_runs_in_order_passes_only_defined_parameters_and_resumes(tmp_path, monkeypatch, capsys):
@@ -154,6 +159,10 @@ def test_study_runs_in_order_passes_only_defined_parameters_and_resumes(tmp_path
     write_notebook(nbs / "01_first.ipynb", "FULL = False  # GPU size\nSMOKE = False", FIRST)
     write_notebook(nbs / "02_second.ipynb", None, SECOND)  # no parameters cell: gets none
     write_notebook(nbs / "notes.ipynb", None, "raise RuntimeError('not numbered: never run')")
+    write_notebook(nbs / "03_own.ipynb", None, THIRD)  # runs on its own: only when --only names it
+    own = json.loads((nbs / "03_own.ipynb").read_text())
+    own["metadata"]["drostudy"] = {"study": "own"}
+    (nbs / "03_own.ipynb").write_text(json.dumps(own))
     monkeypatch.setenv("SWEEP_COUNTER_DIR", str(tmp_path / "counts"))
     monkeypatch.setenv("DROSTUDY_RESULTS", str(results))
     study = ["study", "--notebooks", str(nbs), "--runs-dir", str(runs)]
@@ -175,3 +184,6 @@ def test_study_runs_in_order_passes_only_defined_parameters_and_resumes(tmp_path
     assert counts(nbs) == {"01": 2, "02": 2}
     assert "02 fails on FULL" in (runs / "study" / "02_second" / "error.txt").read_text()
     assert "FAILED 02_second" in capsys.readouterr().out
+    assert "03" not in counts(nbs)  # never run by the study itself
+    assert main([*study, "--smoke", "--only", "03"]) == 0
+    assert counts(nbs)["03"] == 1 and counts(nbs)["02"] == 2

@@ -1,5 +1,8 @@
 """`python -m drostudy study [--full 0|1] [--smoke]`: every numbered notebook, in order, headless (`make study`).
 
+A notebook whose metadata reads `"drostudy": {"study": "own"}` runs only when `--only` names it: it is
+too long for the study's budget and runs on its own (notebook 06, `make capacity`).
+
 Each notebook NN_slug.ipynb runs through papermill into runs/study/NN_slug/ (the executed copy, log.txt,
 params.json, then done.json or error.txt); the sources in notebooks/ are never written. Parameters passed:
 FULL (the larger GPU configuration) and SMOKE (the CI-sized one), each only to notebooks whose parameters
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 from pathlib import Path
 
 from drostudy.analysis.provenance import notebook_entry, write_provenance
@@ -97,7 +101,17 @@ def chosen_notebooks(args: argparse.Namespace) -> list[Path]:
             f"--only: unknown notebook number(s) {sorted(unknown)}; expected some of "
             f"{[p.name[:2] for p in paths]}"
         )
-    return [p for p in paths if not only or p.name[:2] in only]
+    if only:
+        return [p for p in paths if p.name[:2] in only]
+    return [p for p in paths if runs_in_the_study(p)]
+
+
+def runs_in_the_study(path: Path) -> bool:
+    """Whether `make study` runs the notebook: all do but those whose metadata says `"drostudy": {"study":
+    "own"}`, a notebook too long for the study's budget that runs on its own (`--only NN`, e.g. `make
+    capacity`) and keeps its results beside the study's."""
+    metadata = json.loads(path.read_text()).get("metadata", {})
+    return metadata.get("drostudy", {}).get("study", "default") != "own"
 
 
 def cli_main(args: argparse.Namespace) -> int:
