@@ -1,0 +1,135 @@
+"""Notebook 06 (issue #25): does a robust setting's gain over ordinary training change with capacity?
+
+Each stage runs its headline settings at several capacity points (reward models: trainable MiniLM blocks;
+DPO: steps and LoRA depth; the RL testbed: policy features and steps) on the same paired seeds. A capacity
+point is part of the `stage` column, `"<stage> · <capacity>"` (e.g. "rm A · 1 trainable block"), so that
+`stats.comparisons_table` compares every setting with ordinary training *at the same capacity*. This module
+reads those rows back per capacity: the paired OOD-mean gains in capacity order (`gains`), one figure with
+a panel per stage (`gains_figure`) and one sentence per stage (`stage_sentence`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from plotly.subplots import make_subplots
+
+from drostudy.analysis import stats
+from drostudy.plotting import TEMPLATE, add_gain_line, color_map
+
+SEP = " · "  # between a stage and its capacity point in the `stage` column
+GAIN_COLUMNS = (
+    "stage",
+    "capacity",
+    "setting",
+    "metric",
+    "n_seeds",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "half_width",
+    "mde",
+    "verdict",
+)
+
+
+def capacity_stage(stage: str, capacity: str) -> str:
+    """The `stage` column of a run of `stage` at capacity point `capacity`."""
+    if not stage or not capacity or SEP in stage or SEP in capacity:
+        raise ValueError(
+            f"stage and capacity must be non-empty without {SEP!r}; got {stage!r}, {capacity!r}"
+        )
+    return f"{stage}{SEP}{capacity}"
+
+
+def split_stage(stage: str) -> tuple[str, str]:
+    """(stage, capacity) of a `capacity_stage` value; ValueError naming it if it has no capacity."""
+    base, sep, capacity = stage.partition(SEP)
+    if not sep:
+        raise ValueError(f"stage {stage!r} names no capacity point (expected 'stage{SEP}capacity')")
+    return base, capacity
+
+
+def gains(comparisons: pd.DataFrame, order: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """The OOD-mean rows of the quality metric (stats.QUALITY_METRICS) of `comparisons` (stats.COLUMNS,
+    stages from `capacity_stage`, baseline "ordinary"), one per stage, capacity and setting: GAIN_COLUMNS,
+    sorted by stage, then capacity in `order` ({stage: [capacity, ...]}, the plan's order; default: the
+    order of the rows, which comparisons_table sorts by name), then setting."""
+    rows = comparisons[
+        (comparisons.baseline == "ordinary")
+        & (comparisons.split == "ood")
+        & (comparisons.domain == "mean")
+        & comparisons.metric.isin(stats.QUALITY_METRICS)
+    ].copy()
+    parts = [split_stage(s) for s in rows.stage]
+    rows["stage"], rows["capacity"] = [p[0] for p in parts], [p[1] for p in parts]
+    rows["half_width"] = stats.half_width(rows)
+    seen = order or {}
+    rank = {
+        (stage, capacity): seen.get(
+            stage, list(dict.fromkeys(rows.capacity[rows.stage == stage]))
+        ).index(capacity)
+        for stage, capacity in zip(rows.stage, rows.capacity, strict=True)
+    }
+    rows["rank"] = [rank[(s, c)] for s, c in zip(rows.stage, rows.capacity, strict=True)]
+    rows = rows.sort_values(["stage", "rank", "setting"], kind="stable")
+    return rows[list(GAIN_COLUMNS)].reset_index(drop=True)
+
+
+def gains_figure(table: pd.DataFrame, titles: dict[str, str] | None = None):
+    """One panel per stage: each setting's paired OOD-mean gain over ordinary (95% interval) against the
+    capacity points, in `gains` order, with the zero line; `titles` names the panels ({stage: title})."""
+    stages = list(dict.fromkeys(table.stage))
+    titles = titles or {}
+    fig = make_subplots(
+        rows=1, cols=len(stages), subplot_titles=[titles.get(s, s) for s in stages], shared_yaxes=False
+    )
+    colors = color_map(sorted(set(table.setting)))
+    for col, stage in enumerate(stages, 1):
+        part = table[table.stage == stage]
+        for setting, line in part.groupby("setting", sort=True):
+            add_gain_line(
+                fig,
+                line,
+                "capacity",
+                setting,
+                colors[setting],
+                row=1,
+                col=col,
+                legendgroup=setting,
+                showlegend=col == 1,
+            )
+        fig.add_hline(y=0, line=dict(color="grey", dash="dot"), row=1, col=col)
+        fig.update_xaxes(type="category", title_text="capacity", row=1, col=col)
+    fig.update_yaxes(title_text="OOD-mean gain over ordinary (paired 95%)", row=1, col=1)
+    fig.update_layout(
+        template=TEMPLATE,
+        title="Robust minus ordinary out of distribution, at each capacity<br><sup>paired over seeds; "
+        "each point against ordinary training at the same capacity</sup>",
+        width=max(520, 420 * len(stages)),
+        height=460,
+    )
+    return fig
+
+
+def stage_sentence(table: pd.DataFrame, stage: str, setting: str, target: float) -> str:
+    """What `setting`'s gain does along `stage`'s capacity points (`gains` rows): the gain and interval at
+    each point, whether its sign changes among the resolved points, and each half-width against `target`."""
+    part = table[(table.stage == stage) & (table.setting == setting)]
+    if part.empty:
+        raise ValueError(f"no gains of setting {setting!r} in stage {stage!r}")
+    points = "; ".join(
+        f"{r.capacity}: {r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] ({r.verdict}, n={r.n_seeds})"
+        for r in part.itertuples()
+    )
+    resolved = set(part.verdict[part.verdict != "not resolved"])
+    if len(resolved) > 1:
+        change = "the verdict changes sign with capacity"
+    elif resolved:
+        change = f"{resolved.pop()} wherever resolved; the sign does not change"
+    else:
+        change = "resolved at no capacity point"
+    wide = part.capacity[part.half_width > target].tolist()
+    met = (
+        f"half-widths <= {target} at every point" if not wide else f"half-width above {target} at {wide}"
+    )
+    return f"{stage}, {setting} minus ordinary, OOD mean: {points}; {change}; {met}."

@@ -1,0 +1,56 @@
+"""Notebook 06's reading of the capacity axis (drostudy.analysis.capacity) on constructed results: each
+setting is compared with ordinary training at its own capacity, gains come back in capacity order, the
+figure has a panel per stage, and the sentence says when the verdict changes sign."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drostudy.analysis import capacity, stats
+
+SEEDS = range(8)
+NOISE = np.array([0.003, -0.002, 0.001, -0.003, 0.002, 0.0, -0.001, 0.0])  # zero mean
+
+
+def _results(gain_by_capacity: dict[str, float], stage="rm A", metric="accuracy") -> pd.DataFrame:
+    rows = []
+    for cap_index, (cap, gain) in enumerate(gain_by_capacity.items()):
+        for seed in SEEDS:
+            base = 0.6 + 0.05 * cap_index + 0.01 * seed  # capacity and seed move both settings
+            for setting, value in (("ordinary", base), ("tv 0.5", base + gain + NOISE[seed])):
+                for split in ("id", "ood"):
+                    rows.append(
+                        (capacity.capacity_stage(stage, cap), setting, seed, split, "x", metric, value)
+                    )
+    return stats.add_domain_mean(pd.DataFrame(rows, columns=list(stats.RESULT_COLUMNS)))
+
+
+def test_gains_compare_within_each_capacity_and_keep_its_order():
+    points = {"0 trainable blocks": 0.0, "2 trainable blocks": -0.03, "1 trainable block": 0.02}
+    comparisons = stats.comparisons_table(_results(points))
+    assert sorted(capacity.gains(comparisons).capacity) == sorted(points)
+    table = capacity.gains(comparisons, {"rm A": list(points)})
+    assert list(table.capacity) == list(points)  # the plan's order, not the names'
+    assert table.mean_diff.to_numpy() == pytest.approx(list(points.values()), abs=1e-12)
+    assert list(table.verdict) == ["not resolved", "worse", "better"]
+    sentence = capacity.stage_sentence(table, "rm A", "tv 0.5", 0.02)
+    assert "the verdict changes sign with capacity" in sentence and "every point" in sentence
+    dims = {"dim 32": 0.02, "dim 128": 0.01}
+    same = capacity.gains(stats.comparisons_table(_results(dims, "t", "correct")), {"t": list(dims)})
+    assert "better wherever resolved" in capacity.stage_sentence(same, "t", "tv 0.5", 0.001)
+    assert "half-width above 0.001 at ['dim 32', 'dim 128']" in capacity.stage_sentence(
+        same, "t", "tv 0.5", 0.001
+    )
+
+
+def test_figure_has_a_panel_per_stage_and_bad_names_raise():
+    both = pd.concat([_results({"a": 0.01, "b": 0.0}), _results({"c": 0.02}, "dpo")])
+    table = capacity.gains(stats.comparisons_table(both))
+    fig = capacity.gains_figure(table, {"dpo": "DPO"})
+    assert len(fig.data) == 2 and [a.text for a in fig.layout.annotations][:2] == ["DPO", "rm A"]
+    with pytest.raises(ValueError, match="names no capacity point"):
+        capacity.split_stage("rm A")
+    with pytest.raises(ValueError, match="stage and capacity must be non-empty"):
+        capacity.capacity_stage("rm A", "")
+    with pytest.raises(ValueError, match="no gains of setting"):
+        capacity.stage_sentence(table, "rm A", "kl 0.1", 0.02)
