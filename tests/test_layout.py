@@ -47,6 +47,7 @@ LAYERS = (
         "drostudy.rl",
         "drostudy.toy",
     ),  # each plans and runs its notebook
+    ("drostudy.capacity",),  # notebook 06: the stages' plans at higher capacity (issue #25)
     ("drostudy.runner", "drostudy.__main__"),
 )
 STAGES = ("drostudy.reward", "drostudy.dpo", "drostudy.rl")
