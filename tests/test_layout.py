@@ -134,7 +134,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_layers_of_known_modules():
-    assert (layer("drostudy"), layer("drostudy.weights"), layer("drostudy.runner.study")) == (2, 1, 6)
+    assert (layer("drostudy"), layer("drostudy.weights"), layer("drostudy.capacity.dpo")) == (2, 1, 6)
+    assert layer("drostudy.runner.study") == 7
 
 
 def within(name: str, packages: tuple[str, ...]) -> bool:
