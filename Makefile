@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 # FULL=1 selects each notebook's larger (GPU) configuration.
 FULL ?= 0
 
-.PHONY: setup study test lint lab sweep data clean-cache
+.PHONY: setup study capacity test lint lab sweep data clean-cache
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -25,6 +25,11 @@ data: setup
 study: data
 	$(PY) -m drostudy study --full $(FULL)
 	$(PY) -m drostudy.analysis.findings
+
+# Notebook 06 (does the verdict survive capacity?): too long for the study's budget, so it runs on its own,
+# resumably (a finished run is never redone); its results are committed beside the study's.
+capacity: data
+	$(PY) -m drostudy study --only 06 --full $(FULL)
 
 test: setup
 	$(PY) scripts/check_notebooks.py

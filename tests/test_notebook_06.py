@@ -1,0 +1,51 @@
+"""Notebook 06 end to end (SMOKE: tiny models, 2 paired seeds, two capacity points per stage): every stage's
+runs are compared with ordinary training at their own capacity point, the comparisons CSV and the record
+hold them, the gains figure is saved, and the findings state one primary line per stage (and split), written
+from the run's numbers. The notebook runs on its own, outside `make study`."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from drostudy.analysis import stats
+from drostudy.analysis.capacity import split_stage
+from drostudy.analysis.records import read_record
+from drostudy.runner.notebooks import displayed_markdown, execute_notebook, notebooks_dir
+from drostudy.runner.study import runs_in_the_study
+
+NOTEBOOK = notebooks_dir() / "06_capacity.ipynb"
+
+
+def test_notebook_06_is_left_out_of_the_study():
+    assert not runs_in_the_study(NOTEBOOK)
+    assert json.loads(NOTEBOOK.read_text())["metadata"]["drostudy"] == {"study": "own"}
+
+
+@pytest.mark.slow  # kernel start and about forty tiny runs of three stages
+def test_notebook_06_smoke(tmp_path, notebook_env):
+    out = tmp_path / "executed.ipynb"
+    execute_notebook(NOTEBOOK, out, {"SMOKE": True}, env=notebook_env, progress_bar=False)
+
+    record = read_record(tmp_path / "results" / "06_capacity.json")
+    assert record["stages"] == ["reward", "dpo", "testbed"]
+    written = pd.read_csv(tmp_path / "results" / "06_capacity.comparisons.csv")
+    assert tuple(written.columns) == stats.COLUMNS and set(written.baseline) == {"ordinary"}
+    points = {}
+    for stage in written.stage:
+        base, capacity = split_stage(stage)
+        points.setdefault(base, set()).add(capacity)
+    assert set(points) == {"rm A", "rm C", "dpo", "rl_testbed"}
+    assert all(len(p) == 2 for p in points.values())  # SMOKE's two capacity points per stage
+    gains = pd.DataFrame(record["gains"])
+    assert set(gains.stage) == set(points) and (gains.n_seeds == 2).all()
+    assert {"tv 0.5", "tv 0.2"} <= set(gains.setting)
+
+    findings = displayed_markdown(out)[-1]
+    assert findings.startswith("### What was found")
+    primaries = [line for line in record["conclusion"].splitlines() if line.startswith("Primary: ")]
+    assert len(primaries) == len(points)  # one per stage (and reward-model split)
+    for line in record["conclusion"].splitlines():
+        assert line in findings
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert "06_capacity_gains.html" in figures
