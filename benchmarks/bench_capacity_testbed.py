@@ -97,8 +97,9 @@ def main() -> None:
         reference = ood_mean(torch.zeros_like(theta), test, train_domains)  # every run evaluates pi_ref
         eval_s = time.process_time() - start
         point = cap.capacity(config)
-        rows.append(dict(point=point, setting=label, seed=config.seed, train_s=train_s,
-                         eval_s=eval_s, ood_correct=outcome, reference=reference))  # fmt: skip
+        times = dict(train_s=train_s, eval_s=eval_s)
+        rows.append(dict(point=point, setting=label, seed=config.seed, ood_correct=outcome, **times))
+        rows[-1]["reference"] = reference
     table = pd.DataFrame(rows)
     wide = table.pivot_table(index=["point", "seed"], columns="setting", values="ood_correct")
     costs = table.groupby(["point", "setting"], sort=False)[["train_s", "eval_s"]].mean().round(3)

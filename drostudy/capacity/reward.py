@@ -53,6 +53,7 @@ TRAINING_FIELDS = (
     "batch_size",
     "truncate_length",
 )
+_NOTEBOOK_02 = study.PRESETS["default"]  # the sizes shared with notebook 02 default to its own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,23 +75,23 @@ class Sizes:
     """notebook 02's primary split (drostudy.reward.study.SPLITS)"""
     severe_split: str = SEVERE_SPLIT
     """the most severe split of notebook 02's committed results (SEVERE_SPLIT says how it was found)"""
-    radius: float = 0.5
+    radius: float = _NOTEBOOK_02.headline_radius
     """the TV radius of both robust settings (notebook 02's primary, HEADLINE_RADIUS)"""
     levels: tuple[str, ...] = LEVELS
     """where the ball runs besides ordinary: example (`tv 0.5`), group (`group tv 0.5`)"""
-    model: str = "minilm-l6"
+    model: str = _NOTEBOOK_02.model
     """reward backbone (drostudy.models), as notebook 02"""
-    n_train: int = 750
+    n_train: int = _NOTEBOOK_02.n_train
     """training pairs per run, as notebook 02"""
-    n_eval: int = 0
+    n_eval: int = _NOTEBOOK_02.n_eval
     """test pairs per domain; 0 = the whole test split of every domain, as notebook 02"""
-    steps: int = 282
+    steps: int = _NOTEBOOK_02.steps
     """optimiser steps (6 passes over the pairs), as notebook 02"""
-    learning_rate: float = 1e-3
+    learning_rate: float = _NOTEBOOK_02.learning_rate
     """AdamW's rate for everything trained (pooler, head and the trainable blocks), as notebook 02"""
-    batch_size: int = 16
+    batch_size: int = _NOTEBOOK_02.batch_size
     """pairs per step: the worst case is taken over this many"""
-    truncate_length: int = 128
+    truncate_length: int = _NOTEBOOK_02.truncate_length
     """tokens per prompt + response text, as notebook 02"""
 
 

@@ -144,15 +144,12 @@ def plan(
     `sizes.seeds_at(dim)` seeds: the first seeds of a wider dim are the other dims' seeds). The minibatch
     algorithm is notebook 04's (BanditConfig defaults: beta 0.1, batch_size 32, samples 4; `bandit_fields`
     override them), so dim 32 at 200 steps reproduces notebook 04's runs of these settings."""
-    out = []
+    out, ball = [], dict(divergence=sizes.divergence, radius=sizes.radius) | bandit_fields
     for seed in range(max(map(sizes.seeds_at, sizes.dims))):
         for dim in [d for d in sizes.dims if seed < sizes.seeds_at(d)]:
             data = DataConfig(train_domains=domains(train_domains), dim=dim)
             for steps in sizes.steps:
-                bandit = BanditConfig(
-                    divergence=sizes.divergence, radius=sizes.radius, steps=steps, seed=seed,
-                    **bandit_fields,
-                )  # fmt: skip
+                bandit = BanditConfig(steps=steps, seed=seed, **ball)
                 for setting, level in settings(sizes):
                     run = TestbedRun("paired", bandit, data, (setting,), sizes.per_domain)
                     out.append((setting.name, CapacityRun(run, level, domains(eval_domains))))
@@ -284,11 +281,10 @@ def reference_table(runs: list[dict], metric: str = "correct") -> pd.DataFrame:
         wide = block.pivot(index="seed", columns="setting", values="value")
         for setting in [s for s in block.setting.unique() if s != REFERENCE]:
             c = paired_comparison(wide[setting], wide[REFERENCE])
-            rows.append(
-                dict(stage=stage, setting=setting, reference=float(wide[REFERENCE].mean()),
-                     mean_diff=c.mean_diff, ci_low=c.ci_low, ci_high=c.ci_high,
-                     below=bool(c.ci_high < 0))
-            )  # fmt: skip
+            interval = dict(mean_diff=c.mean_diff, ci_low=c.ci_low, ci_high=c.ci_high)
+            reference = float(wide[REFERENCE].mean())
+            row = dict(stage=stage, setting=setting, reference=reference, **interval)
+            rows.append(row | {"below": bool(c.ci_high < 0)})
     return pd.DataFrame(rows)
 
 
