@@ -82,7 +82,9 @@ def matched_conclusion(
             )
         lines.append(f"- {setting} vs {name}: {numbers}; {bracket}.")
     if not lines or not lines[0].startswith("Matched primary"):
-        lines.insert(0, f"Matched primary: {primary} - {primary_baseline}: not run (no such knob curve).")
+        lines.insert(
+            0, f"Matched primary: {primary} - {primary_baseline}: not run (no such knob curve)."
+        )
     return "\n".join(lines)
 
 
