@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats as scipy_stats
 from transformers.masking_utils import create_bidirectional_mask
 
+from drostudy.analysis.capacity import paired_sd, seeds_needed
 from drostudy.capacity import reward as cap
 from drostudy.reward import fast
 from drostudy.reward.cached_runs import CachedRuns
@@ -43,14 +43,6 @@ RESULTS = (
 )
 TARGET = 0.02  # the OOD-mean half-width the capacity rows aim at (issue #25)
 margins_of: dict[tuple, np.ndarray] = {}  # (setting, seed, frozen) -> the last timed run's test margins
-
-
-def seeds_needed(sd: float, target: float = TARGET) -> int:
-    """The least n >= 2 with t_{0.975, n-1} * sd / sqrt(n) <= target."""
-    n = 2
-    while scipy_stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > target and n < 1000:
-        n += 1
-    return n
 
 
 def committed_sd() -> dict[str, float]:
@@ -64,8 +56,7 @@ def committed_sd() -> dict[str, float]:
         & table.setting.isin(["tv 0.5", "group tv 0.5"])
     ]
     half = (part.ci_high - part.ci_low) / 2
-    t = scipy_stats.t.ppf(0.975, part.n_seeds - 1)
-    sd = half * np.sqrt(part.n_seeds) / t
+    sd = [paired_sd(h, int(n)) for h, n in zip(half, part.n_seeds, strict=True)]
     return {
         f"{s} | {g}": round(float(v), 4) for s, g, v in zip(part.stage, part.setting, sd, strict=True)
     }
@@ -231,7 +222,7 @@ def summary(points: list[dict], sizes) -> dict:
             )
     committed = committed_sd()
     sd = max([*committed.values(), *[v for v in sds.values() if not math.isnan(v)]])
-    seeds = seeds_needed(sd)
+    seeds = seeds_needed(sd, TARGET)
     per_seed = sum(
         (cost[c]["train_cpu_s"] + cost[c]["eval_cpu_s"])
         * len(cap.splits(sizes))

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from scipy.stats import t as student
 
+from drostudy.analysis.capacity import paired_sd, seeds_needed
 from drostudy.analysis.paired import paired_comparison
 from drostudy.capacity import testbed as cap
 from drostudy.rl.testbed import evaluate_policy, run_minibatch
@@ -55,7 +56,7 @@ def committed_spread() -> dict:
     ].iloc[0]
     n = int(row.n_seeds)
     half = (row.ci_high - row.ci_low) / 2
-    return {"n_seeds": n, "half_width": half, "sd_diff": half * math.sqrt(n) / student.ppf(0.975, n - 1)}
+    return {"n_seeds": n, "half_width": half, "sd_diff": paired_sd(half, n)}
 
 
 def train_once(config: cap.CapacityRun, train) -> tuple[torch.Tensor, float]:
@@ -111,7 +112,7 @@ def main() -> None:
             spread[f"{point} | {setting}"] = {
                 "mean_diff": round(float(diff.mean()), 4),
                 "sd_diff": round(sd, 5),
-                "seeds_for_target": cap.seeds_needed(sd, TARGET),
+                "seeds_for_target": seeds_needed(sd, TARGET),
                 "half_width_at_default_seeds": round(
                     student.ppf(0.975, sizes.seeds - 1) * sd / math.sqrt(sizes.seeds), 4
                 ),

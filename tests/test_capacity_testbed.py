@@ -150,10 +150,3 @@ def test_example_level_runs_are_notebook_04s_on_the_same_seed():
     a = mine.drop(columns="stage").sort_values(keys).reset_index(drop=True)
     b = theirs.drop(columns="stage").sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-
-
-def test_seeds_needed_meets_the_half_width():
-    from scipy.stats import t
-
-    n = cap.seeds_needed(0.02, 0.01)
-    assert t.ppf(0.975, n - 1) * 0.02 / n**0.5 <= 0.01 < t.ppf(0.975, n - 2) * 0.02 / (n - 1) ** 0.5

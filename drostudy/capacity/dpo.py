@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from drostudy.analysis import dpo_study
+from drostudy.analysis.capacity import capacity_stage
 from drostudy.config import pick_sizes
 from drostudy.dpo import fast, fast_run, study
 from drostudy.dpo.fast_train import FastDPORunConfig
@@ -173,7 +174,7 @@ def capacities(configs: list[tuple[str, FastDPORunConfig]]) -> list[str]:
 
 def stage(config) -> str:
     """The `stage` column of a run's rows: notebook 03's stage name and the capacity point."""
-    return f"{STAGE} · {capacity(config)}"
+    return capacity_stage(STAGE, capacity(config))
 
 
 class ChainedTrunkCache(fast.TrunkCache):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from drostudy.analysis.capacity import capacity_stage
 from drostudy.analysis.reward_grid import result_rows
 from drostudy.config import pick_sizes
 from drostudy.reward import study
@@ -194,7 +195,7 @@ def split_of(config) -> str:
 def stage(config) -> str:
     """`rm <split> · <capacity>`: the paired experiment a run belongs to (notebook 02's stage name, at
     this capacity point)."""
-    return f"{study.stage(split_of(config), 0.0)} · {capacity(config)}"
+    return capacity_stage(study.stage(split_of(config), 0.0), capacity(config))
 
 
 def capacities(configs: list[tuple[str, RMConfig]]) -> list[str]:

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import t as student
 from torch import Tensor
 
+from drostudy.analysis.capacity import capacity_stage
 from drostudy.analysis.paired import paired_comparison
 from drostudy.analysis.stats import RESULT_COLUMNS
 from drostudy.config import pick_sizes, setting_label
@@ -262,7 +261,9 @@ def results(runs: list[dict], reference: bool = False) -> pd.DataFrame:
     """The long table (drostudy.analysis.stats.RESULT_COLUMNS) of finished runs, stage
     "rl_testbed · <capacity>", one row per run and quantity; the reference policy's rows (setting
     "reference", one copy per seed and capacity) only with `reference`, as they are no setting to compare."""
-    frames = [pd.DataFrame(m["rows"]).assign(stage=f"{STAGE} · {capacity(m['config'])}") for m in runs]
+    frames = [
+        pd.DataFrame(m["rows"]).assign(stage=capacity_stage(STAGE, capacity(m["config"]))) for m in runs
+    ]
     table = pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]  # stored rows: keys sorted
     if not reference:
         table = table[table.setting != REFERENCE]
@@ -286,11 +287,3 @@ def reference_table(runs: list[dict], metric: str = "correct") -> pd.DataFrame:
             row = dict(stage=stage, setting=setting, reference=reference, **interval)
             rows.append(row | {"below": bool(c.ci_high < 0)})
     return pd.DataFrame(rows)
-
-
-def seeds_needed(sd_diff: float, target: float, most: int = 1000) -> int:
-    """The fewest paired seeds n whose 95% t half-width t_{n-1} sd / sqrt(n) is at most `target`."""
-    for n in range(2, most + 1):
-        if student.ppf(0.975, n - 1) * sd_diff / math.sqrt(n) <= target:
-            return n
-    return most
