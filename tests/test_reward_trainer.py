@@ -279,6 +279,31 @@ def test_cached_top_equals_full_forward(frozen_layers):
     np.testing.assert_allclose(margins, full, rtol=1e-4, atol=1e-5)
 
 
+def test_cls_block_equals_the_whole_block_at_cls_in_value_and_gradient():
+    model, _ = tiny()
+    model.eval()
+    layer = model.base_model.encoder.layer[-1]
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, model.config.hidden_size, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 2 + [0] * 5])
+    layer = layer.double()
+    attention = reward_cached.create_bidirectional_mask(
+        config=model.config, inputs_embeds=hidden, attention_mask=mask
+    )
+    whole = layer(hidden, attention)
+    whole = (whole[0] if isinstance(whole, tuple) else whole)[:, :1]
+    ours = reward_cached.cls_block(layer, hidden, mask)
+    torch.testing.assert_close(ours, whole, rtol=1e-10, atol=1e-10)
+    probe = torch.randn_like(whole)
+    (g_whole,) = torch.autograd.grad((whole * probe).sum(), hidden)
+    (g_ours,) = torch.autograd.grad((ours * probe).sum(), hidden)
+    torch.testing.assert_close(g_ours, g_whole, rtol=1e-10, atol=1e-10)
+    # a padded position has no say: changing it moves nothing
+    moved = hidden.detach().clone()
+    moved[2, 4] += 10.0
+    torch.testing.assert_close(reward_cached.cls_block(layer, moved, mask)[2], ours[2].detach())
+
+
 # --- command line ---------------------------------------------------------------------------------------
 
 
