@@ -62,7 +62,7 @@ def _results(seeds: int = 6) -> pd.DataFrame:
 
 def test_matched_rows_name_both_baselines_and_leave_the_reference_out():
     results = _results()
-    rows = testbed_matched.matched_rows(results, BETAS)
+    rows, diagnostics = testbed_matched.matched(results, BETAS)
     assert tuple(rows.columns) == COLUMNS
     assert set(rows.baseline) == {
         "ordinary matched on id correct (beta)",
@@ -73,13 +73,12 @@ def test_matched_rows_name_both_baselines_and_leave_the_reference_out():
     assert on_id.loc["on curve", "mean_diff"] == pytest.approx(0.0, abs=1e-12)
     assert on_id.loc["above", "mean_diff"] == pytest.approx(0.01, abs=1e-9)
     assert on_id.loc["above", "verdict"] == "better" and (on_id.n_seeds == 6).all()
-    diagnostics = testbed_matched.diagnostics(results, BETAS)
     assert (diagnostics.seeds_left_out == 0).all() and len(diagnostics) == 4
 
 
 def test_matched_text_sets_plain_and_matched_gains_side_by_side():
     results = _results()
-    matched = testbed_matched.matched_rows(results, BETAS)
+    matched, _ = testbed_matched.matched(results, BETAS)
     plain = matched.assign(baseline="ordinary")[matched.baseline.str.contains("id correct")]
     text, met = testbed_matched.matched_text(plain, matched, "above", 6, target=0.5)
     assert text.startswith("Matched primary (testbed): above vs ordinary matched on id correct (beta)")

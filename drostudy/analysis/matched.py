@@ -167,23 +167,17 @@ def matched_comparisons(
     """
     points = matched_points(results, knobs, baseline, match_on, outcome, domain)
     name = _baseline_name(baseline, match_on, knob_name)
+    return _comparisons(points, name, outcome, domain, lower_is_better, alpha, power)
+
+
+def _comparisons(points, name, outcome, domain, lower_is_better=(), alpha=0.05, power=0.8):
+    """matched_comparisons' rows from `matched_points`' table."""
     rows, tests = [], []
     for (stage, setting), block in points.groupby(["stage", "setting"], sort=True):
         used = block[block.bracketed].set_index("seed")
-        row = dict(
-            stage=stage,
-            setting=setting,
-            baseline=name,
-            split=outcome[1],
-            domain=domain,
-            metric=outcome[0],
-            n_seeds=len(used),
-            mean_diff=math.nan,
-            ci_low=math.nan,
-            ci_high=math.nan,
-            mde=math.nan,
-            verdict="not resolved",
-        )
+        row = dict(stage=stage, setting=setting, baseline=name, split=outcome[1], domain=domain)
+        row |= dict(metric=outcome[0], n_seeds=len(used), verdict="not resolved")
+        row |= dict.fromkeys(("mean_diff", "ci_low", "ci_high", "mde"), math.nan)
         if len(used) >= 2:
             c = paired_comparison(used.y, used.y_matched, 0.95, alpha, power)
             row |= dict(mean_diff=c.mean_diff, ci_low=c.ci_low, ci_high=c.ci_high, mde=c.mde)
@@ -219,7 +213,11 @@ def matched_diagnostics(
     seeds_isotonic: seeds whose ordinary curve was not monotone in the knob and was fitted isotonically.
     """
     points = matched_points(results, knobs, baseline, match_on, outcome, domain)
-    name = _baseline_name(baseline, match_on, knob_name)
+    return _diagnostics(points, _baseline_name(baseline, match_on, knob_name))
+
+
+def _diagnostics(points: pd.DataFrame, name: str) -> pd.DataFrame:
+    """matched_diagnostics' rows from `matched_points`' table."""
     rows = []
     for (stage, setting), b in points.groupby(["stage", "setting"], sort=True):
         out = sorted(b.seed[~b.bracketed].tolist())
@@ -259,10 +257,11 @@ def matched_by_knob(
     for knob, curve in curves.items():
         others = on_any - set(curve)
         part = results[~results.setting.isin(list(others))]
-        for match_on in matches:
-            args = (part, curve, baseline, knob, match_on, outcome, domain)
-            tables.append(matched_comparisons(*args, lower_is_better=lower_is_better))
-            notes.append(matched_diagnostics(*args))
+        for match_on in matches:  # the points once, for the rows and for their diagnostics
+            points = matched_points(part, curve, baseline, match_on, outcome, domain)
+            name = _baseline_name(baseline, match_on, knob)
+            tables.append(_comparisons(points, name, outcome, domain, lower_is_better))
+            notes.append(_diagnostics(points, name))
     return pd.concat(tables, ignore_index=True), pd.concat(notes, ignore_index=True)
 
 

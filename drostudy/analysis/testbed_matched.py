@@ -40,16 +40,6 @@ def matched(results: pd.DataFrame, knobs: Mapping[str, float]) -> tuple[pd.DataF
     return matched_by_knob(_trained(results), {KNOB: knobs}, MATCHES, OUTCOME, BASELINE)
 
 
-def matched_rows(results: pd.DataFrame, knobs: Mapping[str, float]) -> pd.DataFrame:
-    """The rows of `matched`."""
-    return matched(results, knobs)[0]
-
-
-def diagnostics(results: pd.DataFrame, knobs: Mapping[str, float]) -> pd.DataFrame:
-    """The diagnostics of `matched`."""
-    return matched(results, knobs)[1]
-
-
 def _row(table: pd.DataFrame, setting: str, baseline: str):
     hit = table[
         (table.stage == STAGE)
