@@ -63,6 +63,12 @@ def test_stage_sentences_count_what_survives():
     assert "rl: 1 of 3 matched comparisons" in text
     assert "explained by regularisation: tv 0.2 on ood kl (beta), tv 0.4 on id correct (beta)" in text
     assert "dpo: no robust setting beats plain ordinary" in text
+    assert "1 of 1 matched comparisons resolve better (tv 0.2 on id accuracy (beta)): there the" in text
+    assert "lies above ordinary's knob curve" in text
+    unresolved = _table().replace({"verdict": {"better": "not resolved"}})
+    assert "none of its 1 matched comparisons resolves better" in matched_findings.matched_markdown(
+        unresolved
+    )
     assert matched_findings.matched_markdown(_table().iloc[:1]) == ""
 
 

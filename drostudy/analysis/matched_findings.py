@@ -155,10 +155,18 @@ def stage_sentences(rows: pd.DataFrame) -> list[str]:
     for stage, block in rows.groupby("stage", sort=True):
         gains = block[block.plain_verdict == "better"]
         if gains.empty:
+            above = block[block.matched_verdict == "better"]
             out.append(
                 f"{stage}: no robust setting beats plain ordinary training, so there is no gain to test "
-                f"against ordinary's knob ({_count(block, 'better')} of {len(block)} matched comparisons "
-                "resolved better)."
+                f"against ordinary's knob; "
+                + (
+                    f"{len(above)} of {len(block)} matched comparisons resolve better ({_names(above)}): "
+                    "there the robust point lies above ordinary's knob curve (moved along that knob to "
+                    "the robust run's ID quality or KL, ordinary training does worse out of distribution), "
+                    "though not above plain ordinary training."
+                    if len(above)
+                    else f"none of its {len(block)} matched comparisons resolves better either."
+                )
             )
             continue
         kept = gains[gains.reading == "survives"]
@@ -178,10 +186,6 @@ def stage_sentences(rows: pd.DataFrame) -> list[str]:
 
 def _names(block: pd.DataFrame) -> str:
     return ", ".join(f"{r.setting} on {r.matched_on} ({r.knob})" for r in block.itertuples())
-
-
-def _count(block: pd.DataFrame, verdict: str) -> int:
-    return int((block.matched_verdict == verdict).sum())
 
 
 def _gain(row) -> str:
