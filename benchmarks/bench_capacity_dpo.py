@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from peft import get_peft_model
 
-from drostudy.analysis.reward_grid import seeds_needed
+from drostudy.analysis.paired import paired_sd, seeds_needed
 from drostudy.capacity import dpo
 from drostudy.dpo import fast, fast_run, fast_train
 from drostudy.dpo.run import build_data
@@ -207,7 +207,7 @@ def seeds_for_target(target: float) -> dict:
     return {
         "03_half_width": round(half, 4),
         "03_seeds": int(row.n_seeds),
-        "seeds": seeds_needed(half, int(row.n_seeds), target),
+        "seeds": seeds_needed(paired_sd(half, int(row.n_seeds)), target),
     }
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from transformers.masking_utils import create_bidirectional_mask
 
-from drostudy.analysis.capacity import paired_sd, seeds_needed
+from drostudy.analysis.paired import paired_sd, seeds_needed
 from drostudy.capacity import reward as cap
 from drostudy.reward import fast
 from drostudy.reward.cached_runs import CachedRuns

@@ -26,8 +26,7 @@ import pandas as pd
 import torch
 from scipy.stats import t as student
 
-from drostudy.analysis.capacity import paired_sd, seeds_needed
-from drostudy.analysis.paired import paired_comparison
+from drostudy.analysis.paired import paired_comparison, paired_sd, seeds_needed
 from drostudy.capacity import testbed as cap
 from drostudy.rl.testbed import evaluate_policy, run_minibatch
 from drostudy.rl.testbed_experiments import Setting, subsample

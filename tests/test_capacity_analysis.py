@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drostudy.analysis import capacity, stats
+from drostudy.analysis import capacity, paired, stats
 
 SEEDS = range(8)
 NOISE = np.array([0.003, -0.002, 0.001, -0.003, 0.002, 0.0, -0.001, 0.0])  # zero mean
@@ -59,8 +59,8 @@ def test_figure_has_a_panel_per_stage_and_bad_names_raise():
 def test_seeds_needed_meets_the_half_width_and_paired_sd_inverts_it():
     from scipy.stats import t
 
-    n = capacity.seeds_needed(0.02, 0.01)
+    n = paired.seeds_needed(0.02, 0.01)
     assert t.ppf(0.975, n - 1) * 0.02 / n**0.5 <= 0.01 < t.ppf(0.975, n - 2) * 0.02 / (n - 1) ** 0.5
     half = t.ppf(0.975, 9) * 0.03 / 10**0.5  # the half-width of sd 0.03 over 10 seeds
-    assert capacity.paired_sd(half, 10) == pytest.approx(0.03, rel=1e-12)
-    assert capacity.seeds_needed(1.0, 1e-6, most=50) == 50
+    assert paired.paired_sd(half, 10) == pytest.approx(0.03, rel=1e-12)
+    assert paired.seeds_needed(1.0, 1e-6, most=50) == 50

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from drostudy.analysis import paired, stats
 from drostudy.analysis import reward_grid as rg
-from drostudy.analysis import stats
 from drostudy.losses import bradley_terry_loss, robust_bradley_terry_loss
 from drostudy.reward import study
 from drostudy.reward.objective import bradley_terry_objective, smoothed_bradley_terry_loss
@@ -194,6 +194,9 @@ def test_no_knob_grid_gives_no_matched_rows_and_says_so():
 
 
 def test_seeds_needed_for_a_half_width_target():
-    assert rg.seeds_needed(0.02, 10, 0.0201) == 10  # the target already met: the seeds it has
-    assert rg.seeds_needed(0.02, 10, 0.0199) == 11
-    assert rg.seeds_needed(0.03, 10, 0.015) > 4 * 10 * 0.75  # half the width: about 4x the seeds
+    def needed(half_width, n_seeds, target):
+        return paired.seeds_needed(paired.paired_sd(half_width, n_seeds), target)
+
+    assert needed(0.02, 10, 0.0201) == 10  # the target already met: the seeds it has
+    assert needed(0.02, 10, 0.0199) == 11
+    assert needed(0.03, 10, 0.015) > 4 * 10 * 0.75  # half the width: about 4x the seeds

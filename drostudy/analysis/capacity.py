@@ -10,11 +10,8 @@ a panel per stage (`gains_figure`) and one sentence per stage (`stage_sentence`)
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 from plotly.subplots import make_subplots
-from scipy.stats import t as student
 
 from drostudy.analysis import stats
 from drostudy.plotting import TEMPLATE, add_gain_line, color_map
@@ -50,20 +47,6 @@ def split_stage(stage: str) -> tuple[str, str]:
     if not sep:
         raise ValueError(f"stage {stage!r} names no capacity point (expected 'stage{SEP}capacity')")
     return base, capacity
-
-
-def paired_sd(half_width: float, n_seeds: int) -> float:
-    """The sd over seeds of a paired difference whose 95% t-interval over `n_seeds` has `half_width`."""
-    return half_width * math.sqrt(n_seeds) / float(student.ppf(0.975, n_seeds - 1))
-
-
-def seeds_needed(sd_diff: float, target: float, most: int = 1000) -> int:
-    """The fewest paired seeds n (2 to `most`) whose 95% t half-width t_{n-1} sd / sqrt(n) is at most
-    `target`; `most` when none is."""
-    for n in range(2, most + 1):
-        if student.ppf(0.975, n - 1) * sd_diff / math.sqrt(n) <= target:
-            return n
-    return most
 
 
 def gains(comparisons: pd.DataFrame, order: dict[str, list[str]] | None = None) -> pd.DataFrame:

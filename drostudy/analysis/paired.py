@@ -128,6 +128,20 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     return float(optimize.brentq(shortfall, 0.0, upper, xtol=1e-14, rtol=1e-14)) * sd
 
 
+def paired_sd(half_width: float, n_seeds: int) -> float:
+    """The sd over seeds of a paired difference whose 95% t-interval over `n_seeds` has `half_width`."""
+    return half_width * math.sqrt(n_seeds) / float(stats.t.ppf(0.975, n_seeds - 1))
+
+
+def seeds_needed(sd_diff: float, target: float, most: int = 1000) -> int:
+    """The fewest paired seeds n (2 to `most`) whose 95% t half-width t_{n-1} sd / sqrt(n) is at most
+    `target`; `most` when none is."""
+    for n in range(2, most + 1):
+        if stats.t.ppf(0.975, n - 1) * sd_diff / math.sqrt(n) <= target:
+            return n
+    return most
+
+
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values, in the input order.
 

@@ -9,12 +9,10 @@ seeds of `ordinary`, so drostudy.analysis.stats compares them pair by pair.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pandas as pd
 import plotly.graph_objects as go
-from scipy import stats as scipy_stats
 
 from drostudy import plotting
 from drostudy.analysis import matched as matched_lib
@@ -261,7 +259,7 @@ def frontier_markdown(
     own_half = half[rows.baseline.str.endswith(name)]
     if len(own_half):
         worst = rows.loc[own_half.idxmax()]
-        need = seeds_needed(own_half.max(), int(worst.n_seeds), target)
+        need = paired.seeds_needed(paired.paired_sd(own_half.max(), int(worst.n_seeds)), target)
         lines.append(
             f"- Half-widths of the {primary_knob}-matched rows (OOD mean): {own_half.min():.4f} to "
             f"{own_half.max():.4f} against the target {target}, {int((own_half <= target).sum())} of "
@@ -274,16 +272,6 @@ def frontier_markdown(
             )
         )
     return "\n".join(lines)
-
-
-def seeds_needed(half_width: float, n_seeds: int, target: float) -> int:
-    """Paired seeds for a 95% t-interval of half-width `target`, with the spread that gave `half_width` on
-    `n_seeds` seeds (>= 2)."""
-    sd = half_width * math.sqrt(n_seeds) / float(scipy_stats.t.ppf(0.975, n_seeds - 1))
-    n = 2
-    while float(scipy_stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) > target:
-        n += 1
-    return n
 
 
 def _knob_top(points: pd.DataFrame) -> float:
