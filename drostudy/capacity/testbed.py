@@ -38,7 +38,7 @@ from drostudy.analysis.paired import paired_comparison
 from drostudy.analysis.stats import RESULT_COLUMNS
 from drostudy.config import pick_sizes, setting_label
 from drostudy.rl.study import domains
-from drostudy.rl.testbed import Bandit, BanditConfig, _advantages, _surrogate_step, evaluate_policy
+from drostudy.rl.testbed import Bandit, BanditConfig, _advantages, evaluate_policy, run_minibatch
 from drostudy.rl.testbed_data import DataConfig, load_bandits
 from drostudy.rl.testbed_experiments import STAGE, Setting, TestbedRun, compute, subsample
 from drostudy.runs import run_all
@@ -192,19 +192,7 @@ def group_advantages(theta: Tensor, batch: Bandit, config: BanditConfig, generat
 def run_group_minibatch(bandit: Bandit, config: BanditConfig) -> Tensor:
     """drostudy.rl.testbed.run_minibatch (same batches, draws, schedule and surrogate) with the ball over each
     batch's domains; returns theta (d,). A batch of one domain gives every prompt weight 1/B: plain."""
-    n_prompts, batch_size = len(bandit.mask), min(config.batch_size, len(bandit.mask))
-    theta = bandit.phi.new_zeros(bandit.phi.shape[-1], requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=config.learning_rate)
-    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + t // config.ppo_epochs) ** -0.5)
-    generator = torch.Generator().manual_seed(config.seed)
-    for _ in range(config.steps):
-        index = torch.randperm(n_prompts, generator=generator)[:batch_size]
-        batch = bandit.subset(index.to(bandit.phi.device))
-        ys, old, advantages = group_advantages(theta.detach(), batch, config, generator)
-        for _ in range(config.ppo_epochs):
-            _surrogate_step(theta, optimizer, batch, ys, old, advantages, config.clip)
-            decay.step()
-    return theta.detach()
+    return run_minibatch(bandit, config, advantages=group_advantages)[0]
 
 
 def _group_rows(run: CapacityRun, train: Bandit, test: Bandit) -> dict:

@@ -191,8 +191,13 @@ def run_minibatch(
     config: BanditConfig,
     eval_steps: tuple[int, ...] = (),
     objective: tuple[str, float] | None = None,
+    advantages=None,
 ) -> tuple[Tensor, list[dict]]:
     """The minibatch algorithm from theta = 0 on the prompts of `bandit`; returns (theta (d,), history).
+
+    `advantages(theta, batch, config, generator) -> (ys, old_logp, advantages)` draws a batch's responses
+    and weighs them (default: the ball over the batch's prompts); another function changes what the ball
+    is over and nothing else (drostudy.capacity.testbed's ball over the batch's domains).
 
     History: one row per step in `eval_steps`: {"step", "theta"} and, with `objective` = (divergence,
     radius), "objective": the full-batch robust objective at theta_t (over every prompt of `bandit`).
@@ -201,7 +206,7 @@ def run_minibatch(
     every device (so a bandit on a GPU sees the CPU run's batches and, up to rounding of pi, its draws).
     """
     n_prompts, batch_size = len(bandit.mask), min(config.batch_size, len(bandit.mask))
-    device = bandit.phi.device
+    device, advantages = bandit.phi.device, advantages or _advantages
     theta = bandit.phi.new_zeros(bandit.phi.shape[-1], requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=config.learning_rate)
     # learning_rate / sqrt(t), the step sizes of the convergence guarantee; a constant rate keeps the iterate bouncing
@@ -210,9 +215,9 @@ def run_minibatch(
     history, wanted = [], set(eval_steps)
     for step in range(1, config.steps + 1):
         batch = bandit.subset(torch.randperm(n_prompts, generator=generator)[:batch_size].to(device))
-        ys, old, advantages = _advantages(theta.detach(), batch, config, generator)
+        ys, old, weighted = advantages(theta.detach(), batch, config, generator)
         for _ in range(config.ppo_epochs):
-            _surrogate_step(theta, optimizer, batch, ys, old, advantages, config.clip)
+            _surrogate_step(theta, optimizer, batch, ys, old, weighted, config.clip)
             decay.step()
         if step in wanted:
             row = {"step": step, "theta": theta.detach().clone()}
