@@ -27,9 +27,11 @@ study: data
 	$(PY) -m drostudy.analysis.findings
 
 # Notebook 06 (does the verdict survive capacity?): too long for the study's budget, so it runs on its own,
-# resumably (a finished run is never redone); its results are committed beside the study's.
+# resumably (a finished run is never redone); its results are committed beside the study's. STAGES=dpo (or
+# reward, testbed, comma-separated) runs those stages only and keeps the committed rows of the others.
+STAGES ?= reward,dpo,testbed
 capacity: data
-	$(PY) -m drostudy study --only 06 --full $(FULL)
+	$(PY) -m drostudy study --only 06 --full $(FULL) --param STAGES=$(STAGES)
 
 test: setup
 	$(PY) scripts/check_notebooks.py

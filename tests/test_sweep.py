@@ -187,3 +187,18 @@ def test_study_runs_in_order_passes_only_defined_parameters_and_resumes(tmp_path
     assert "03" not in counts(nbs)  # never run by the study itself
     assert main([*study, "--smoke", "--only", "03"]) == 0
     assert counts(nbs)["03"] == 1 and counts(nbs)["02"] == 2
+
+
+def test_study_params_reach_only_the_notebooks_that_define_them(tmp_path):
+    from drostudy.runner.study import extra_parameters, study_parameters
+
+    own = write_notebook(tmp_path / "06_own.ipynb", 'SMOKE = False\nSTAGES = "a,b,c"', "pass")
+    plain = write_notebook(tmp_path / "01_plain.ipynb", "SMOKE = False", "pass")
+    extra = extra_parameters(["STAGES=b,c", "SMOKE=true"], [own, plain])
+    assert extra == {"STAGES": "b,c", "SMOKE": True}  # the value whole, commas included
+    assert study_parameters(own, False, False, extra) == {"SMOKE": True, "STAGES": "b,c"}
+    assert study_parameters(plain, False, False, extra) == {"SMOKE": True}
+    with pytest.raises(ValueError, match=r"\['STAGE'\] defined by none of the chosen notebooks"):
+        extra_parameters(["STAGE=b"], [own, plain])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        extra_parameters(["STAGES"], [own])

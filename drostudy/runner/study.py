@@ -6,7 +6,8 @@ too long for the study's budget and runs on its own (notebook 06, `make capacity
 Each notebook NN_slug.ipynb runs through papermill into runs/study/NN_slug/ (the executed copy, log.txt,
 params.json, then done.json or error.txt); the sources in notebooks/ are never written. Parameters passed:
 FULL (the larger GPU configuration) and SMOKE (the CI-sized one), each only to notebooks whose parameters
-cell defines it. Resumable: a notebook is skipped when it finished before with the same parameters, the same
+cell defines it, and any `--param NAME=VALUE` (e.g. `--only 06 --param STAGES=testbed`: notebook 06 a stage
+at a time) to the chosen notebooks that define NAME. Resumable: a notebook is skipped when it finished before with the same parameters, the same
 code, and the same results of the notebooks before it (results/MM_*.json, MM < NN), so that rerunning
 notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
 the exit status is non-zero when any failed.
@@ -35,6 +36,7 @@ from drostudy.codehash import notebook_fingerprint
 from drostudy.config import usage_errors
 from drostudy.io import notebook_paths
 from drostudy.progress import PROGRESS_ENV, NotebookProgress
+from drostudy.runner.grid import parse_value
 from drostudy.runner.notebooks import notebook_parameters
 from drostudy.runner.sweep import runs_root
 from drostudy.runner.tasks import ERROR, LOG, Task, is_done, run_task
@@ -43,11 +45,31 @@ from drostudy.threads import describe_threads
 PROGRESS = "progress.jsonl"  # the notebook's progress events (drostudy.progress), in its run folder
 
 
-def study_parameters(path: Path, full: bool, smoke: bool) -> dict:
-    """FULL / SMOKE for the notebook at `path`, only those its parameters cell defines."""
+def study_parameters(path: Path, full: bool, smoke: bool, extra: dict | None = None) -> dict:
+    """FULL / SMOKE and the `extra` parameters for the notebook at `path`, only those its parameters cell
+    defines."""
     defined = notebook_parameters(path)
-    wanted = {"FULL": bool(full), "SMOKE": bool(smoke)}
+    wanted = {"FULL": bool(full), "SMOKE": bool(smoke), **(extra or {})}
     return {name: value for name, value in wanted.items() if name in defined}
+
+
+def extra_parameters(specs: list[str], paths: list[Path]) -> dict:
+    """--param NAME=VALUE specs as {NAME: value} (JSON if it parses, else the text, commas included);
+    ValueError naming a malformed spec or a NAME that none of the chosen notebooks defines."""
+    extra = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ValueError(f"--param {spec!r}: expected NAME=VALUE with NAME an identifier")
+        extra[name.strip()] = parse_value(value.strip())
+    defined = set().union(*(notebook_parameters(p) for p in paths)) if paths else set()
+    unknown = sorted(set(extra) - defined)
+    if unknown:
+        raise ValueError(
+            f"--param: {unknown} defined by none of the chosen notebooks "
+            f"({', '.join(p.name for p in paths)}); they define {sorted(defined)}"
+        )
+    return extra
 
 
 def upstream_fingerprint(path: Path, results: Path) -> str:
@@ -59,12 +81,11 @@ def upstream_fingerprint(path: Path, results: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def study_task(path: Path, out_dir: Path, full: bool, smoke: bool) -> Task:
+def study_task(path: Path, out_dir: Path, full: bool, smoke: bool, extra: dict | None = None) -> Task:
     """The run of one notebook; built just before it runs, as it depends on the results written so far."""
     fingerprint = notebook_fingerprint(path) + "+" + upstream_fingerprint(path, results_dir())
-    return Task(
-        "notebook", str(path), study_parameters(path, full, smoke), out_dir / path.stem, fingerprint
-    )
+    params = study_parameters(path, full, smoke, extra)
+    return Task("notebook", str(path), params, out_dir / path.stem, fingerprint)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +97,13 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--smoke", action="store_true", help="each notebook's smallest (CI) configuration"
     )
     parser.add_argument("--only", default="", help="comma-separated notebook numbers to run, e.g. 02,05")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the chosen notebooks that define NAME, the value whole (e.g. STAGES=dpo,testbed)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per notebook (default: none)"
     )
@@ -117,12 +145,13 @@ def runs_in_the_study(path: Path) -> bool:
 def cli_main(args: argparse.Namespace) -> int:
     with usage_errors():
         paths = chosen_notebooks(args)
+        extra = extra_parameters(args.param, paths)
     out_dir = (Path(args.runs_dir) if args.runs_dir else runs_root()) / "study"
     print(f"study: {len(paths)} notebooks into {out_dir} (FULL={bool(args.full)}, SMOKE={args.smoke})")
     print(f"study: one notebook at a time; {describe_threads(1)}")
     records = []
     for number, path in enumerate(paths, 1):
-        task = study_task(path, out_dir, bool(args.full), args.smoke)
+        task = study_task(path, out_dir, bool(args.full), args.smoke, extra)
         position = f"{number}/{len(paths)}"
         if is_done(task):
             print(f"[{position} notebooks] {path.name}: finished before with these inputs, skipped")
