@@ -64,3 +64,41 @@ def test_seeds_needed_meets_the_half_width_and_paired_sd_inverts_it():
     half = t.ppf(0.975, 9) * 0.03 / 10**0.5  # the half-width of sd 0.03 over 10 seeds
     assert paired.paired_sd(half, 10) == pytest.approx(0.03, rel=1e-12)
     assert paired.seeds_needed(1.0, 1e-6, most=50) == 50
+
+
+def test_a_stage_run_alone_replaces_its_own_rows_whole_and_keeps_the_others():
+    first = stats.comparisons_table(
+        pd.concat(
+            [
+                _results({"0 trainable blocks": 0.01}),
+                _results({"0 trainable blocks": 0.0}, "rm C"),
+                _results({"dim 32": 0.02}, "rl_testbed", "correct"),
+            ]
+        )
+    )
+    rerun = stats.comparisons_table(_results({"dim 32": -0.02, "dim 128": 0.0}, "rl_testbed", "correct"))
+    merged = capacity.merge_stages(rerun, first, ["testbed"])
+    assert tuple(merged.columns) == stats.COLUMNS
+    testbed = merged[[capacity.notebook_stage(s) == "testbed" for s in merged.stage]]
+    pd.testing.assert_frame_equal(testbed.reset_index(drop=True), rerun[list(stats.COLUMNS)])
+    reward = merged[[capacity.notebook_stage(s) == "reward" for s in merged.stage]]
+    kept = first[[capacity.notebook_stage(s) == "reward" for s in first.stage]]
+    pd.testing.assert_frame_equal(reward.reset_index(drop=True), kept.reset_index(drop=True))
+    assert len(merged) == len(rerun) + len(kept)  # the first run's testbed rows are gone, not mixed in
+    assert capacity.merge_stages(rerun, first.iloc[:0], ["testbed"]).equals(rerun[list(stats.COLUMNS)])
+    with pytest.raises(ValueError, match="rows of stages that did not run"):
+        capacity.merge_stages(rerun, first, ["reward"])
+    with pytest.raises(ValueError, match="unknown stages"):
+        capacity.merge_stages(rerun, first, ["testbed", "ppo"])
+    with pytest.raises(ValueError, match="belongs to none"):
+        capacity.notebook_stage(capacity.capacity_stage("grpo", "x"))
+
+
+def test_the_previous_run_is_read_only_in_the_same_mode(tmp_path):
+    from drostudy.analysis.records import write_record
+
+    path = tmp_path / "06_capacity.json"
+    assert capacity.previous_run(path, "default") == {}
+    write_record(path, {"parameters": {"MODE": "smoke"}, "stage_runs": {"testbed": {}}})
+    assert capacity.previous_run(path, "default") == {}
+    assert capacity.previous_run(path, "smoke")["stage_runs"] == {"testbed": {}}

@@ -49,3 +49,20 @@ def test_notebook_06_smoke(tmp_path, notebook_env):
         assert line in findings
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     assert "06_capacity_gains.html" in figures
+
+    # a stage at a time: the testbed alone again (its finished runs resume), the other stages carried whole
+    again = tmp_path / "again.ipynb"
+    params = {"SMOKE": True, "STAGES": "testbed"}
+    execute_notebook(NOTEBOOK, again, params, env=notebook_env, progress_bar=False)
+    second = read_record(tmp_path / "results" / "06_capacity.json")
+    assert second["stages"] == ["testbed"]
+    assert set(second["stage_runs"]) == {"reward", "dpo", "testbed"}
+    for stage in ("reward", "dpo"):
+        assert second["stage_runs"][stage] == record["stage_runs"][stage]
+    rewritten = pd.read_csv(tmp_path / "results" / "06_capacity.comparisons.csv")
+    key = ["stage", "setting", "split", "domain", "metric"]
+    pd.testing.assert_frame_equal(
+        rewritten.sort_values(key).reset_index(drop=True),
+        written.sort_values(key).reset_index(drop=True),
+    )
+    assert "reward: " in second["conclusion"] and "an earlier run (" in second["conclusion"]

@@ -6,17 +6,27 @@ point is part of the `stage` column, `"<stage> · <capacity>"` (e.g. "rm A · 1 
 `stats.comparisons_table` compares every setting with ordinary training *at the same capacity*. This module
 reads those rows back per capacity: the paired OOD-mean gains in capacity order (`gains`), one figure with
 a panel per stage (`gains_figure`) and one sentence per stage (`stage_sentence`).
+
+The whole notebook takes longer than a working session on 2 cores, so it can run a stage at a time
+(`STAGES`): `merge_stages` keeps an earlier run's rows of the stages left out (`previous_run`, same mode),
+whole, and replaces those of the stages that ran.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 from plotly.subplots import make_subplots
 
 from drostudy.analysis import stats
+from drostudy.analysis.records import read_record
 from drostudy.plotting import TEMPLATE, add_gain_line, color_map
 
 SEP = " · "  # between a stage and its capacity point in the `stage` column
+# notebook 06's STAGES names -> the first word of their rows' `stage` ("rm A · 1 trainable block")
+STAGE_WORDS = {"reward": "rm", "dpo": "dpo", "testbed": "rl_testbed"}
 GAIN_COLUMNS = (
     "stage",
     "capacity",
@@ -133,3 +143,41 @@ def stage_sentence(table: pd.DataFrame, stage: str, setting: str, target: float)
         f"half-widths <= {target} at every point" if not wide else f"half-width above {target} at {wide}"
     )
     return f"{stage}, {setting} minus ordinary, OOD mean: {points}; {change}; {met}."
+
+
+def notebook_stage(stage: str) -> str:
+    """The notebook-06 stage (a key of STAGE_WORDS) of a `stage` column value; ValueError if none."""
+    word = split_stage(stage)[0].split()[0]
+    found = [name for name, w in STAGE_WORDS.items() if w == word]
+    if not found:
+        raise ValueError(f"stage {stage!r} belongs to none of {sorted(STAGE_WORDS)}")
+    return found[0]
+
+
+def previous_run(path: str | Path, mode: str) -> dict:
+    """The record an earlier run of notebook 06 left at `path` in the same `mode` ({} when there is none,
+    or it was made in another mode): the stages this run leaves out are carried over from it."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    record = read_record(path)
+    return record if record.get("parameters", {}).get("MODE") == mode else {}
+
+
+def merge_stages(new: pd.DataFrame, previous: pd.DataFrame, ran: Iterable[str]) -> pd.DataFrame:
+    """Comparison rows (stats.COLUMNS) of the stages that `ran` (every row of `new`), then `previous`'s rows
+    of every other stage: a stage's rows always come whole from one run, never mixed."""
+    ran = set(ran)
+    unknown = sorted(ran - set(STAGE_WORDS))
+    if unknown:
+        raise ValueError(f"ran: unknown stages {unknown}; expected some of {sorted(STAGE_WORDS)}")
+    strays = sorted({s for s in new.stage if notebook_stage(s) not in ran})
+    if strays:
+        raise ValueError(f"new: rows of stages that did not run: {strays} (ran {sorted(ran)})")
+    kept = (
+        previous[[notebook_stage(s) not in ran for s in previous.stage]] if len(previous) else previous
+    )
+    parts = [p for p in (new, kept) if len(p)]
+    if not parts:
+        raise ValueError("no comparison rows: no stage ran and no earlier run left any")
+    return pd.concat(parts, ignore_index=True)[list(stats.COLUMNS)]
