@@ -14,7 +14,7 @@ committed comparisons (0 trainable blocks, splits A and C: sd = half-width * sqr
 pilot (few seeds: a rough sd); the seeds needed are the least n with t(n-1) * sd / sqrt(n) <= the target.
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/bench_capacity_reward.py --seeds 3 \
-        --pooling linear,pooler --folded
+        --pooling linear,pooler --projected
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from transformers.masking_utils import create_bidirectional_mask
 
 from drostudy.analysis.paired import paired_sd, seeds_needed
@@ -82,35 +83,38 @@ def mean_pooled(head: str):
     return top_rewards
 
 
-def folded_cls_block(layer, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """fast.cls_block with the key and value projections folded into the [CLS] query: hidden (B, T, H), mask
-    (B, T) -> (B, 1, H). Per head h, q.(W_k x_j + b_k) = (W_k^T q).x_j + q.b_k (the second term is the same
-    for every j and cancels in the softmax), and sum_j a_j (W_v x_j + b_v) = W_v (sum_j a_j x_j) + b_v:
-    so no position but [CLS] is projected, O(T H) per head instead of O(T H^2). The same function (float
-    rounding apart); what the hook proposed in the report would put into drostudy.reward.fast."""
+def projected_cls_block(layer, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """drostudy.reward.fast.cls_block as it was before the fold: hidden (B, T, H), mask (B, T) -> (B, 1, H),
+    [CLS]'s query against every position's projected key and value (O(T H^2) per block). Kept here as
+    the benchmark's "before": the same function up to float rounding."""
     attn = layer.attention.self
-    batch, _, width = hidden.shape
-    heads, size = attn.num_attention_heads, attn.attention_head_size
-    query = attn.query(hidden[:, :1]).view(batch, heads, size)
-    folded = torch.einsum("bhd,hdi->bhi", query, attn.key.weight.view(heads, size, width))
-    scores = torch.einsum("bhi,bti->bht", folded, hidden) / math.sqrt(size)
-    scores = scores.masked_fill(mask[:, None, :] == 0, torch.finfo(hidden.dtype).min)
-    mixed = torch.einsum("bht,bti->bhi", scores.softmax(-1), hidden)  # (B, heads, H)
-    value = attn.value.weight.view(heads, size, width)
-    context = torch.einsum("bhi,hdi->bhd", mixed, value) + attn.value.bias.view(heads, size)
-    attended = layer.attention.output(context.reshape(batch, 1, width), hidden[:, :1])
+    batch = hidden.shape[0]
+
+    def heads(x):  # (B, T, H) -> (B, heads, T, head_size)
+        return x.view(batch, x.shape[1], -1, attn.attention_head_size).transpose(1, 2)
+
+    query, key, value = (
+        heads(attn.query(hidden[:, :1])),
+        heads(attn.key(hidden)),
+        heads(attn.value(hidden)),
+    )
+    blocked = torch.zeros(mask.shape, dtype=hidden.dtype).masked_fill(
+        mask == 0, torch.finfo(hidden.dtype).min
+    )
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=blocked[:, None, None, :])
+    attended = layer.attention.output(context.transpose(1, 2).reshape(batch, 1, -1), hidden[:, :1])
     return layer.output(layer.intermediate(attended), attended)
 
 
 @contextlib.contextmanager
-def pooling(head: str | None, folded: bool = False):
+def pooling(head: str | None, projected: bool = False):
     """fast.top_rewards replaced by `mean_pooled(head)` inside (None: the RM's own, the pooler on [CLS]);
-    `folded`: fast.cls_block replaced by `folded_cls_block`."""
+    `projected`: fast.cls_block replaced by `projected_cls_block` (the cost before the fold)."""
     original, block = fast.top_rewards, fast.cls_block
     if head is not None:
         fast.top_rewards = mean_pooled(head)
-    if folded:
-        fast.cls_block = folded_cls_block
+    if projected:
+        fast.cls_block = projected_cls_block
     try:
         yield
     finally:
@@ -144,7 +148,7 @@ def timed_run(shared: CachedRuns, config) -> dict:
     }
 
 
-def point(sizes, frozen: int, seeds: int, pools: tuple[str, ...] = (), folded: bool = False) -> dict:
+def point(sizes, frozen: int, seeds: int, pools: tuple[str, ...] = (), projected: bool = False) -> dict:
     """Cache and pilot runs at one capacity point on split A."""
     configs = [c for _, c in cap.plan(dataclasses.replace(sizes, frozen_layers=(frozen,), seeds=seeds))]
     configs = [c for c in configs if cap.split_of(c) == sizes.primary_split]
@@ -179,12 +183,15 @@ def point(sizes, frozen: int, seeds: int, pools: tuple[str, ...] = (), folded: b
                         row = {"setting": f"ordinary, mean pooling + {head}", "seed": config.seed}
                         out["runs"].append(row | timed_run(shared, config))
                     print(json.dumps(out["runs"][-1]), flush=True)
-    if folded:
+    if projected:
         for config in configs:
             if config.setting == "ordinary":
                 plain = margins_of[(config.setting, config.seed, frozen)]
-                with pooling(None, folded=True):
-                    row = {"setting": "ordinary, folded cls_block (proposed hook)", "seed": config.seed}
+                with pooling(None, projected=True):
+                    row = {
+                        "setting": "ordinary, projected cls_block (before the fold)",
+                        "seed": config.seed,
+                    }
                     row |= timed_run(shared, config)
                 gap = np.abs(margins_of[(config.setting, config.seed, frozen)] - plain).max()
                 out["runs"].append(row | {"max_margin_change": float(gap)})
@@ -198,7 +205,7 @@ def summary(points: list[dict], sizes) -> dict:
     rows, sds, cost = [], {}, {}
     for p in points:
         runs = pd.DataFrame(p["runs"])
-        plain = runs[~runs.setting.str.contains("pooling|folded")]
+        plain = runs[~runs.setting.str.contains("pooling|projected")]
         cost[p["capacity"]] = {
             "train_cpu_s": round(float(plain.train_cpu_s.mean()), 2),
             "eval_cpu_s": round(float(plain.eval_cpu_s.mean()), 2),
@@ -257,7 +264,11 @@ def main() -> None:
     parser.add_argument(
         "--pooling", default="", help="mean-pooling heads run at 1 trainable block too: linear, pooler"
     )
-    parser.add_argument("--folded", action="store_true", help="the folded cls_block at 1 block too")
+    parser.add_argument(
+        "--projected",
+        action="store_true",
+        help="ordinary at 1 block again with the cls_block before the fold (the cost before the speed-up)",
+    )
     parser.add_argument("--levels", help="robust levels of the pilot (default both; '' = ordinary only)")
     parser.add_argument(
         "--points", help="a saved output's JSON: recompute its summary only, run nothing"
@@ -272,7 +283,7 @@ def main() -> None:
     for frozen in (int(f) for f in args.frozen.split(",")):
         at_one = frozen == cap.n_blocks(sizes.model) - 1
         heads = tuple(h for h in args.pooling.split(",") if h) if at_one else ()
-        points.append(point(sizes, frozen, args.seeds, heads, args.folded and at_one))
+        points.append(point(sizes, frozen, args.seeds, heads, args.projected and at_one))
     print(json.dumps({"points": points, "summary": summary(points, sizes)}, indent=1))
 
 
