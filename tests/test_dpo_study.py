@@ -99,12 +99,13 @@ def test_full_dpo_configs_step_on_tiny_models():
     sizes = dataclasses.replace(full, **TINY, n_train=full.batch_size)
     base = study.base_config(sizes, "math,code")
     plan = study.plan(base, study.method_overrides(RADII), 1)
-    assert {label for label, _ in plan} >= {"ordinary", "tv 0.2", "group_eg", "wdpo"}
+    stepped = {"ordinary", "tv 0.2", "group_eg", "dr_dpo"}
+    assert len(plan) == 8 and {label for label, _ in plan} >= stepped
     # every method's config is built at the full size; four of them step, one per way a run is put together
-    # on TRL's path (plain, a ball's weights, the group column, WDPO's gradient penalty): each loss itself
+    # on TRL's path (plain, a ball's weights, the group column, a penalised peer's weights): each loss itself
     # is checked against its formula in test_dpo_trainer, and every method runs in notebook 03's smoke test
     for label, config in plan:
-        if label not in {"ordinary", "tv 0.2", "group_eg", "wdpo"}:
+        if label not in stepped:
             continue
         metrics = train_and_evaluate(config)
         assert set(metrics["per_domain"]) == {*config.train_domains, *config.eval_domains}, label
