@@ -69,9 +69,10 @@ class Sizes:
     half-width 0.02, 10 leave a margin (benchmarks/bench_capacity_reward.py)"""
     frozen_layers: tuple[int, ...] = (6, 5, 4)
     """the capacity points: encoder blocks kept frozen (6 of MiniLM's 6 = notebook 02's reward models).
-    CPU seconds a run, one thread, shared machine: 1.1 at 6 (notebook 02), 27 at 5 (the top block, run at
-    [CLS] only, costs the keys and values of every position), about 145 at 4 (block 4 runs at every
-    position, forward and backward: estimated from a run of that work, not measured)"""
+    CPU seconds a run, one thread: 1.1 at 6 (notebook 02); 7.1 at 5, where the top block runs at [CLS]
+    only with its keys and values folded into the query (19.8 before that fold, same run of
+    benchmarks/bench_capacity_reward.py --projected, same accuracies); about 145 at 4 before the fold
+    (block 4 runs at every position, forward and backward: estimated, not measured)"""
     primary_split: str = study.PRIMARY_SPLIT
     """notebook 02's primary split (drostudy.reward.study.SPLITS)"""
     severe_split: str = SEVERE_SPLIT
