@@ -66,6 +66,7 @@ for args in json.loads(sys.argv[1]):
 print(json.dumps(results))
 """,
 )
+assert GUARDED_BATCH != GUARDED_ENTRY  # the replaced lines are still those of GUARDED_ENTRY
 
 CASES = {
     "rm tv radius below 0": (["rm", "--divergence", "tv", "--radius", "-1"], "radius"),

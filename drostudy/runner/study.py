@@ -7,9 +7,9 @@ Each notebook NN_slug.ipynb runs through papermill into runs/study/NN_slug/ (the
 params.json, then done.json or error.txt); the sources in notebooks/ are never written. Parameters passed:
 FULL (the larger GPU configuration) and SMOKE (the CI-sized one), each only to notebooks whose parameters
 cell defines it, and any `--param NAME=VALUE` (e.g. `--only 06 --param STAGES=testbed`: notebook 06 a stage
-at a time) to the chosen notebooks that define NAME. Resumable: a notebook is skipped when it finished before with the same parameters, the same
-code, and the same results of the notebooks before it (results/MM_*.json, MM < NN), so that rerunning
-notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
+at a time) to the chosen notebooks that define NAME. Resumable: a notebook is skipped when it finished
+before with the same parameters, the same code, and the same results of the notebooks before it
+(results/MM_*.json, MM < NN), so that rerunning notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
 the exit status is non-zero when any failed.
 
 Provenance: after each notebook it runs, results/PROVENANCE.json records the code it ran (fingerprint), its
