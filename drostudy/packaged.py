@@ -39,6 +39,7 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
 
     The build writes into a temp folder next to `target` that is renamed into place only when complete,
     so an interrupted build leaves no half-written `target` behind (the next call simply starts over).
+    Processes that build at once each build their own temp folder; the first complete one stays.
     """
     target = Path(target)
     if (target / _DONE_MARKER).exists():
@@ -49,6 +50,9 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     try:
         build(tmp)
         (tmp / _DONE_MARKER).write_text(json.dumps({"built_from": _provenance()}) + "\n")
+        if (target / _DONE_MARKER).exists():
+            # another process (say an accelerate rank) finished first and may be reading it: keep it
+            return target
         if target.exists():  # an incomplete folder from an older, interrupted build
             shutil.rmtree(target)
         try:

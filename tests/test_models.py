@@ -128,6 +128,20 @@ def test_build_once_replaces_an_incomplete_folder(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["drostudy-done.json", "new.bin"]
 
 
+def test_build_once_keeps_a_folder_another_process_completed_first(tmp_path):
+    """Two ranks building at once: the one that finishes second must not replace what the first may be reading."""
+    target = tmp_path / "thing"
+
+    def slower(folder):
+        (folder / "mine.bin").write_text("second")
+        # meanwhile another process completes its build and renames it into place
+        packaged.build_once(target, lambda other: (other / "theirs.bin").write_text("first"))
+
+    assert packaged.build_once(target, slower) == target
+    assert sorted(p.name for p in target.iterdir()) == ["drostudy-done.json", "theirs.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["thing"]  # the slower build's temp folder is gone
+
+
 @pytest.mark.slow
 def test_smollm2_policy_converts_once_then_loads_fast_and_answers():
     models.load_policy()  # converts on a fresh checkout (~20 s), else a cached load
