@@ -27,8 +27,9 @@ the notebook counts those it leaves out. The evaluation keeps the reference's st
 run's evaluation from about 29 to 21 s. With betas 0.4 and 1.6 the 66 runs took 50.8 minutes and the
 whole study 90.2 (fresh clone of daccdf7, partly shared machine), at the 90-minute budget; the steps knob
 is the matched primary and beta's curve bracketed only 6 of 11 seeds at 0.4 and 1.6, so beta 0.4 was the
-setting traded: the beta curve runs from 0.1 to 1.6 (two points, interpolated linearly), 55 runs. The full size (one GPU,
-scripts/gpu_study.sh) has not run yet: its counts are estimates.
+setting traded: the beta curve runs from 0.1 to 1.6 (two points, interpolated linearly), 55 runs, which took
+49.8 minutes on a slower machine (fresh clone of 5f2b846). The full size (one GPU, scripts/gpu_study.sh) has
+not run yet: its counts are estimates.
 
 The peers' settings (the notebook's parameters): Dr. DPO's beta' and KLDPO's tau (`reg`) at 0.1, where
 their weights differ from uniform on batches of 16 pairs (at 1 they are near uniform: ESS/n about 0.97;
@@ -132,7 +133,7 @@ PRESETS = {
         n_generate=2,
         max_new_tokens=4,
     ),
-    "default": DEFAULT,  # 2 CPU cores, about 43 minutes (55 runs; the first run fills the caches)
+    "default": DEFAULT,  # 2 CPU cores, about 50 minutes (55 runs; the first run fills the caches)
     # one GPU: every method, longer training at a lower rate, greedy answers, safety held out too
     "full": dataclasses.replace(
         DEFAULT,
