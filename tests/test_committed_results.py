@@ -19,7 +19,7 @@ from drostudy.codehash import notebook_fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS, FIGURES = REPO / "results", REPO / "figures"
-MAX_COMMITTED_BYTES = 8_000_000  # "a few MB": comparisons, scalar records, 32 PNGs of ~0.2 MB; no per-run bulk
+MAX_COMMITTED_BYTES = 8_000_000  # "a few MB": records, comparisons, 32 PNGs; no per-run bulk
 
 
 def readme_section() -> str:
