@@ -101,10 +101,10 @@ def test_full_dpo_configs_step_on_tiny_models():
     plan = study.plan(base, study.method_overrides(RADII), 1)
     stepped = {"tv 0.2", "group_eg"}
     assert len(plan) == 8 and {label for label, _ in plan} >= stepped | {"ordinary", "dr_dpo"}
-    # every method's config is built at the full size; two of them step, the two ways a weighted run is put
-    # together on TRL's path (a ball's per-pair weights; the group column and its state): each loss itself is
-    # checked against its formula in test_dpo_trainer (ordinary DPO is the ball at radius 0 there, and TRL's
-    # own), and every method runs in notebook 03's smoke test
+    # every method's config is built at the full size; two of them step, the two ways a weighted run is
+    # put together on TRL's path (a ball's per-pair weights; the group column and its state): each loss
+    # itself is checked against its formula in test_dpo_trainer (ordinary DPO is the ball at radius 0
+    # there, and TRL's own), and every method runs in notebook 03's smoke test
     for label, config in plan:
         if label not in stepped:
             continue

@@ -129,7 +129,8 @@ def test_build_once_replaces_an_incomplete_folder(tmp_path):
 
 
 def test_build_once_keeps_a_folder_another_process_completed_first(tmp_path):
-    """Two ranks building at once: the one that finishes second must not replace what the first may be reading."""
+    """Two ranks building at once: the one that finishes second must not replace the folder the first
+    may be reading."""
     target = tmp_path / "thing"
 
     def slower(folder):

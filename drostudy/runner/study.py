@@ -9,8 +9,8 @@ FULL (the larger GPU configuration) and SMOKE (the CI-sized one), each only to n
 cell defines it, and any `--param NAME=VALUE` (e.g. `--only 06 --param STAGES=testbed`: notebook 06 a stage
 at a time) to the chosen notebooks that define NAME. Resumable: a notebook is skipped when it finished
 before with the same parameters, the same code, and the same results of the notebooks before it
-(results/MM_*.json, MM < NN), so that rerunning notebook 02 makes 05, which reads its results, run again. A failed notebook does not stop the later ones;
-the exit status is non-zero when any failed.
+(results/MM_*.json, MM < NN), so that rerunning notebook 02 makes 05, which reads its results, run
+again. A failed notebook does not stop the later ones; the exit status is non-zero when any failed.
 
 Provenance: after each notebook it runs, results/PROVENANCE.json records the code it ran (fingerprint), its
 wall time and the machine (drostudy.analysis.provenance); `python -m drostudy.analysis.findings` then states
