@@ -102,3 +102,21 @@ def test_the_previous_run_is_read_only_in_the_same_mode(tmp_path):
     write_record(path, {"parameters": {"MODE": "smoke"}, "stage_runs": {"testbed": {}}})
     assert capacity.previous_run(path, "default") == {}
     assert capacity.previous_run(path, "smoke")["stage_runs"] == {"testbed": {}}
+
+
+def test_previous_comparisons_come_from_the_csv_of_a_run_in_the_same_mode(tmp_path):
+    csv = tmp_path / "06_capacity.comparisons.csv"
+    assert capacity.previous_comparisons(csv, {"stage_runs": {}}).empty  # no CSV yet
+    rows = stats.comparisons_table(_results({"dim 32": 0.02, "dim 128": 0.0}, "rl_testbed", "correct"))
+    stats.write_comparisons(rows, csv)
+    assert capacity.previous_comparisons(csv, {}).empty  # no earlier run in this mode: nothing carried
+    carried = capacity.previous_comparisons(csv, {"stage_runs": {"testbed": {}}})
+    assert tuple(carried.columns) == stats.COLUMNS and len(carried) == len(rows)
+    pd.DataFrame({"stage": ["x"]}).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="must have the columns"):
+        capacity.previous_comparisons(csv, {"stage_runs": {}})
+
+
+def test_run_seconds_count_each_run_as_it_was_trained():
+    runs = [{"timings": {"total_s": 2.5}}, {"timings": {"total_s": 4.0, "train_s": 3.0}}, {}]
+    assert capacity.run_seconds(runs) == 6.5 and capacity.run_seconds([]) == 0.0

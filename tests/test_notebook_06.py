@@ -40,6 +40,15 @@ def test_notebook_06_smoke(tmp_path, notebook_env):
     gains = pd.DataFrame(record["gains"])
     assert set(gains.stage) == set(points) and (gains.n_seeds == 2).all()
     assert {"tv 0.5", "tv 0.2"} <= set(gains.setting)
+    assert "comparisons" not in record  # the CSV holds them; a stage run alone carries them from there
+    travelled = pd.DataFrame(record["kl_travelled"])  # DPO's KL to the reference at each point
+    assert {split_stage(s)[1] for s in travelled.stage} == points["dpo"]
+    assert set(travelled.setting) == {"ordinary", "tv 0.2", "group_eg"} and len(travelled) == 6
+    assert (travelled.kl_ood >= 0).all() and "KL to the reference out of distribution" in record[
+        "conclusion"
+    ]
+    for run in record["stage_runs"].values():  # the training time of the runs, as each was trained
+        assert 0 < run["run_seconds"] <= run["seconds"]
 
     findings = displayed_markdown(out)[-1]
     assert findings.startswith("### What was found")
@@ -59,6 +68,9 @@ def test_notebook_06_smoke(tmp_path, notebook_env):
     assert set(second["stage_runs"]) == {"reward", "dpo", "testbed"}
     for stage in ("reward", "dpo"):
         assert second["stage_runs"][stage] == record["stage_runs"][stage]
+    assert second["kl_travelled"] == record["kl_travelled"]  # carried with DPO's rows
+    resumed = second["stage_runs"]["testbed"]  # every run resumed: cheap now, the same training time
+    assert resumed["run_seconds"] == pytest.approx(record["stage_runs"]["testbed"]["run_seconds"])
     rewritten = pd.read_csv(tmp_path / "results" / "06_capacity.comparisons.csv")
     key = ["stage", "setting", "split", "domain", "metric"]
     pd.testing.assert_frame_equal(

@@ -164,6 +164,26 @@ def previous_run(path: str | Path, mode: str) -> dict:
     return record if record.get("parameters", {}).get("MODE") == mode else {}
 
 
+def previous_comparisons(path: str | Path, previous: dict) -> pd.DataFrame:
+    """The comparison rows (stats.COLUMNS) the earlier run `previous` (previous_run) wrote to `path`, its
+    comparisons CSV; none when there is no earlier run in this mode. The record does not repeat them."""
+    path = Path(path)
+    if not previous or not path.exists():
+        return pd.DataFrame(columns=list(stats.COLUMNS))
+    table = pd.read_csv(path)
+    if tuple(table.columns) != stats.COLUMNS:
+        raise ValueError(
+            f"{path} must have the columns {list(stats.COLUMNS)}; got {list(table.columns)}"
+        )
+    return table
+
+
+def run_seconds(runs: Iterable[dict]) -> float:
+    """Seconds the runs took as each was trained (their `timings.total_s`, drostudy.runs): a stage's cost
+    whether this execution trained them or resumed them from finished runs."""
+    return float(sum(run.get("timings", {}).get("total_s", 0.0) for run in runs))
+
+
 def merge_stages(new: pd.DataFrame, previous: pd.DataFrame, ran: Iterable[str]) -> pd.DataFrame:
     """Comparison rows (stats.COLUMNS) of the stages that `ran` (every row of `new`), then `previous`'s rows
     of every other stage: a stage's rows always come whole from one run, never mixed."""
