@@ -92,3 +92,55 @@ def test_gain_map_keeps_the_quality_metric_only():
     assert set(ood_mean.metric) == {"accuracy", "kl"}
     assert set(gains.metric) == {"accuracy"} and len(gains) == (ood_mean.metric == "accuracy").sum()
     assert (gains.severity == 0.1).all()
+
+
+def test_capacity_section_lists_each_point_in_plan_order_and_the_stages_left():
+    gain = dict(metric="correct", n_seeds=20, mde=0.004, half_width=0.002)
+    record = {
+        "primary": {"rl_testbed": "tv 0.2"},
+        "stage_runs": {
+            "testbed": {"date": "2026-12-06T13:00:07+00:00", "runs": 1176, "seconds": 1290.1}
+        },
+        "gains": [
+            gain
+            | dict(
+                stage="rl_testbed",
+                capacity="dim 32",
+                setting="tv 0.2",
+                mean_diff=0.0179,
+                ci_low=0.0153,
+                ci_high=0.0205,
+                verdict="better",
+            ),
+            gain
+            | dict(
+                stage="rl_testbed",
+                capacity="dim 128",
+                setting="group tv 0.2",
+                mean_diff=-0.0031,
+                ci_low=-0.0115,
+                ci_high=0.0052,
+                verdict="not resolved",
+            ),
+        ],
+    }
+    lines = findings.capacity_markdown(record)
+    rows = [line for line in lines if line.startswith("| rl_testbed")]
+    assert rows == [
+        "| rl_testbed | dim 32 | tv 0.2 (primary) | 20 | +0.0179 [+0.0153, +0.0205] | 0.0020 | better |",
+        "| rl_testbed | dim 128 | group tv 0.2 | 20 | -0.0031 [-0.0115, +0.0052] | 0.0020 | not resolved |",
+    ]
+    assert "testbed 1,176 runs in 21.5 min (2026-12-06)" in lines[0]
+    assert "Not run yet at this size: dpo, reward (`make capacity STAGES=...`)." in lines
+    assert findings.capacity_markdown({}) == []
+    record["kl_travelled"] = [
+        dict(stage="dpo · LoRA 4 layers, 6 steps", setting=s, kl_id=0.1, kl_ood=kl)
+        for s, kl in (("ordinary", 0.1234), ("tv 0.2", 0.2))
+    ]
+    assert (
+        "DPO's KL to the reference out of distribution (nats per response, seed mean): "
+        "LoRA 4 layers, 6 steps: ordinary 0.123, tv 0.2 0.200." in findings.capacity_markdown(record)
+    )
+    text = findings.findings_markdown(constructed_table(), [], capacity=record)
+    assert rows[0] in text and findings.CAPACITY_FIGURE in text
+    assert findings.CAPACITY_FIGURE not in findings.findings_markdown(constructed_table(), [])

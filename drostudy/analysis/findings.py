@@ -14,13 +14,16 @@ from pathlib import Path
 import pandas as pd
 
 from drostudy.analysis import matched_findings, provenance, reward_grid, stats
-from drostudy.analysis.records import record_files
+from drostudy.analysis.records import read_record, record_files
 from drostudy.analysis.stats import QUALITY_METRICS
 from drostudy.io import atomic_write_text
 
 FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
 EXPECTED = {"02": "reward models", "03": "DPO", "04": "RL"}
 MAP_FIGURE = "figures/05_ood_analysis_when_robustness_pays.html"
+CAPACITY_RECORD = "06_capacity.json"  # notebook 06 (`make capacity`), outside `make study`
+CAPACITY_FIGURE = "figures/06_capacity_gains.png"
+CAPACITY_STAGES = ("dpo", "reward", "testbed")  # notebook 06's STAGES
 
 
 def load_comparisons(results: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -138,15 +141,61 @@ def provenance_lines(provenance: dict, stale: dict[str, list[str]]) -> list[str]
     return lines
 
 
+def capacity_markdown(record: dict) -> list[str]:
+    """Notebook 06's paired OOD-mean gains at each capacity point, in its plan's order, from its record
+    (`gains`, `primary`, `stage_runs`): a table and the stages still to run; [] without a record."""
+    if not record.get("gains"):
+        return []
+    primary = record.get("primary") or {}
+    lines = [
+        "**Does the verdict survive capacity?** Notebook 06 (`make capacity`, outside `make study`) trains "
+        "each stage's ordinary, primary robust and group settings at higher capacity on the same paired "
+        "seeds; each gain is against ordinary training at the same capacity (OOD mean, 95% interval; the "
+        "primary setting's rows are the named comparisons, the group rows exploratory). Stages run, with "
+        "their wall time on 2 cores: "
+        + "; ".join(
+            f"{name} {run['runs']:,} runs in {run['seconds'] / 60:.1f} min ({run['date'][:10]})"
+            for name, run in sorted((record.get("stage_runs") or {}).items())
+        )
+        + ".",
+        "",
+        "| stage | capacity | setting | seeds | gain [95% CI] | half-width | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in record["gains"]:
+        named = " (primary)" if primary.get(row["stage"]) == row["setting"] else ""
+        lines.append(
+            f"| {row['stage']} | {row['capacity']} | {row['setting']}{named} | {row['n_seeds']} | "
+            f"{row['mean_diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | "
+            f"{row['half_width']:.4f} | {row['verdict']} |"
+        )
+    travelled: dict[str, list[str]] = {}  # DPO's KL to the reference per point, OOD: how far it moved
+    for row in record.get("kl_travelled") or []:
+        capacity = row["stage"].partition(" · ")[2]
+        travelled.setdefault(capacity, []).append(f"{row['setting']} {row['kl_ood']:.3f}")
+    if travelled:
+        points = "; ".join(f"{capacity}: {', '.join(kl)}" for capacity, kl in travelled.items())
+        lines += [
+            "",
+            f"DPO's KL to the reference out of distribution (nats per response, seed mean): {points}.",
+        ]
+    left = sorted(set(CAPACITY_STAGES) - set(record.get("stage_runs") or {}))
+    if left:
+        lines += ["", f"Not run yet at this size: {', '.join(left)} (`make capacity STAGES=...`)."]
+    return [*lines, "", f"![paired OOD gain against capacity, per stage]({CAPACITY_FIGURE})"]
+
+
 def findings_markdown(
     table: pd.DataFrame,
     missing: list[str],
     figure: str = MAP_FIGURE,
     provenance: dict | None = None,
     stale: dict[str, list[str]] | None = None,
+    capacity: dict | None = None,
 ) -> str:
-    """The README section: the OOD-mean comparisons of every stage, the verdict counts, the map and where the
-    numbers come from (`provenance`, and the notebooks `stale` since, from drostudy.analysis.provenance)."""
+    """The README section: the OOD-mean comparisons of every stage, the verdict counts, the map, notebook
+    06's capacity gains (`capacity`: its record) and where the numbers come from (`provenance`, and the
+    notebooks `stale` since, from drostudy.analysis.provenance)."""
     if table.empty:
         return "No comparisons recorded yet: run the study (`make study`), then regenerate this section."
     plain = table[matched_findings.is_plain(table)]
@@ -193,6 +242,8 @@ def findings_markdown(
         f"Map of when robustness pays (notebook 05; interactive after `make study`: `{figure}`):",
     ]
     lines += ["", f"![paired OOD gain against shift severity and label noise]({png})"]
+    capacity_lines = capacity_markdown(capacity or {})
+    lines += ["", *capacity_lines] if capacity_lines else []
     if provenance is not None:
         lines += ["", *provenance_lines(provenance, stale or {})]
     return "\n".join(lines)
@@ -211,7 +262,9 @@ def section(results: str | Path, notebooks: str | Path | None = None) -> str:
     table, missing = load_comparisons(results)
     record = provenance.read_provenance(results)
     stale = provenance.stale_notebooks(record, notebooks)
-    return findings_markdown(table, missing, provenance=record, stale=stale)
+    path = Path(results) / CAPACITY_RECORD
+    capacity = read_record(path) if path.exists() else None
+    return findings_markdown(table, missing, provenance=record, stale=stale, capacity=capacity)
 
 
 def update_readme(readme: str | Path, results: str | Path) -> str:
