@@ -130,7 +130,11 @@ def test_capacity_section_lists_each_point_in_plan_order_and_the_stages_left():
         "| rl_testbed | dim 32 | tv 0.2 (primary) | 20 | +0.0179 [+0.0153, +0.0205] | 0.0020 | better |",
         "| rl_testbed | dim 128 | group tv 0.2 | 20 | -0.0031 [-0.0115, +0.0052] | 0.0020 | not resolved |",
     ]
-    assert "testbed 1,176 runs in 21.5 min (2026-12-06)" in lines[0]
+    assert "testbed 1,176 runs, 21.5 min (2026-12-06)" in lines[0]  # a record without run_seconds
+    record["stage_runs"]["testbed"] |= {"seconds": 3.0, "run_seconds": 1260.0}  # resumed: the runs' own
+    assert (
+        "testbed 1,176 runs, 21.0 min of training (2026-12-06)" in findings.capacity_markdown(record)[0]
+    )
     assert "Not run yet at this size: dpo, reward (`make capacity STAGES=...`)." in lines
     assert findings.capacity_markdown({}) == []
     record["kl_travelled"] = [

@@ -141,6 +141,14 @@ def provenance_lines(provenance: dict, stale: dict[str, list[str]]) -> list[str]
     return lines
 
 
+def _stage_minutes(run: dict) -> str:
+    """A stage's cost: its runs' training time, each as it was trained (`run_seconds`; a resumed execution
+    takes less), or, in records older than that field, the execution's wall time."""
+    if "run_seconds" in run:
+        return f"{run['run_seconds'] / 60:.1f} min of training"
+    return f"{run['seconds'] / 60:.1f} min"
+
+
 def capacity_markdown(record: dict) -> list[str]:
     """Notebook 06's paired OOD-mean gains at each capacity point, in its plan's order, from its record
     (`gains`, `primary`, `stage_runs`): a table and the stages still to run; [] without a record."""
@@ -152,9 +160,9 @@ def capacity_markdown(record: dict) -> list[str]:
         "each stage's ordinary, primary robust and group settings at higher capacity on the same paired "
         "seeds; each gain is against ordinary training at the same capacity (OOD mean, 95% interval; the "
         "primary setting's rows are the named comparisons, the group rows exploratory). Stages run, with "
-        "their wall time on 2 cores: "
+        "their time on 2 cores: "
         + "; ".join(
-            f"{name} {run['runs']:,} runs in {run['seconds'] / 60:.1f} min ({run['date'][:10]})"
+            f"{name} {run['runs']:,} runs, {_stage_minutes(run)} ({run['date'][:10]})"
             for name, run in sorted((record.get("stage_runs") or {}).items())
         )
         + ".",
