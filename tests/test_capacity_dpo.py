@@ -102,6 +102,7 @@ def test_a_smoke_study_runs_resumes_from_another_folder_and_gives_rows_per_capac
     assert (ood.n_seeds == 2).all()
     travelled = dpo.kl_travelled(results)
     assert len(travelled) == 2 * 3 and (travelled[["kl_id", "kl_ood"]] >= 0).all().all()
+    assert list(dict.fromkeys(travelled.stage)) == [f"dpo · {p}" for p in dpo.capacities(plan)]
     # a second study copies the finished runs (the first point only) and runs the others
     first_point = [(label, c) for label, c in plan if c.lora_layers == 1]
     again = dpo.run(first_point, tmp_path / "second", reuse=tmp_path / "first")

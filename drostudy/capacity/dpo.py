@@ -256,7 +256,10 @@ def results(runs: list[dict]) -> pd.DataFrame:
 
 def kl_travelled(results: pd.DataFrame) -> pd.DataFrame:
     """Mean KL to the reference (nats per response) over seeds per stage, setting and split (domain
-    "mean"), ID and OOD side by side: how far each setting travelled at each capacity point."""
+    "mean"), ID and OOD side by side: how far each setting travelled at each capacity point. Rows keep the
+    order of `results` (the plan's: capacity points lowest first), not the names' order."""
     kl = results[(results["metric"] == "kl") & (results["domain"] == "mean")]
-    table = kl.pivot_table(index=["stage", "setting"], columns="split", values="value", aggfunc="mean")
+    table = kl.pivot_table(
+        index=["stage", "setting"], columns="split", values="value", aggfunc="mean", sort=False
+    )
     return table.rename(columns={"id": "kl_id", "ood": "kl_ood"}).reset_index()
