@@ -62,6 +62,11 @@ def test_capacity_names_and_stages_read_from_a_config_or_its_dict():
     assert cap.capacity(dataclasses.replace(config, frozen_layers=4)) == "2 trainable blocks"
 
 
+def test_one_thread_unless_a_whole_block_below_the_top_trains():
+    sizes = cap.pick(False)
+    assert [cap.threads(cap.base_config(sizes, f)) for f in (6, 5, 4, 2)] == [1, 1, None, None]
+
+
 @pytest.mark.parametrize(
     "overrides, match",
     [

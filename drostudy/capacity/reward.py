@@ -239,8 +239,7 @@ def run(configs: list[tuple[str, RMConfig]], folder: str | Path | None) -> list[
         shared = CachedRuns(labelled[0][1])
         if not _finished(folder, labelled):
             _warm(shared, [c for _, c in labelled])
-        # one thread: notebook 02's choice (a second thread cost more CPU for bitwise the same margins)
-        with torch_threads(1):
+        with torch_threads(threads(labelled[0][1])):
             runs = run_all(
                 labelled, folder, shared.train, desc=f"reward models, {capacity(labelled[0][1])}"
             )
@@ -248,6 +247,14 @@ def run(configs: list[tuple[str, RMConfig]], folder: str | Path | None) -> list[
             out[i] = metrics | {"label": configs[i][0]}
         del shared  # free this capacity point's cache before the next one's
     return out
+
+
+def threads(config: RMConfig) -> int | None:
+    """torch threads for the runs of `config`'s capacity point: 1 where at most the top block trains (it
+    runs at [CLS] only: notebook 02's choice, a second thread cost more CPU for bitwise the same margins),
+    the process's own (None: all cores unless OMP_NUM_THREADS says otherwise) where a whole block below it
+    trains, whose products over every token are large enough to share (THREAD_SCALING)."""
+    return 1 if config.frozen_layers >= n_blocks(config.model) - 1 else None
 
 
 def results(runs: list[dict]) -> pd.DataFrame:
