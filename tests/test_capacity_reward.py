@@ -64,7 +64,7 @@ def test_capacity_names_and_stages_read_from_a_config_or_its_dict():
 
 def test_one_thread_unless_a_whole_block_below_the_top_trains():
     sizes = cap.pick(False)
-    assert [cap.threads(cap.base_config(sizes, f)) for f in (6, 5, 4, 2)] == [1, 1, None, None]
+    assert [cap.threads(cap.base_config(sizes, f)) for f in (6, 5, 4, 2)] == [1, 1, 2, 2]
 
 
 @pytest.mark.parametrize(

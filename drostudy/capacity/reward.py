@@ -71,8 +71,8 @@ class Sizes:
     """the capacity points: encoder blocks kept frozen (6 of MiniLM's 6 = notebook 02's reward models).
     CPU seconds a run, one thread: 1.1 at 6 (notebook 02); 7.1 at 5, where the top block runs at [CLS]
     only with its keys and values folded into the query (19.8 before that fold, same run of
-    benchmarks/bench_capacity_reward.py --projected, same accuracies); about 145 at 4 before the fold
-    (block 4 runs at every position, forward and backward: estimated, not measured)"""
+    benchmarks/bench_capacity_reward.py --projected, same accuracies); 122 at 4 (110 training, 12
+    evaluation; block 4 runs at every position, forward and backward), on 2 threads (WHOLE_BLOCK_THREADS)"""
     primary_split: str = study.PRIMARY_SPLIT
     """notebook 02's primary split (drostudy.reward.study.SPLITS)"""
     severe_split: str = SEVERE_SPLIT
@@ -249,12 +249,18 @@ def run(configs: list[tuple[str, RMConfig]], folder: str | Path | None) -> list[
     return out
 
 
-def threads(config: RMConfig) -> int | None:
+# torch threads of a run that trains a whole block below the top one: a fixed count, because its numbers depend
+# on it (after 10 steps at 1 and 2 threads the weights differ, even under the study's pinned MKL numerics), so
+# a fixed count keeps them the same on every machine. Two pay: 40 training steps at 2 trainable blocks took 13.5
+# s of wall time at 2 threads and 24.7-26.8 s at 1, for the same CPU time (same run, quiet 2-core machine).
+WHOLE_BLOCK_THREADS = 2
+
+
+def threads(config: RMConfig) -> int:
     """torch threads for the runs of `config`'s capacity point: 1 where at most the top block trains (it
     runs at [CLS] only: notebook 02's choice, a second thread cost more CPU for bitwise the same margins),
-    the process's own (None: all cores unless OMP_NUM_THREADS says otherwise) where a whole block below it
-    trains, whose products over every token are large enough to share (THREAD_SCALING)."""
-    return 1 if config.frozen_layers >= n_blocks(config.model) - 1 else None
+    WHOLE_BLOCK_THREADS where a whole block below it trains, whose products over every token share well."""
+    return 1 if config.frozen_layers >= n_blocks(config.model) - 1 else WHOLE_BLOCK_THREADS
 
 
 def results(runs: list[dict]) -> pd.DataFrame:
