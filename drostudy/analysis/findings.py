@@ -142,8 +142,7 @@ def provenance_lines(provenance: dict, stale: dict[str, list[str]]) -> list[str]
 
 
 def _stage_minutes(run: dict) -> str:
-    """A stage's cost: its runs' training time, each as it was trained (`run_seconds`; a resumed execution
-    takes less), or, in records older than that field, the execution's wall time."""
+    """A stage's cost: its runs' training time as each was trained, else (older records) the wall time."""
     if "run_seconds" in run:
         return f"{run['run_seconds'] / 60:.1f} min of training"
     return f"{run['seconds'] / 60:.1f} min"
