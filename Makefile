@@ -33,11 +33,14 @@ STAGES ?= reward,dpo,testbed
 capacity: data
 	$(PY) -m drostudy study --only 06 --full $(FULL) --param STAGES=$(STAGES)
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them: its module fixtures
+# are built once. Most tests keep one core busy at a time, so two workers use a 2-core machine's second core.
+TEST_WORKERS ?= 2
 test: setup
 	$(PY) scripts/check_notebooks.py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check --fix .
