@@ -178,6 +178,20 @@ def previous_comparisons(path: str | Path, previous: dict) -> pd.DataFrame:
     return table
 
 
+def kl_sentence(travelled: pd.DataFrame) -> str:
+    """DPO's KL to the reference out of distribution per capacity point and setting, from the rows of
+    drostudy.capacity.dpo.kl_travelled (in their order); "" without rows."""
+    by_point: dict[str, list[str]] = {}
+    for row in travelled.itertuples():
+        by_point.setdefault(split_stage(row.stage)[1], []).append(f"{row.setting} {row.kl_ood:.3f}")
+    points = "; ".join(f"{point}: {', '.join(kl)}" for point, kl in by_point.items())
+    return (
+        f"DPO's KL to the reference out of distribution (nats per response, seed mean): {points}."
+        if points
+        else ""
+    )
+
+
 def run_seconds(runs: Iterable[dict]) -> float:
     """Seconds the runs took as each was trained (their `timings.total_s`, drostudy.runs): a stage's cost
     whether this execution trained them or resumed them from finished runs."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from drostudy.analysis import matched_findings, provenance, reward_grid, stats
+from drostudy.analysis.capacity import kl_sentence
 from drostudy.analysis.records import read_record, record_files
 from drostudy.analysis.stats import QUALITY_METRICS
 from drostudy.io import atomic_write_text
@@ -176,16 +177,8 @@ def capacity_markdown(record: dict) -> list[str]:
             f"{row['mean_diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | "
             f"{row['half_width']:.4f} | {row['verdict']} |"
         )
-    travelled: dict[str, list[str]] = {}  # DPO's KL to the reference per point, OOD: how far it moved
-    for row in record.get("kl_travelled") or []:
-        capacity = row["stage"].partition(" · ")[2]
-        travelled.setdefault(capacity, []).append(f"{row['setting']} {row['kl_ood']:.3f}")
-    if travelled:
-        points = "; ".join(f"{capacity}: {', '.join(kl)}" for capacity, kl in travelled.items())
-        lines += [
-            "",
-            f"DPO's KL to the reference out of distribution (nats per response, seed mean): {points}.",
-        ]
+    travelled = kl_sentence(pd.DataFrame(record.get("kl_travelled") or []))  # how far DPO moved
+    lines += ["", travelled] if travelled else []
     left = sorted(set(CAPACITY_STAGES) - set(record.get("stage_runs") or {}))
     if left:
         lines += ["", f"Not run yet at this size: {', '.join(left)} (`make capacity STAGES=...`)."]
