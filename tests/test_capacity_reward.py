@@ -19,7 +19,7 @@ SETTINGS = ["ordinary", "tv 0.5", "group tv 0.5"]
 def test_default_plan_crosses_seeds_capacities_splits_and_the_headline_settings():
     sizes = cap.pick(False)
     configs = cap.plan(sizes)
-    assert len(configs) == sizes.seeds * 3 * 2 * 3
+    assert len(configs) == sum(sizes.seeds_at(f) for f in sizes.frozen_layers) * 2 * 3
     assert [c.seed for _, c in configs] == sorted(c.seed for _, c in configs)  # seeds outermost
     assert cap.capacities(configs) == ["0 trainable blocks", "1 trainable block", "2 trainable blocks"]
     assert sorted({cap.split_of(c) for _, c in configs}) == ["A", "C"]
@@ -27,6 +27,15 @@ def test_default_plan_crosses_seeds_capacities_splits_and_the_headline_settings(
     for label, config in configs:
         assert label == config.setting and config.engine == "cached"
     assert len({(label, c) for label, c in configs}) == len(configs)  # no run twice
+
+
+def test_a_point_that_spreads_wider_runs_more_seeds_and_shares_the_first_ones():
+    sizes = dataclasses.replace(cap.pick(False), seeds=2, frozen_seeds={5: 1, 4: 3}, levels=())
+    assert [sizes.seeds_at(f) for f in sizes.frozen_layers] == [2, 2, 3]  # at least `seeds`
+    points = [(c.seed, c.frozen_layers) for _, c in cap.plan(sizes)[::2]]  # one per split, ordinary only
+    assert points == [(0, 6), (0, 5), (0, 4), (1, 6), (1, 5), (1, 4), (2, 4)]  # seeds outermost
+    picked = cap.pick(False, frozen_layers="6,4,3")  # as the FROZEN_LAYERS parameter passes it
+    assert picked.seeds_at(3) == picked.seeds and picked.seeds_at(4) == cap.pick(False).seeds_at(4)
 
 
 def test_capacity_zero_is_notebook_02s_reward_model():

@@ -60,15 +60,16 @@ def test_the_plan_pairs_every_setting_and_capacity_on_each_seed():
 def test_sizes_per_mode_and_overrides():
     assert cap.pick(False) == cap.PRESETS["default"]
     assert cap.pick(True).seeds < cap.pick(False).seeds == study.pick(False).testbed.seeds
-    picked = cap.pick(False, dims="32,64", dim_seeds="", seeds=None, levels="group")
-    assert (picked.dims, picked.seeds, picked.levels) == ((32, 64), 20, ("group",))
-    assert [picked.seeds_at(d) for d in picked.dims] == [20, 20]
-    with pytest.raises(ValueError, match="dim_seeds"):
-        cap.pick(False, dims="32,64")  # three seed counts for two dims
+    # dims as notebook 06's DIMS parameter passes them
+    picked = cap.pick(False, dims="32,128,64", seeds=None, levels="group")
+    assert (picked.dims, picked.seeds, picked.levels) == ((32, 128, 64), 20, ("group",))
+    # a dim the preset gives more seeds keeps them; one it does not name runs `seeds`
+    assert [picked.seeds_at(d) for d in picked.dims] == [20, cap.PRESETS["default"].dim_seeds[128], 20]
 
 
 def test_wider_dims_run_more_seeds_and_share_the_first_ones():
-    sizes = dataclasses.replace(SIZES, seeds=2, dim_seeds=(1, 3), steps=(6,))
+    dim_seeds = {SIZES.dims[0]: 1, SIZES.dims[1]: 3}
+    sizes = dataclasses.replace(SIZES, seeds=2, dim_seeds=dim_seeds, steps=(6,))
     assert [sizes.seeds_at(d) for d in sizes.dims] == [2, 3]  # at least `seeds`
     configs = cap.plan(sizes, **FIELDS)
     points = [(c.seed, c.run.data.dim) for _, c in configs[::3]]

@@ -67,6 +67,9 @@ class Sizes:
     the paired OOD-mean difference (tv 0.5 - ordinary, split A) was 0.025 at 1 trainable block in a pilot
     of 3 seeds (0.019-0.023 at 0 blocks in notebook 02's committed comparisons): 9 seeds reach the
     half-width 0.02, 10 leave a margin (benchmarks/bench_capacity_reward.py)"""
+    frozen_seeds: dict[int, int] = dataclasses.field(default_factory=dict)
+    """paired seeds at a capacity point named here (its `frozen_layers`; at least `seeds`); any other point
+    runs `seeds`. A point that spreads wider needs more for the same half-width"""
     frozen_layers: tuple[int, ...] = (6, 5, 4)
     """the capacity points: encoder blocks kept frozen (6 of MiniLM's 6 = notebook 02's reward models).
     CPU seconds a run, one thread: 1.1 at 6 (notebook 02); 7.1 at 5, where the top block runs at [CLS]
@@ -95,6 +98,10 @@ class Sizes:
     """pairs per step: the worst case is taken over this many"""
     truncate_length: int = _NOTEBOOK_02.truncate_length
     """tokens per prompt + response text, as notebook 02"""
+
+    def seeds_at(self, frozen_layers: int) -> int:
+        """The paired seeds at the capacity point `frozen_layers`: its frozen_seeds, at least `seeds`."""
+        return max(self.seeds, self.frozen_seeds.get(frozen_layers, 0))
 
 
 PRESETS = {
@@ -161,10 +168,11 @@ def settings(sizes: Sizes) -> list[dict]:
 
 def plan(sizes: Sizes) -> list[tuple[str, RMConfig]]:
     """(setting label, config) of every run, seeds outermost, then capacity point, split and setting
-    (ordinary first): a seed's runs all share its training pairs, head initialisation and batch order."""
+    (ordinary first): a seed's runs all share its training pairs, head initialisation and batch order. A
+    point runs its `sizes.seeds_at` seeds: the first seeds of a point with more are the others' seeds."""
     out = []
-    for seed in range(sizes.seeds):
-        for frozen in sizes.frozen_layers:
+    for seed in range(max(map(sizes.seeds_at, sizes.frozen_layers))):
+        for frozen in [f for f in sizes.frozen_layers if seed < sizes.seeds_at(f)]:
             base = base_config(sizes, frozen)
             for split in splits(sizes):
                 for fields in settings(sizes):

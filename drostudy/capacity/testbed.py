@@ -56,8 +56,8 @@ class Sizes:
 
     seeds: int
     """paired seeds 0, 1, ..., seeds - 1 at every capacity point and setting"""
-    dim_seeds: tuple[int, ...]
-    """paired seeds at each dim of `dims` (aligned; at least `seeds`; empty: `seeds`): wider ones spread more"""
+    dim_seeds: dict[int, int]
+    """paired seeds at a dim named here (at least `seeds`); any other dim runs `seeds`: wider ones spread more"""
     dims: tuple[int, ...]
     """policy feature dimensions (top principal directions of psi; FULL_WIDTH: all of it)"""
     steps: tuple[int, ...]
@@ -71,13 +71,9 @@ class Sizes:
     levels: tuple[str, ...]
     """where the ball runs besides ordinary: example (over prompts, notebook 04), group (over domains)"""
 
-    def __post_init__(self):
-        if self.dim_seeds and len(self.dim_seeds) != len(self.dims):
-            raise ValueError(f"dim_seeds must give one count per dim {self.dims}; got {self.dim_seeds}")
-
     def seeds_at(self, dim: int) -> int:
         """The paired seeds at policy dimension `dim`: its dim_seeds, at least `seeds`."""
-        return max(self.seeds, self.dim_seeds[self.dims.index(dim)] if self.dim_seeds else 0)
+        return max(self.seeds, self.dim_seeds.get(dim, 0))
 
 
 # dim_seeds: the seeds each dim's 95% half-width needs to reach 0.01 for both balls, from the spread of 20
@@ -87,7 +83,7 @@ class Sizes:
 # the sd to grow again. The count comes from the spread alone, fixed before the new seeds ran.
 _DEFAULT = Sizes(
     seeds=20,
-    dim_seeds=(20, 72, 128),
+    dim_seeds={128: 72, FULL_WIDTH: 128},
     dims=(32, 128, FULL_WIDTH),
     steps=(200, 800),
     per_domain=300,
@@ -96,7 +92,7 @@ _DEFAULT = Sizes(
     levels=LEVELS,
 )
 PRESETS = {
-    "smoke": Sizes(2, (), (32, FULL_WIDTH), (20,), 40, "tv", 0.2, LEVELS),
+    "smoke": Sizes(2, {}, (32, FULL_WIDTH), (20,), 40, "tv", 0.2, LEVELS),
     "default": _DEFAULT,
     "full": _DEFAULT,  # the testbed runs on the CPU in every mode
 }
